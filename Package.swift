@@ -1,0 +1,77 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// One set of settings for every target: Swift 6 language mode (strict concurrency)
+// and no warnings tolerated in CI.
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "swift-cluster",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Cluster", targets: ["Cluster"]),
+        .library(name: "ClusterNIO", targets: ["ClusterNIO"]),
+        .executable(name: "hello", targets: ["hello"]),
+        .executable(name: "messages", targets: ["messages"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
+    ],
+    targets: [
+        // C only here: the few things Swift cannot import from Glibc.
+        .target(name: "CClusterShims"),
+        .target(
+            name: "Cluster",
+            dependencies: [
+                "CClusterShims",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "ClusterNIO",
+            dependencies: [
+                "Cluster",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "hello",
+            dependencies: ["Cluster", "ClusterNIO"],
+            path: "Sources/Examples/hello",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "messages",
+            dependencies: ["Cluster", "ClusterNIO"],
+            path: "Sources/Examples/messages",
+            swiftSettings: swiftSettings
+        ),
+        // A program the integration tests spawn as a primary and its workers.
+        .executableTarget(
+            name: "ClusterFixture",
+            dependencies: ["Cluster", "ClusterNIO"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ClusterTests",
+            dependencies: ["Cluster"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ClusterIntegrationTests",
+            dependencies: ["Cluster", "ClusterFixture", "hello", "messages"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

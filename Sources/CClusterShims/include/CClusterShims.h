@@ -1,0 +1,69 @@
+// C shims for swift-cluster: the few things Swift cannot import from Glibc
+// (CMSG macros, variadic syscalls, posix_spawn extensions, a load-time hook).
+// Every function returns -1 and leaves errno set on failure unless stated otherwise.
+#ifndef CCLUSTER_SHIMS_H
+#define CCLUSTER_SHIMS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+// Re-exported for Swift: Glibc's module does not carry these.
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <netdb.h>
+#include <pwd.h>
+#include <grp.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+/// Sends `len` bytes from `buf` on the socket `sock`, attaching `nfds` descriptors with
+/// SCM_RIGHTS when `nfds > 0`. Non-blocking and SIGPIPE-free (MSG_DONTWAIT | MSG_NOSIGNAL).
+/// Returns the number of bytes sent.
+ssize_t cluster_sendmsg(int sock, const void *buf, size_t len, const int *fds, int nfds);
+
+/// Receives up to `len` bytes into `buf` from `sock` without blocking, collecting up to
+/// `maxfds` attached descriptors (received close-on-exec) into `fds`. `*nfds` is set to the
+/// number collected; `*truncated` to 1 when the kernel dropped descriptors (MSG_CTRUNC).
+/// Returns the number of bytes received, 0 at end of file.
+ssize_t cluster_recvmsg(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds, int *truncated);
+
+/// Accepts a connection as a close-on-exec, non-blocking descriptor (accept4).
+int cluster_accept(int sock);
+
+/// Creates a close-on-exec, non-blocking pipe (pipe2).
+int cluster_pipe(int fds[2]);
+
+/// Opens a pidfd for `pid` (pidfd_open, Linux 5.3).
+int cluster_pidfd_open(pid_t pid);
+
+/// Sends `sig` to the process behind `pidfd` (pidfd_send_signal): no pid-reuse race.
+int cluster_pidfd_send_signal(int pidfd, int sig);
+
+/// Reaps the exited process behind `pidfd` without blocking (waitid P_PIDFD, WEXITED|WNOHANG).
+/// Returns 1 and sets `*code` (CLD_EXITED, CLD_KILLED, CLD_DUMPED) and `*status` (exit code
+/// or signal number) when it was reaped, 0 when it is still running, -1 on error.
+int cluster_pidfd_reap(int pidfd, int *code, int *status);
+
+/// Spawns `path` with `argv` and `envp` through posix_spawn (never fork()).
+/// The child's descriptor `dst_fds[i]` is the parent's `src_fds[i]`; every other descriptor
+/// above 2 that is not a target is closed in the child, whatever its close-on-exec flag.
+/// Descriptors 0-2 are inherited unless they are targets. The signal mask is emptied and
+/// every signal's disposition reset to default. `cwd` may be NULL.
+/// Returns 0 and sets `*pid`, or an errno value (errno itself is not used).
+int cluster_spawn(const char *path, char *const argv[], char *const envp[],
+                  const int *src_fds, const int *dst_fds, int nfds,
+                  const char *cwd, pid_t *pid);
+
+/// The value a CLUSTER_* environment variable had when this process started, or NULL.
+/// A load-time constructor reads these and removes them from the environment, so that
+/// programs a worker spawns do not mistake themselves for workers (as Node does with
+/// NODE_UNIQUE_ID). In a worker the same constructor, before main, drops to
+/// CLUSTER_GID/CLUSTER_UID when set, asks for SIGKILL when the primary dies
+/// (PR_SET_PDEATHSIG) and exits at once if the primary is already gone.
+const char *cluster_startup_env(const char *name);
+
+/// The resident set size of this process in bytes, from /proc/self/statm; -1 on error.
+long cluster_self_rss(void);
+
+#endif

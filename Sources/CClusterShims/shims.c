@@ -1,0 +1,204 @@
+#define _GNU_SOURCE
+#include "CClusterShims.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+#define CLUSTER_MAX_FDS 64
+
+ssize_t cluster_sendmsg(int sock, const void *buf, size_t len, const int *fds, int nfds) {
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+    char control[CMSG_SPACE(sizeof(int) * CLUSTER_MAX_FDS)];
+    if (nfds > 0) {
+        if (nfds > CLUSTER_MAX_FDS) { errno = EINVAL; return -1; }
+        memset(control, 0, sizeof(control));
+        msg.msg_control = control;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * nfds);
+    }
+    return sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+ssize_t cluster_recvmsg(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds, int *truncated) {
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    char control[CMSG_SPACE(sizeof(int) * CLUSTER_MAX_FDS)];
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+                          .msg_control = control, .msg_controllen = sizeof(control) };
+    *nfds = 0;
+    *truncated = 0;
+    ssize_t n = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0) return n;
+    if (msg.msg_flags & MSG_CTRUNC) *truncated = 1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int *received = (int *)CMSG_DATA(c);
+        for (int i = 0; i < count; i++) {
+            if (*nfds < maxfds) fds[(*nfds)++] = received[i];
+            else { close(received[i]); *truncated = 1; }
+        }
+    }
+    return n;
+}
+
+int cluster_accept(int sock) {
+    return accept4(sock, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+}
+
+int cluster_pipe(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC | O_NONBLOCK);
+}
+
+int cluster_pidfd_open(pid_t pid) {
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+int cluster_pidfd_send_signal(int pidfd, int sig) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+}
+
+int cluster_pidfd_reap(int pidfd, int *code, int *status) {
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    if (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | WNOHANG) < 0) return -1;
+    if (info.si_pid == 0) return 0;
+    *code = info.si_code;
+    *status = info.si_status;
+    return 1;
+}
+
+int cluster_spawn(const char *path, char *const argv[], char *const envp[],
+                  const int *src_fds, const int *dst_fds, int nfds,
+                  const char *cwd, pid_t *pid) {
+    int highest = 2;
+    for (int i = 0; i < nfds; i++) if (dst_fds[i] > highest) highest = dst_fds[i];
+
+    // Copy every source above every target first: dup2-ing in place would clobber a
+    // source that is also another mapping's target, and dup2(fd, fd) would keep CLOEXEC.
+    int copies[CLUSTER_MAX_FDS];
+    if (nfds > CLUSTER_MAX_FDS) return EINVAL;
+    int made = 0, err = 0;
+    for (; made < nfds; made++) {
+        copies[made] = fcntl(src_fds[made], F_DUPFD_CLOEXEC, highest + 1);
+        if (copies[made] < 0) { err = errno; goto close_copies; }
+    }
+
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    if ((err = posix_spawn_file_actions_init(&actions)) != 0) goto close_copies;
+    if ((err = posix_spawnattr_init(&attr)) != 0) goto destroy_actions;
+
+    for (int i = 0; i < nfds && err == 0; i++)
+        err = posix_spawn_file_actions_adddup2(&actions, copies[i], dst_fds[i]);
+    // Whatever the parent left open, close-on-exec or not, stops here.
+    if (err == 0) err = posix_spawn_file_actions_addclosefrom_np(&actions, highest + 1);
+    if (err == 0 && cwd != NULL) err = posix_spawn_file_actions_addchdir_np(&actions, cwd);
+
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    if (err == 0) err = posix_spawnattr_setsigmask(&attr, &none);
+    if (err == 0) err = posix_spawnattr_setsigdefault(&attr, &all);
+    if (err == 0) err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (err == 0) err = posix_spawn(pid, path, &actions, &attr, argv, envp);
+
+    posix_spawnattr_destroy(&attr);
+destroy_actions:
+    posix_spawn_file_actions_destroy(&actions);
+close_copies:
+    for (int i = 0; i < made; i++) close(copies[i]);
+    return err;
+}
+
+// ---- Load-time worker bootstrap -------------------------------------------------------
+
+#define CLUSTER_MAX_SAVED 32
+static char *saved_env[CLUSTER_MAX_SAVED];
+static int saved_count;
+
+const char *cluster_startup_env(const char *name) {
+    size_t len = strlen(name);
+    for (int i = 0; i < saved_count; i++) {
+        if (strncmp(saved_env[i], name, len) == 0 && saved_env[i][len] == '=')
+            return saved_env[i] + len + 1;
+    }
+    return NULL;
+}
+
+static void bootstrap_fail(const char *what) {
+    char message[256];
+    int n = snprintf(message, sizeof(message),
+                     "cluster worker bootstrap: %s failed: %s\n", what, strerror(errno));
+    if (n > 0) { ssize_t ignored = write(2, message, (size_t)n); (void)ignored; }
+    _exit(78); // EX_CONFIG: the worker could not start as configured.
+}
+
+__attribute__((constructor))
+static void cluster_bootstrap(int argc, char **argv, char **envp) {
+    (void)argc; (void)envp;
+    extern char **environ;
+    // Save and remove every CLUSTER_* variable before anything else reads the environment.
+    for (char **e = environ; e != NULL && *e != NULL; e++) {
+        if (strncmp(*e, "CLUSTER_", 8) == 0 && saved_count < CLUSTER_MAX_SAVED)
+            saved_env[saved_count++] = strdup(*e);
+    }
+    for (int i = 0; i < saved_count; i++) {
+        char name[128];
+        size_t len = strcspn(saved_env[i], "=");
+        if (len >= sizeof(name)) continue;
+        memcpy(name, saved_env[i], len);
+        name[len] = 0;
+        unsetenv(name);
+    }
+    if (cluster_startup_env("CLUSTER_WORKER_ID") == NULL) return;
+
+    const char *gid = cluster_startup_env("CLUSTER_GID");
+    const char *uid = cluster_startup_env("CLUSTER_UID");
+    if (gid != NULL) {
+        if (setgroups(0, NULL) != 0) bootstrap_fail("setgroups");
+        if (setgid((gid_t)strtoul(gid, NULL, 10)) != 0) bootstrap_fail("setgid");
+    }
+    if (uid != NULL && setuid((uid_t)strtoul(uid, NULL, 10)) != 0) bootstrap_fail("setuid");
+
+    // After the credential change: changing credentials clears the parent-death signal.
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) bootstrap_fail("prctl(PR_SET_PDEATHSIG)");
+    const char *primary = cluster_startup_env("CLUSTER_PRIMARY_PID");
+    if (primary != NULL && getppid() != (pid_t)strtol(primary, NULL, 10)) _exit(0);
+
+    // A trampoline for programs that do not link this library (the `cluster` command):
+    // argv[1...] is the real program, which keeps this process, its pid and its fds.
+    if (cluster_startup_env("CLUSTER_EXEC") != NULL && argv != NULL && argv[1] != NULL) {
+        execvp(argv[1], argv + 1);
+        bootstrap_fail("exec");
+    }
+}
+
+long cluster_self_rss(void) {
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (f == NULL) return -1;
+    long pages = 0, resident = 0;
+    int n = fscanf(f, "%ld %ld", &pages, &resident);
+    fclose(f);
+    if (n != 2) return -1;
+    return resident * sysconf(_SC_PAGESIZE);
+}

@@ -1,0 +1,391 @@
+import CClusterShims
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a channel's owner hears, on the I/O thread.
+protocol ChannelDelegate: AnyObject, Sendable {
+    /// A frame that is not a reply (replies go to their `request`).
+    func channel(_ channel: Channel, received frame: Frame)
+    /// The channel is closed: the peer hung up (`error` nil) or broke the protocol.
+    func channelClosed(_ channel: Channel, error: ClusterError?)
+}
+
+/// Framed messages over one end of a Unix socketpair, both directions, descriptors attached.
+///
+/// Reads happen on the ``IOLoop`` thread. Writes come from any thread: a writer on the I/O
+/// thread queues and the loop flushes the whole batch in one `sendmsg` before it sleeps; a
+/// writer elsewhere writes at once without blocking. What the socket cannot take waits in a
+/// bounded queue: `send` suspends above the high watermark until the peer has read enough.
+final class Channel: IOHandler, @unchecked Sendable {
+    /// The largest payload a message may carry: 64 MiB.
+    static let maximumMessageSize = 64 << 20
+    static let highWatermark = 4 << 20
+    static let lowWatermark = 1 << 20
+
+    private struct Chunk {
+        var bytes: [UInt8]
+        var offset = 0
+        /// Owned copies, sent with the chunk's first byte, then closed.
+        var descriptors: [Int32]
+    }
+
+    private struct State {
+        var chunks: [Chunk] = []
+        var pendingBytes = 0
+        var writers: [CheckedContinuation<Void, Never>] = []
+        var flushScheduled = false
+        var writeArmed = false
+        var readPaused = false
+        var detachedWhilePaused = false
+        var closed = false
+        var closeError: ClusterError?
+        var requests: [UInt64: Request] = [:]
+        var nextCorrelation: UInt64 = 1
+    }
+
+    private struct Request {
+        var continuation: CheckedContinuation<Result<Frame, ClusterError>, Never>
+        var timer: UInt64
+    }
+
+    let fd: Int32
+    let loop: IOLoop
+    /// Set once, before `start`.
+    nonisolated(unsafe) weak var delegate: (any ChannelDelegate)?
+    private let state = Mutex(State())
+    // Loop-thread only.
+    private nonisolated(unsafe) var decoder = FrameDecoder(maximumPayload: Channel.maximumMessageSize)
+    private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 << 10, alignment: 16)
+
+    /// Takes ownership of `fd`, a connected, non-blocking, close-on-exec stream socket.
+    init(fd: Int32, loop: IOLoop = .shared) {
+        self.fd = fd
+        self.loop = loop
+    }
+
+    deinit { readBuffer.deallocate() }
+
+    func start() throws(ClusterError) {
+        try loop.register(fd, events: Channel.readEvents, handler: self)
+    }
+
+    private static let readEvents = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
+
+    var isClosed: Bool { state.withLock { $0.closed } }
+
+    // MARK: Sending
+
+    /// Queues `frame`; waits while the queue is above the high watermark.
+    func send(_ frame: Frame) async throws(ClusterError) {
+        let bytes = try Channel.encode(frame)
+        while state.withLock({ !$0.closed && $0.pendingBytes > Channel.highWatermark }) {
+            await withCheckedContinuation { continuation in
+                let ready = state.withLock { state in
+                    if state.closed || state.pendingBytes <= Channel.highWatermark { return true }
+                    state.writers.append(continuation)
+                    return false
+                }
+                if ready { continuation.resume() }
+            }
+        }
+        try enqueue(bytes, descriptors: frame.descriptors)
+    }
+
+    /// Queues `frame` without waiting; throws ``ClusterError/Code/channelFull`` above the
+    /// high watermark unless `force` (the runtime's own control messages).
+    func sendNow(_ frame: Frame, force: Bool = false) throws(ClusterError) {
+        let bytes = try Channel.encode(frame)
+        if !force && state.withLock({ $0.pendingBytes > Channel.highWatermark }) {
+            throw ClusterError(.channelFull, "\(state.withLock { $0.pendingBytes }) bytes wait to be read by the peer; use the async send to wait for room")
+        }
+        try enqueue(bytes, descriptors: frame.descriptors)
+    }
+
+    /// Sends `frame` as a request and waits for its reply.
+    func request(_ frame: Frame, timeout: Duration) async throws(ClusterError) -> Frame {
+        // Register first, then send: a fast reply must find its request waiting.
+        var frame = frame
+        let correlation = state.withLock { state in
+            defer { state.nextCorrelation += 1 }
+            return state.nextCorrelation
+        }
+        frame.correlation = correlation
+        let bytes = try Channel.encode(frame)
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<Frame, ClusterError>, Never>) in
+            let timer = loop.schedule(after: timeout) { [weak self] in
+                self?.completeRequest(correlation, with: .failure(ClusterError(.timeout, "no reply within \(timeout)")))
+            }
+            let closed = state.withLock { state -> ClusterError? in
+                if state.closed { return state.closeError ?? Channel.closedError }
+                state.requests[correlation] = Request(continuation: continuation, timer: timer)
+                return nil
+            }
+            if let closed {
+                loop.cancelTimer(timer)
+                continuation.resume(returning: .failure(closed))
+                return
+            }
+            do throws(ClusterError) {
+                try enqueue(bytes, descriptors: frame.descriptors)
+            } catch {
+                completeRequest(correlation, with: .failure(error))
+            }
+        }
+        return try result.get()
+    }
+
+    private func completeRequest(_ correlation: UInt64, with result: Result<Frame, ClusterError>) {
+        guard let request = state.withLock({ $0.requests.removeValue(forKey: correlation) }) else { return }
+        loop.cancelTimer(request.timer)
+        request.continuation.resume(returning: result)
+    }
+
+    private static let closedError = ClusterError(.channelClosed, "the peer has exited or disconnected")
+
+    private static func encode(_ frame: Frame) throws(ClusterError) -> [UInt8] {
+        guard frame.payload.count <= maximumMessageSize else {
+            throw ClusterError(.messageTooLarge, "a message of \(frame.payload.count) bytes exceeds the limit of \(maximumMessageSize) bytes (64 MiB); send large data through a file or a descriptor instead")
+        }
+        guard frame.descriptors.count <= Frame.maximumDescriptors else {
+            throw ClusterError(.messageTooLarge, "a message carries \(frame.descriptors.count) descriptors; the limit is \(Frame.maximumDescriptors)")
+        }
+        var bytes: [UInt8] = []
+        frame.encode(into: &bytes)
+        return bytes
+    }
+
+    private func enqueue(_ bytes: [UInt8], descriptors: [Int32]) throws(ClusterError) {
+        // Copies, so the caller may close its own descriptors as soon as send returns.
+        var copies: [Int32] = []
+        do throws(ClusterError) {
+            for descriptor in descriptors { copies.append(try Syscall.duplicate(descriptor)) }
+        } catch {
+            copies.forEach(Syscall.close)
+            throw error
+        }
+        let inLoop = loop.inLoop
+        let failure = state.withLock { state -> ClusterError? in
+            if state.closed { return state.closeError ?? Channel.closedError }
+            if copies.isEmpty, !state.chunks.isEmpty {
+                state.chunks[state.chunks.count - 1].bytes.append(contentsOf: bytes)
+            } else {
+                state.chunks.append(Chunk(bytes: bytes, descriptors: copies))
+            }
+            state.pendingBytes += bytes.count
+            guard !state.flushScheduled, !state.writeArmed else { return nil }
+            if inLoop {
+                state.flushScheduled = true
+                loop.runBeforeSleep { [self] in
+                    let resumed = self.state.withLock { state in
+                        state.flushScheduled = false
+                        return flushLocked(&state)
+                    }
+                    resumed.forEach { $0.resume() }
+                }
+                return nil
+            }
+            let resumed = flushLocked(&state)
+            // Resuming under the lock is safe: it only enqueues the waiter's task.
+            resumed.forEach { $0.resume() }
+            return nil
+        }
+        if let failure {
+            copies.forEach(Syscall.close)
+            throw failure
+        }
+    }
+
+    /// Writes what the socket takes; arms EPOLLOUT for the rest. Returns writers to resume.
+    private func flushLocked(_ state: inout State) -> [CheckedContinuation<Void, Never>] {
+        while !state.chunks.isEmpty {
+            let chunk = state.chunks[0]
+            let sent: Int?
+            do {
+                sent = try chunk.bytes.withUnsafeBytes { raw throws(ClusterError) in
+                    try Syscall.send(fd, UnsafeRawBufferPointer(rebasing: raw[chunk.offset...]),
+                                     fds: chunk.offset == 0 ? chunk.descriptors : [])
+                }
+            } catch {
+                // The peer is gone (EPIPE, ECONNRESET); the read side reports the close.
+                state.chunks.removeAll()
+                state.pendingBytes = 0
+                loop.execute { [self] in close(error: nil) }
+                return []
+            }
+            guard let sent else {
+                if !state.writeArmed {
+                    state.writeArmed = true
+                    updateInterest(state)
+                }
+                break
+            }
+            if chunk.offset == 0 && !chunk.descriptors.isEmpty {
+                chunk.descriptors.forEach(Syscall.close)
+                state.chunks[0].descriptors = []
+            }
+            state.chunks[0].offset += sent
+            state.pendingBytes -= sent
+            if state.chunks[0].offset == state.chunks[0].bytes.count { state.chunks.removeFirst() }
+        }
+        if state.chunks.isEmpty && state.writeArmed {
+            state.writeArmed = false
+            updateInterest(state)
+        }
+        guard state.pendingBytes <= Channel.lowWatermark, !state.writers.isEmpty else { return [] }
+        defer { state.writers.removeAll() }
+        return state.writers
+    }
+
+    private func updateInterest(_ state: State) {
+        guard !state.closed, !state.detachedWhilePaused else { return }
+        let events = (state.readPaused ? 0 : Channel.readEvents) | (state.writeArmed ? EPOLLOUT.rawValue : 0)
+        try? loop.modify(fd, events: events)
+    }
+
+    /// Writes everything queued, blocking up to `timeout`: a worker's last messages leave
+    /// before it exits.
+    func flushBlocking(timeout: Duration) {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let pending = state.withLock { state -> Bool in
+                guard !state.closed else { return false }
+                let resumed = flushLocked(&state)
+                resumed.forEach { $0.resume() }
+                return !state.chunks.isEmpty
+            }
+            let remaining = ContinuousClock.now.duration(to: deadline)
+            guard pending, remaining > .zero else { return }
+            let milliseconds = Int32(clamping: remaining.components.seconds * 1000 + 1)
+            _ = try? Syscall.poll(fd, events: Int16(POLLOUT), milliseconds: milliseconds)
+        }
+    }
+
+    // MARK: Back-pressure on reading
+
+    func pauseReading() {
+        state.withLock { state in
+            guard !state.readPaused else { return }
+            state.readPaused = true
+            updateInterest(state)
+        }
+    }
+
+    func resumeReading() {
+        let reattach = state.withLock { state -> Bool in
+            guard state.readPaused else { return false }
+            state.readPaused = false
+            if state.detachedWhilePaused {
+                state.detachedWhilePaused = false
+                return true
+            }
+            updateInterest(state)
+            return false
+        }
+        if reattach {
+            let events = Channel.readEvents | (state.withLock { $0.writeArmed } ? EPOLLOUT.rawValue : 0)
+            try? loop.register(fd, events: events, handler: self)
+        } else {
+            // Data that arrived while paused is waiting: read it now.
+            loop.execute { [self] in readAvailable() }
+        }
+    }
+
+    // MARK: Reading (I/O thread)
+
+    func handle(events: UInt32) {
+        if events & EPOLLOUT.rawValue != 0 {
+            let resumed = state.withLock { state in
+                state.writeArmed = false
+                return flushLocked(&state)
+            }
+            resumed.forEach { $0.resume() }
+        }
+        let hangup = events & (EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0
+        if hangup && state.withLock({ $0.readPaused }) {
+            // epoll reports a hang-up even when not asked; stop watching until resumed
+            // so a paused channel does not spin the loop.
+            loop.deregister(fd)
+            state.withLock { $0.detachedWhilePaused = true }
+            return
+        }
+        if events & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue) != 0 || hangup { readAvailable() }
+    }
+
+    /// Reads and dispatches what is available, up to `batches` reads (bounded per wake-up
+    /// so one busy peer cannot starve the others), up to end of file.
+    func readAvailable(batches: Int = 16) {
+        guard !isClosed else { return }
+        var received: [Int32] = []
+        for _ in 0..<batches {
+            if state.withLock({ $0.readPaused }) { return }
+            let count: Int?
+            do {
+                count = try Syscall.receive(fd, into: readBuffer, fds: &received)
+            } catch {
+                received.forEach(Syscall.close)
+                close(error: error.errno == ECONNRESET ? nil : error)
+                return
+            }
+            guard let count else { return }
+            if count == 0 {
+                close(error: nil)
+                return
+            }
+            decoder.append(UnsafeRawBufferPointer(rebasing: readBuffer[0..<count]), descriptors: received)
+            received.removeAll(keepingCapacity: true)
+            do {
+                while let frame = try decoder.next() { dispatch(frame) }
+            } catch {
+                close(error: error)
+                return
+            }
+        }
+    }
+
+    private func dispatch(_ frame: Frame) {
+        switch frame.kind {
+        case .reply:
+            completeRequest(frame.correlation, with: .success(frame))
+        case .failure:
+            completeRequest(frame.correlation, with: .failure(
+                ClusterError(.remoteError, "the peer failed the request: \(String(decoding: frame.payload, as: UTF8.self))")))
+        case .message, .request, .control:
+            delegate?.channel(self, received: frame)
+        }
+    }
+
+    /// Closes the channel: waiting senders and requests fail, the delegate hears once.
+    /// Runs on the I/O thread (where the decoder lives); call from anywhere.
+    func close(error: ClusterError?) {
+        guard loop.inLoop else {
+            loop.execute { [self] in close(error: error) }
+            return
+        }
+        let taken = state.withLock { state -> ([CheckedContinuation<Void, Never>], [Request], [Chunk], Bool)? in
+            guard !state.closed else { return nil }
+            state.closed = true
+            state.closeError = error
+            defer {
+                state.writers.removeAll()
+                state.requests.removeAll()
+                state.chunks.removeAll()
+                state.pendingBytes = 0
+            }
+            return (state.writers, Array(state.requests.values), state.chunks, state.detachedWhilePaused)
+        }
+        guard let (writers, requests, chunks, detached) = taken else { return }
+        if !detached { loop.deregister(fd) }
+        Syscall.close(fd)
+        for chunk in chunks where chunk.offset == 0 { chunk.descriptors.forEach(Syscall.close) }
+        decoder.takeUnclaimedDescriptors().forEach(Syscall.close)
+        writers.forEach { $0.resume() }
+        let failure = error ?? Channel.closedError
+        for request in requests {
+            loop.cancelTimer(request.timer)
+            request.continuation.resume(returning: .failure(failure))
+        }
+        delegate?.channelClosed(self, error: error)
+    }
+}

@@ -1,0 +1,129 @@
+/// One unit on the wire between a primary and a worker.
+///
+/// Layout, little-endian, 20-byte header then the payload:
+///
+/// | bytes | field |
+/// |---|---|
+/// | 0..<4 | payload length |
+/// | 4 | kind |
+/// | 5 | number of descriptors attached to this frame (sent with its first byte) |
+/// | 6..<8 | reserved, zero |
+/// | 8..<12 | peer: the other worker's id for worker-to-worker messages, else 0 |
+/// | 12..<20 | correlation: a request's id, echoed by its reply; 0 otherwise |
+struct Frame: Sendable, Equatable {
+    enum Kind: UInt8, Sendable {
+        /// An application message.
+        case message = 1
+        /// An application message that expects a reply with the same correlation.
+        case request = 2
+        /// The answer to a request.
+        case reply = 3
+        /// A request's failure, its payload a UTF-8 reason.
+        case failure = 4
+        /// The runtime's own messages (online, listening, disconnect, listen requests).
+        case control = 5
+    }
+
+    static let headerSize = 20
+    static let maximumDescriptors = 64
+
+    var kind: Kind
+    var peer: UInt32 = 0
+    var correlation: UInt64 = 0
+    var payload: [UInt8]
+    var descriptors: [Int32] = []
+
+    /// Appends the header and payload to `buffer`.
+    func encode(into buffer: inout [UInt8]) {
+        let length = UInt32(payload.count)
+        buffer.reserveCapacity(buffer.count + Frame.headerSize + payload.count)
+        Frame.append(length, to: &buffer)
+        buffer.append(kind.rawValue)
+        buffer.append(UInt8(descriptors.count))
+        buffer.append(0)
+        buffer.append(0)
+        Frame.append(peer, to: &buffer)
+        Frame.append(correlation, to: &buffer)
+        buffer.append(contentsOf: payload)
+    }
+
+    @inline(__always)
+    private static func append<T: FixedWidthInteger>(_ value: T, to buffer: inout [UInt8]) {
+        withUnsafeBytes(of: value.littleEndian) { buffer.append(contentsOf: $0) }
+    }
+}
+
+/// Cuts a byte stream into frames and checks each one. Pure: no I/O, tested alone.
+struct FrameDecoder {
+    /// The largest payload accepted; a larger length in a header is a protocol error.
+    let maximumPayload: Int
+    private var buffer: [UInt8] = []
+    private var start = 0
+    /// Descriptors received but not yet claimed by a frame, in arrival order.
+    private(set) var descriptors: [Int32] = []
+
+    init(maximumPayload: Int) { self.maximumPayload = maximumPayload }
+
+    /// Bytes buffered but not yet part of a returned frame.
+    var bufferedByteCount: Int { buffer.count - start }
+
+    mutating func append(_ bytes: UnsafeRawBufferPointer, descriptors newDescriptors: [Int32]) {
+        if start > 0 && start >= buffer.count / 2 {
+            buffer.removeSubrange(0..<start)
+            start = 0
+        }
+        buffer.append(contentsOf: bytes)
+        descriptors.append(contentsOf: newDescriptors)
+    }
+
+    /// The next complete frame, nil when more bytes are needed, or an error naming what is
+    /// wrong with the stream (after which the stream cannot be trusted).
+    mutating func next() throws(ClusterError) -> Frame? {
+        let available = buffer.count - start
+        guard available >= Frame.headerSize else { return nil }
+        let header = buffer.withUnsafeBytes { UnsafeRawBufferPointer(rebasing: $0[start..<start + Frame.headerSize]) }
+        let length = Int(UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 0, as: UInt32.self)))
+        let rawKind = header[4]
+        let descriptorCount = Int(header[5])
+        let reserved = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
+        let peer = UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+        let correlation = UInt64(littleEndian: header.loadUnaligned(fromByteOffset: 12, as: UInt64.self))
+
+        guard let kind = Frame.Kind(rawValue: rawKind) else {
+            throw ClusterError(.malformedFrame, "unknown frame kind \(rawKind)")
+        }
+        guard reserved == 0 else {
+            throw ClusterError(.malformedFrame, "reserved header bytes are \(reserved), not 0")
+        }
+        guard length <= maximumPayload else {
+            throw ClusterError(.malformedFrame, "a frame announces \(length) bytes; the limit is \(maximumPayload)")
+        }
+        guard descriptorCount <= Frame.maximumDescriptors else {
+            throw ClusterError(.malformedFrame, "a frame announces \(descriptorCount) descriptors; the limit is \(Frame.maximumDescriptors)")
+        }
+        guard available >= Frame.headerSize + length else { return nil }
+        // The kernel delivers descriptors no later than the first byte of their frame.
+        guard descriptors.count >= descriptorCount else {
+            throw ClusterError(.malformedFrame, "a frame announces \(descriptorCount) descriptors but \(descriptors.count) arrived")
+        }
+        let payloadStart = start + Frame.headerSize
+        let payload = Array(buffer[payloadStart..<payloadStart + length])
+        start = payloadStart + length
+        if start == buffer.count {
+            buffer.removeAll(keepingCapacity: true)
+            start = 0
+        }
+        var attached: [Int32] = []
+        if descriptorCount > 0 {
+            attached = Array(descriptors.prefix(descriptorCount))
+            descriptors.removeFirst(descriptorCount)
+        }
+        return Frame(kind: kind, peer: peer, correlation: correlation, payload: payload, descriptors: attached)
+    }
+
+    /// Hands over descriptors that no frame claimed, so the owner can close them.
+    mutating func takeUnclaimedDescriptors() -> [Int32] {
+        defer { descriptors.removeAll() }
+        return descriptors
+    }
+}

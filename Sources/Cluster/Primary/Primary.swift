@@ -1,0 +1,315 @@
+import CClusterShims
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The primary process: it binds listeners once, forks workers, reaps them, and carries
+/// messages to and from them (Node's `cluster` in the primary).
+///
+/// ```swift
+/// guard case .primary(let primary) = Cluster.role else { ... }
+/// for _ in 0..<2 { try await primary.fork() }
+/// for await event in primary.events {
+///     if case .exit(let worker, let status) = event { print("\(worker) died: \(status)") }
+/// }
+/// ```
+public final class Primary: Sendable {
+    struct BoundListener {
+        let fd: Int32
+        let bound: ListenAddress
+    }
+
+    private struct State {
+        var settings = PrimarySettings()
+        var nextID = 1
+        var workers: [Int: Worker] = [:]
+        var watches: [Int: WorkerWatch] = [:]
+        var listeners: [ListenAddress: BoundListener] = [:]
+        var listenerOrder: [ListenAddress] = []
+    }
+
+    private let state = Mutex(State())
+    let hub = EventHub()
+    let loop: IOLoop
+    let logger = Logger(label: "cluster.primary")
+
+    init(loop: IOLoop = .shared) {
+        self.loop = loop
+        // A worker that dies mid-write must not kill the primary.
+        signal(SIGPIPE, SIG_IGN)
+    }
+
+    /// This process's id.
+    public var pid: Int32 { getpid() }
+
+    /// Replaces how workers are started from now on (Node's `cluster.setupPrimary`).
+    public func setup(_ settings: PrimarySettings) {
+        state.withLock { $0.settings = settings }
+    }
+
+    /// How workers are started.
+    public var settings: PrimarySettings { state.withLock { $0.settings } }
+
+    /// The live workers, by id (Node's `cluster.workers`). A worker leaves when it exits.
+    public var workers: [Int: Worker] { state.withLock { $0.workers } }
+
+    /// Events from now on (fork, online, listening, message, disconnect, exit).
+    public var events: ClusterEvents { hub.subscribe() }
+
+    /// Binds `address` now (workers can also ask for it with `listener(_:)`); every worker
+    /// forked afterwards inherits it. Returns the address bound (with the port chosen for 0).
+    @discardableResult
+    public func listen(_ address: ListenAddress) async throws(ClusterError) -> ListenAddress {
+        try await loop.submit { [self] () throws(ClusterError) in try bindListener(address).bound }
+    }
+
+    /// The listeners the primary holds: requested address → bound address.
+    public var listeners: [ListenAddress: ListenAddress] {
+        state.withLock { $0.listeners.mapValues(\.bound) }
+    }
+
+    /// Starts a worker (Node's `cluster.fork`) with `environment` added to its own.
+    @discardableResult
+    public func fork(environment: [String: String] = [:]) async throws(ClusterError) -> Worker {
+        let worker = try await loop.submit { [self] () throws(ClusterError) in try spawnWorker(environment: environment) }
+        hub.publish(.fork(worker))
+        return worker
+    }
+
+    /// Sends bytes to every live worker.
+    public func broadcast(bytes: [UInt8]) async throws(ClusterError) {
+        for worker in workers.values.sorted(by: { $0.id < $1.id }) where !worker.isDead {
+            do { try await worker.send(bytes: bytes) } catch where error.code == .channelClosed { continue }
+        }
+    }
+
+    /// Sends a value encoded as JSON to every live worker.
+    public func broadcast<T: Encodable>(_ value: T) async throws(ClusterError) {
+        try await broadcast(bytes: try MessageCodec.encode(value))
+    }
+
+    /// Asks every worker to drain and waits until all have exited or `timeout` passed.
+    public func disconnect(timeout: Duration = .seconds(10)) async {
+        let events = self.events
+        let live = workers.values.filter { !$0.isDead }
+        live.forEach { $0.disconnect(timeout: timeout) }
+        var remaining = Set(live.filter { !$0.isDead }.map(\.id))
+        guard !remaining.isEmpty else { return }
+        for await event in events {
+            if case .exit(let worker, _) = event { remaining.remove(worker.id) }
+            remaining = remaining.filter { workers[$0] != nil }
+            if remaining.isEmpty { return }
+        }
+    }
+
+    // MARK: On the I/O thread
+
+    private func bindListener(_ address: ListenAddress) throws(ClusterError) -> BoundListener {
+        if let existing = state.withLock({ $0.listeners[address] }) { return existing }
+        let (fd, bound) = try Socket.listen(address)
+        let listener = BoundListener(fd: fd, bound: bound)
+        state.withLock { state in
+            state.listeners[address] = listener
+            state.listenerOrder.append(address)
+        }
+        logger.debug("listening", metadata: ["address": "\(bound)"])
+        return listener
+    }
+
+    private func spawnWorker(environment extra: [String: String]) throws(ClusterError) -> Worker {
+        let (settings, id, slot, listeners) = state.withLock { state in
+            let id = state.nextID
+            state.nextID += 1
+            let used = Set(state.workers.values.map(\.slot))
+            let slot = (0...).first { !used.contains($0) }!
+            return (state.settings, id, slot, state.listenerOrder.map { ($0, state.listeners[$0]!) })
+        }
+        let (uid, gid) = try Spawn.resolve(user: settings.user, group: settings.group)
+        let (primaryEnd, workerEnd) = try Syscall.socketPair()
+        var closeAfterSpawn = [workerEnd]
+        var descriptors: [(source: Int32, target: Int32)] = [(workerEnd, 3)]
+        var listenerSpec: [String] = []
+        for (index, (address, listener)) in listeners.enumerated() {
+            descriptors.append((listener.fd, Int32(4 + index)))
+            listenerSpec.append("\(4 + index)=\(address)")
+        }
+        var relays: [(read: Int32, target: Int32)] = []
+        do throws(ClusterError) {
+            if settings.output == .prefixed {
+                for target: Int32 in [1, 2] {
+                    let pipe = try Syscall.pipe()
+                    descriptors.append((pipe.write, target))
+                    closeAfterSpawn.append(pipe.write)
+                    relays.append((pipe.read, target))
+                }
+            }
+            var environment = Spawn.currentEnvironment()
+            environment.merge(settings.environment) { $1 }
+            environment.merge(extra) { $1 }
+            environment["CLUSTER_WORKER_ID"] = String(id)
+            environment["CLUSTER_SLOT"] = String(slot)
+            environment["CLUSTER_PRIMARY_PID"] = String(getpid())
+            environment["CLUSTER_CHANNEL_FD"] = "3"
+            environment["CLUSTER_LISTENERS"] = listenerSpec.joined(separator: ";")
+            if let uid { environment["CLUSTER_UID"] = String(uid) }
+            if let gid { environment["CLUSTER_GID"] = String(gid) }
+
+            let executable = settings.executable ?? Spawn.currentExecutable()
+            let arguments = [executable] + (settings.arguments ?? Array(CommandLine.arguments.dropFirst()))
+            let (pid, pidfd) = try Spawn.start(SpawnRequest(
+                executable: executable, arguments: arguments, environment: environment,
+                workingDirectory: settings.workingDirectory, descriptors: descriptors))
+            closeAfterSpawn.forEach(Syscall.close)
+            closeAfterSpawn = []
+
+            let channel = Channel(fd: primaryEnd, loop: loop)
+            let worker = Worker(id: id, pid: pid, slot: slot, pidfd: pidfd, channel: channel, loop: loop)
+            let watch = WorkerWatch(primary: self, worker: worker)
+            channel.delegate = watch
+            state.withLock { state in
+                state.workers[id] = worker
+                state.watches[id] = watch
+            }
+            for relay in relays {
+                _ = try? OutputRelay(source: relay.read, destination: relay.target, prefix: "[worker \(id)] ", loop: loop)
+            }
+            relays = []
+            try channel.start()
+            try loop.register(pidfd, events: EPOLLIN.rawValue, handler: watch)
+            return worker
+        } catch {
+            closeAfterSpawn.forEach(Syscall.close)
+            relays.forEach { Syscall.close($0.read) }
+            Syscall.close(primaryEnd)
+            throw error
+        }
+    }
+
+    fileprivate func received(_ frame: Frame, from worker: Worker, on channel: Channel) {
+        switch frame.kind {
+        case .control:
+            handleControl(frame, from: worker, on: channel)
+        case .message, .request:
+            if frame.peer != 0 {
+                forward(frame, from: worker)
+                return
+            }
+            let replier = frame.kind == .request ? Replier(channel: channel, correlation: frame.correlation) : nil
+            hub.publish(.message(worker, ClusterMessage(bytes: frame.payload, descriptors: frame.descriptors, replier: replier)), from: channel)
+        case .reply, .failure:
+            break // Routed by the channel to the waiting request.
+        }
+    }
+
+    private func handleControl(_ frame: Frame, from worker: Worker, on channel: Channel) {
+        let control: Control
+        do {
+            control = try Control(frame)
+        } catch {
+            protocolViolation(by: worker, error)
+            return
+        }
+        switch control {
+        case .online:
+            if worker.advance(to: .online) { hub.publish(.online(worker)) }
+        case .listening(let text):
+            guard let address = try? ListenAddress(parsing: text) else {
+                protocolViolation(by: worker, ClusterError(.malformedFrame, "it reported listening on '\(text)', which is no address"))
+                return
+            }
+            // SwiftNIO and others re-listen with their own small backlog; restore ours.
+            if let listener = state.withLock({ $0.listeners[address] }) {
+                try? Syscall.listen(listener.fd, backlog: Socket.backlog)
+            }
+            worker.advance(to: .listening)
+            hub.publish(.listening(worker, state.withLock { $0.listeners[address]?.bound } ?? address))
+        case .listen(let text):
+            let reply: Frame
+            do {
+                let listener = try bindListener(try ListenAddress(parsing: text))
+                reply = Frame(kind: .reply, correlation: frame.correlation, payload: Array(listener.bound.description.utf8), descriptors: [listener.fd])
+            } catch {
+                reply = Frame(kind: .failure, correlation: frame.correlation, payload: Array(error.description.utf8))
+            }
+            try? channel.sendNow(reply, force: true)
+        case .disconnect:
+            protocolViolation(by: worker, ClusterError(.malformedFrame, "it sent 'disconnect', which only the primary sends"))
+        }
+    }
+
+    private func forward(_ frame: Frame, from worker: Worker) {
+        defer { frame.descriptors.forEach(Syscall.close) }
+        guard let target = workers[Int(frame.peer)], !target.isDead else {
+            if frame.kind == .request {
+                try? worker.channel.sendNow(Frame(kind: .failure, correlation: frame.correlation,
+                                                  payload: Array("no live worker has id \(frame.peer)".utf8)), force: true)
+            } else {
+                logger.warning("dropped a message from \(worker) to worker \(frame.peer): no live worker has that id")
+            }
+            return
+        }
+        var forwarded = frame
+        forwarded.peer = UInt32(worker.id)
+        if frame.kind == .request {
+            // The reply comes back through the primary to the original requester.
+            forwarded.kind = .message
+            logger.warning("\(worker) sent a request to worker \(frame.peer); worker-to-worker requests are delivered as messages")
+        }
+        do {
+            try target.channel.sendNow(forwarded, force: true)
+        } catch {
+            logger.warning("could not forward a message from \(worker) to \(target): \(error)")
+        }
+    }
+
+    private func protocolViolation(by worker: Worker, _ error: ClusterError) {
+        logger.error("\(worker) broke the channel protocol (\(error)); killing it. The primary carries on.")
+        worker.signal(.kill)
+        worker.channel.close(error: error)
+    }
+
+    fileprivate func channelClosed(for worker: Worker, error: ClusterError?) {
+        if let error, error.code == .malformedFrame || error.code == .systemCall("recvmsg") {
+            logger.error("\(worker) sent a malformed frame (\(error)); killing it. The primary carries on.")
+            worker.signal(.kill)
+        }
+        hub.publish(.disconnect(worker))
+    }
+
+    fileprivate func processExited(_ worker: Worker) {
+        // Deliver what the worker wrote before it died, then its exit.
+        worker.channel.readAvailable(batches: .max)
+        guard let status = worker.reap() else { return }
+        if !worker.channel.isClosed { worker.channel.close(error: nil) }
+        state.withLock { state in
+            state.workers.removeValue(forKey: worker.id)
+            state.watches.removeValue(forKey: worker.id)
+        }
+        hub.publish(.exit(worker, status))
+    }
+}
+
+/// Hears a worker's channel and pidfd on the I/O thread and tells the primary.
+private final class WorkerWatch: ChannelDelegate, IOHandler, Sendable {
+    weak let primary: Primary?
+    let worker: Worker
+
+    init(primary: Primary, worker: Worker) {
+        self.primary = primary
+        self.worker = worker
+    }
+
+    func channel(_ channel: Channel, received frame: Frame) {
+        primary?.received(frame, from: worker, on: channel)
+    }
+
+    func channelClosed(_ channel: Channel, error: ClusterError?) {
+        primary?.channelClosed(for: worker, error: error)
+    }
+
+    func handle(events: UInt32) {
+        primary?.processExited(worker)
+    }
+}

@@ -1,0 +1,45 @@
+/// How the primary starts workers, as Node's `cluster.setupPrimary` sets it.
+public struct PrimarySettings: Sendable {
+    /// Where worker output goes.
+    public struct Output: Hashable, Sendable {
+        enum Mode: Hashable, Sendable { case inherit, prefixed }
+        let mode: Mode
+        /// Workers write to the primary's own standard output and error.
+        public static let inherit = Output(mode: .inherit)
+        /// The primary reads each worker's output and writes it line by line, each line
+        /// prefixed with `[worker ID] `.
+        public static let prefixed = Output(mode: .prefixed)
+    }
+
+    /// The program workers run. Default: the primary's own executable, looked up by path at
+    /// each fork, so a binary replaced on disk takes effect for new workers.
+    public var executable: String?
+    /// Arguments after argv[0]. Default: the primary's own.
+    public var arguments: [String]?
+    /// Variables added to every worker's environment (over the primary's own).
+    public var environment: [String: String]
+    /// The workers' working directory. Default: the primary's.
+    public var workingDirectory: String?
+    /// The user workers run as (name or number); the primary must be allowed to switch.
+    public var user: String?
+    /// The group workers run as (name or number). Default with `user`: that user's group.
+    public var group: String?
+    /// Where worker output goes. Default: inherited.
+    public var output: Output
+    /// How long `disconnect()` waits for a worker to finish before SIGKILL.
+    public var disconnectTimeout: Duration
+
+    /// Settings with every default.
+    public init(executable: String? = nil, arguments: [String]? = nil, environment: [String: String] = [:],
+                workingDirectory: String? = nil, user: String? = nil, group: String? = nil,
+                output: Output = .inherit, disconnectTimeout: Duration = .seconds(10)) {
+        self.executable = executable
+        self.arguments = arguments
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.user = user
+        self.group = group
+        self.output = output
+        self.disconnectTimeout = disconnectTimeout
+    }
+}

@@ -1,0 +1,221 @@
+import CClusterShims
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// This process as a worker: its id, its channel to the primary, the listeners it inherited,
+/// and the primary's word to drain (Node's `cluster.worker` and `process.send`).
+public final class ClusterWorker: Sendable, ChannelDelegate {
+    /// This worker's id in its primary: counts up from 1, never reused.
+    public let id: Int
+    /// This worker's slot, 0..<count, reused by its replacement.
+    public let slot: Int
+    /// The primary's process id.
+    public let primaryPID: Int32
+
+    private struct State {
+        var listeners: [ListenAddress: Listener] = [:]
+        var draining = false
+        var drainHandlers: [@Sendable () -> Void] = []
+        var drainWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+    private let state: Mutex<State>
+    let channel: Channel
+    let inbox: Mailbox<ClusterMessage>
+    let loop: IOLoop
+    let logger = Logger(label: "cluster.worker")
+
+    /// Messages a worker may have unread before it stops reading from the primary.
+    public static let inboxLimit = 4096
+
+    init(id: Int, slot: Int, primaryPID: Int32, channelFD: Int32, inherited: [ListenAddress: Int32], loop: IOLoop = .shared) throws(ClusterError) {
+        self.id = id
+        self.slot = slot
+        self.primaryPID = primaryPID
+        self.loop = loop
+        let channel = Channel(fd: channelFD, loop: loop)
+        self.channel = channel
+        inbox = Mailbox(limit: ClusterWorker.inboxLimit) { channel.resumeReading() }
+        var listeners: [ListenAddress: Listener] = [:]
+        for (address, fd) in inherited {
+            listeners[address] = Listener(address: address, boundAddress: address, descriptor: fd)
+        }
+        state = Mutex(State(listeners: listeners))
+        signal(SIGPIPE, SIG_IGN)
+        channel.delegate = self
+        try Syscall.setNonBlocking(channelFD)
+        try Syscall.setCloseOnExec(channelFD)
+        try channel.start()
+        try channel.sendNow(Control.online.frame, force: true)
+    }
+
+    /// Builds the worker from what the primary put in the environment (read before `main`).
+    static func fromStartupEnvironment() throws(ClusterError) -> ClusterWorker {
+        func value(_ name: String) -> String? {
+            cluster_startup_env(name).map { String(cString: $0) }
+        }
+        guard let id = value("CLUSTER_WORKER_ID").flatMap(Int.init),
+              let channelFD = value("CLUSTER_CHANNEL_FD").flatMap(Int32.init) else {
+            throw ClusterError(.invalidConfiguration, "CLUSTER_WORKER_ID or CLUSTER_CHANNEL_FD is missing or not a number; workers are started by a primary, not by hand")
+        }
+        var inherited: [ListenAddress: Int32] = [:]
+        for entry in (value("CLUSTER_LISTENERS") ?? "").split(separator: ";") {
+            guard let equals = entry.firstIndex(of: "="), let fd = Int32(entry[..<equals]) else { continue }
+            inherited[try ListenAddress(parsing: String(entry[entry.index(after: equals)...]))] = fd
+        }
+        let worker = try ClusterWorker(
+            id: id, slot: value("CLUSTER_SLOT").flatMap(Int.init) ?? 0,
+            primaryPID: value("CLUSTER_PRIMARY_PID").flatMap(Int32.init) ?? getppid(),
+            channelFD: channelFD, inherited: inherited)
+        // The last messages leave before the process does.
+        atexit { Cluster.currentWorker?.channel.flushBlocking(timeout: .seconds(1)) }
+        return worker
+    }
+
+    // MARK: Listeners
+
+    /// The listener for `address`: one this worker inherited, or else the primary binds it
+    /// (once, for every worker) and sends its descriptor over the channel.
+    public func listener(_ address: ListenAddress) async throws(ClusterError) -> Listener {
+        if let existing = state.withLock({ $0.listeners[address] }) { return existing }
+        let reply = try await channel.request(Control.listen(address: address.description).frame, timeout: .seconds(30))
+        guard let fd = reply.descriptors.first else {
+            throw ClusterError(.malformedFrame, "the primary answered a listen request for \(address) without a descriptor")
+        }
+        let bound = (try? ListenAddress(parsing: String(decoding: reply.payload, as: UTF8.self))) ?? address
+        let listener = Listener(address: address, boundAddress: bound, descriptor: fd)
+        return state.withLock { state in
+            if let raced = state.listeners[address] {
+                Syscall.close(fd)
+                return raced
+            }
+            state.listeners[address] = listener
+            return listener
+        }
+    }
+
+    /// Tells the primary this worker accepts on `listener` now (adapters call this).
+    public func reportListening(_ listener: Listener) {
+        try? channel.sendNow(Control.listening(address: listener.address.description).frame, force: true)
+    }
+
+    // MARK: Messages
+
+    /// Messages from the primary (and from other workers, through it). One consumer.
+    public var messages: ClusterMessages { ClusterMessages(mailbox: inbox) }
+
+    /// Sends bytes to the primary; suspends while the primary is behind.
+    public func send(bytes: [UInt8], descriptors: [Int32] = []) async throws(ClusterError) {
+        try await channel.send(Frame(kind: .message, payload: bytes, descriptors: descriptors))
+    }
+
+    /// Sends a value encoded as JSON to the primary, as Node's `process.send`.
+    public func send<T: Encodable>(_ value: T, descriptors: [Int32] = []) async throws(ClusterError) {
+        try await send(bytes: try MessageCodec.encode(value), descriptors: descriptors)
+    }
+
+    /// Sends without waiting (from an event loop, say); throws ``ClusterError/Code/channelFull``
+    /// when the primary is behind by more than a few MiB.
+    public func sendNow(bytes: [UInt8]) throws(ClusterError) {
+        try channel.sendNow(Frame(kind: .message, payload: bytes))
+    }
+
+    /// Sends a value encoded as JSON without waiting.
+    public func sendNow<T: Encodable>(_ value: T) throws(ClusterError) {
+        try sendNow(bytes: try MessageCodec.encode(value))
+    }
+
+    /// Sends bytes to another worker, through the primary.
+    public func send(toWorker id: Int, bytes: [UInt8], descriptors: [Int32] = []) async throws(ClusterError) {
+        try await channel.send(Frame(kind: .message, peer: UInt32(id), payload: bytes, descriptors: descriptors))
+    }
+
+    /// Sends a request to the primary and waits for its reply.
+    public func request(bytes: [UInt8], descriptors: [Int32] = [], timeout: Duration = .seconds(30)) async throws(ClusterError) -> ClusterMessage {
+        let frame = try await channel.request(Frame(kind: .request, payload: bytes, descriptors: descriptors), timeout: timeout)
+        return ClusterMessage(bytes: frame.payload, descriptors: frame.descriptors)
+    }
+
+    // MARK: Draining
+
+    /// True once the primary asked this worker to drain, or went away.
+    public var isDraining: Bool { state.withLock { $0.draining } }
+
+    /// Runs `handler` when the primary asks this worker to drain (at once if it already has).
+    public func onDrain(_ handler: @escaping @Sendable () -> Void) {
+        let now = state.withLock { state -> Bool in
+            if state.draining { return true }
+            state.drainHandlers.append(handler)
+            return false
+        }
+        if now { handler() }
+    }
+
+    /// Returns when the primary asks this worker to drain: stop accepting, finish what is in
+    /// flight, then return from `main` so the process exits 0.
+    public func drainRequested() async {
+        await withCheckedContinuation { continuation in
+            let now = state.withLock { state -> Bool in
+                if state.draining { return true }
+                state.drainWaiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    private func beginDrain() {
+        let (handlers, waiters) = state.withLock { state -> ([@Sendable () -> Void], [CheckedContinuation<Void, Never>]) in
+            guard !state.draining else { return ([], []) }
+            state.draining = true
+            defer {
+                state.drainHandlers.removeAll()
+                state.drainWaiters.removeAll()
+            }
+            return (state.drainHandlers, state.drainWaiters)
+        }
+        handlers.forEach { $0() }
+        waiters.forEach { $0.resume() }
+    }
+
+    // MARK: ChannelDelegate (I/O thread)
+
+    func channel(_ channel: Channel, received frame: Frame) {
+        switch frame.kind {
+        case .control:
+            if (try? Control(frame)) == .disconnect { beginDrain() }
+        case .message, .request:
+            let replier = frame.kind == .request ? Replier(channel: channel, correlation: frame.correlation) : nil
+            let message = ClusterMessage(bytes: frame.payload, descriptors: frame.descriptors,
+                                         fromWorker: frame.peer == 0 ? nil : Int(frame.peer), replier: replier)
+            if !inbox.post(message) { channel.pauseReading() }
+        case .reply, .failure:
+            break
+        }
+    }
+
+    func channelClosed(_ channel: Channel, error: ClusterError?) {
+        // The primary is gone (PR_SET_PDEATHSIG normally ends us first) or broke the
+        // protocol: drain, and exit within a second whatever the app does.
+        if let error { logger.error("the channel to the primary failed: \(error); exiting") }
+        inbox.finish()
+        beginDrain()
+        _ = loop.schedule(after: .seconds(1)) { exit(error == nil ? 0 : 70) }
+    }
+}
+
+/// Messages from the primary, as an async sequence (one consumer).
+public struct ClusterMessages: AsyncSequence, Sendable {
+    public typealias Element = ClusterMessage
+    let mailbox: Mailbox<ClusterMessage>
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let mailbox: Mailbox<ClusterMessage>
+        public mutating func next() async -> ClusterMessage? { await mailbox.next() }
+        public mutating func next(isolation actor: isolated (any Actor)?) async -> ClusterMessage? { await mailbox.next() }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(mailbox: mailbox) }
+}
