@@ -63,6 +63,9 @@ int cluster_spawn(const char *path, char *const argv[], char *const envp[],
 /// (PR_SET_PDEATHSIG) and exits at once if the primary is already gone.
 const char *cluster_startup_env(const char *name);
 
+/// The number of CPUs this process may run on (sched_getaffinity), at least 1.
+int cluster_cpu_count(void);
+
 /// The resident set size of this process in bytes, from /proc/self/statm; -1 on error.
 long cluster_self_rss(void);
 

@@ -8,8 +8,9 @@ enum Socket {
     /// The backlog the primary keeps on its listeners (the kernel caps it at somaxconn).
     static let backlog: Int32 = 4096
 
-    /// Binds and listens on `address`; returns the descriptor (close-on-exec, blocking, as
-    /// adopters such as SwiftNIO set their own mode) and the address actually bound.
+    /// Binds and listens on `address`; returns the descriptor (close-on-exec, non-blocking:
+    /// every worker shares its file status, and each must see EAGAIN when another process
+    /// took the connection) and the address actually bound.
     static func listen(_ address: ListenAddress) throws(ClusterError) -> (fd: Int32, bound: ListenAddress) {
         switch address.kind {
         case .tcp(let host, let port): return try listenTCP(host: host, port: port, address: address)
@@ -43,6 +44,7 @@ enum Socket {
                     (error == EADDRINUSE ? "; another process listens there: stop it or choose another port" : ""))
             }
             try Syscall.listen(fd, backlog: backlog)
+            try Syscall.setNonBlocking(fd)
             return (fd, .tcp(host: host, port: try boundPort(fd)))
         } catch {
             Syscall.close(fd)
@@ -94,6 +96,7 @@ enum Socket {
             }
             if bound != 0 { throw ClusterError(.invalidAddress, errno: errno, "cannot bind \(address)") }
             try Syscall.listen(fd, backlog: backlog)
+            try Syscall.setNonBlocking(fd)
             return (fd, address)
         } catch {
             Syscall.close(fd)

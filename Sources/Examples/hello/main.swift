@@ -1,1 +1,39 @@
-print("x")
+// Node's basic cluster example, in Swift: the primary forks one worker per core and
+// replaces any that dies; each worker answers every HTTP request with "Hello World".
+//
+//     swift run hello            # PORT=8000, WORKERS=cores
+//     curl localhost:8000
+import Cluster
+import ClusterNIO
+import Glibc
+
+/// Prints a line at once, even when output is a pipe.
+func log(_ line: String) {
+    print(line)
+    fflush(nil)
+}
+
+do {
+    let port = try Cluster.environmentInteger("PORT", default: 8000, in: 0...65535)
+    switch Cluster.role {
+    case .primary(let primary):
+        let workers = try Cluster.environmentInteger("WORKERS", default: Cluster.availableCores, in: 1...1024)
+        log("Primary \(primary.pid) is running")
+        let events = primary.events
+        for _ in 0..<workers { try await primary.fork() }
+        for await event in events {
+            if case .exit(let worker, let status) = event {
+                log("Worker \(worker.pid) died (\(status))")
+                try await primary.fork()
+            }
+        }
+    case .worker(let worker):
+        log("Worker \(getpid()) started")
+        try await worker.serveHTTP(.tcp(port: port)) { _, loop in
+            loop.makeSucceededFuture(HTTPResponse(body: "Hello World\n"))
+        }
+    }
+} catch {
+    log("hello: \(error)")
+    exit(1)
+}

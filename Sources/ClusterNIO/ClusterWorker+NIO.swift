@@ -1,0 +1,100 @@
+public import Cluster
+public import NIOCore
+import NIOPosix
+import Synchronization
+
+extension ClusterWorker {
+    /// Serves `address` with SwiftNIO until the primary says drain, then stops accepting,
+    /// lets every connection finish what it is doing, and returns.
+    ///
+    /// The listener is the primary's. The worker's I/O thread accepts on it (one worker
+    /// woken per connection) and each connection is adopted by an event loop of `group`
+    /// with `ClientBootstrap.withConnectedSocket`. On drain the worker stops accepting, which
+    /// leaves queued connections to the other workers, and sends every open connection
+    /// `ChannelShouldQuiesceEvent`: an HTTP/1 pipeline closes when idle and after the
+    /// response in flight.
+    ///
+    /// - Parameters:
+    ///   - address: The listener to accept on.
+    ///   - group: The event loops to serve on. Default: one thread, since a cluster runs
+    ///     one worker per core.
+    ///   - childChannelInitializer: Sets each accepted connection's pipeline up.
+    public func serve(
+        _ address: ListenAddress,
+        group: (any EventLoopGroup)? = nil,
+        childChannelInitializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
+    ) async throws {
+        let listener = try await self.listener(address)
+        let ownGroup = group == nil ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
+        let group = group ?? ownGroup!
+        let connections = ConnectionTracker()
+        let acceptor = try accept(on: listener) { fd in
+            // NIO closes the descriptor itself when it cannot adopt it.
+            _ = ClientBootstrap(group: group.next())
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    connections.add(channel)
+                    return childChannelInitializer(channel)
+                }
+                .withConnectedSocket(fd)
+        }
+        await drainRequested()
+        acceptor.stop()
+        await connections.quiesceAll()
+        try await ownGroup?.shutdownGracefully()
+    }
+
+    /// Serves HTTP/1.1 on `address` with `responder` until the primary says drain. On drain
+    /// the listener closes, idle keep-alive connections close, and a request in flight
+    /// finishes and is answered with `Connection: close`.
+    public func serveHTTP(
+        _ address: ListenAddress,
+        group: (any EventLoopGroup)? = nil,
+        responder: @escaping HTTPResponder
+    ) async throws {
+        try await serve(address, group: group) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                try channel.pipeline.syncOperations.addHandler(HTTPResponderHandler(responder: responder))
+            }
+        }
+    }
+}
+
+/// The open connections of one worker, so a drain can quiesce them and wait for them.
+final class ConnectionTracker: Sendable {
+    private struct State {
+        var open: [ObjectIdentifier: any Channel] = [:]
+        var quiescing = false
+    }
+    private let state = Mutex(State())
+
+    func add(_ channel: any Channel) {
+        let key = ObjectIdentifier(channel)
+        let quiescing = state.withLock { state in
+            state.open[key] = channel
+            return state.quiescing
+        }
+        channel.closeFuture.whenComplete { [self] _ in
+            _ = state.withLock { $0.open.removeValue(forKey: key) }
+        }
+        // Adopted after the drain began: quiesce as soon as the pipeline exists.
+        if quiescing {
+            channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
+        }
+    }
+
+    /// Asks every connection to finish and close, and waits until all have.
+    func quiesceAll() async {
+        let channels = state.withLock { state in
+            state.quiescing = true
+            return Array(state.open.values)
+        }
+        for channel in channels {
+            channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
+        }
+        for channel in channels { _ = try? await channel.closeFuture.get() }
+        // Connections adopted while the first ones closed.
+        while let next = state.withLock({ $0.open.values.first }) { _ = try? await next.closeFuture.get() }
+    }
+}
