@@ -1,1 +1,224 @@
-print("x")
+// The program the integration tests spawn: a primary and its workers, one scenario per
+// first argument. The primary reports events as JSON lines on standard output and takes
+// commands on standard input ("disconnect ID", "kill ID SIGNAL", "fork").
+import Cluster
+import ClusterNIO
+import Foundation
+import NIOCore
+
+func emit(_ fields: [String: Any]) {
+    let data = try! JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
+    FileHandle.standardOutput.write(data + Data("\n".utf8))
+}
+
+func describe(_ event: ClusterEvent) -> [String: Any] {
+    let worker = event.worker
+    var fields: [String: Any] = ["id": worker.id, "pid": Int(worker.pid), "slot": worker.slot]
+    switch event {
+    case .fork: fields["event"] = "fork"
+    case .online: fields["event"] = "online"
+    case .listening(_, let address):
+        fields["event"] = "listening"
+        fields["address"] = address.description
+        fields["port"] = address.port ?? -1
+    case .message(_, let message):
+        fields["event"] = "message"
+        fields["text"] = message.string
+    case .disconnect: fields["event"] = "disconnect"
+    case .exit(let worker, let status):
+        fields["event"] = "exit"
+        fields["status"] = status.description
+        fields["signal"] = status.signal?.description ?? NSNull()
+        fields["code"] = status.code.map { Int($0) } ?? NSNull()
+        fields["exitedAfterDisconnect"] = worker.exitedAfterDisconnect
+    }
+    return fields
+}
+
+let scenario = CommandLine.arguments.dropFirst().first ?? "serve"
+let environment = ProcessInfo.processInfo.environment
+
+// MARK: Primary
+
+func runPrimary(_ primary: Primary) async throws {
+    if let user = environment["FIXTURE_USER"] { primary.setup(PrimarySettings(user: user, output: .prefixed)) }
+    let events = primary.events
+    switch scenario {
+    case "serve":
+        let count = Int(environment["WORKERS"] ?? "2") ?? 2
+        let port = Int(environment["PORT"] ?? "0") ?? 0
+        try await primary.listen(.tcp(host: "127.0.0.1", port: port))
+        Thread.detachNewThread { readCommands(primary) }
+        for _ in 0..<count { try await primary.fork() }
+        for await event in events {
+            if case .message = event { continue }
+            emit(describe(event))
+            if case .exit = event, environment["RESTART"] == "1" { try await primary.fork() }
+        }
+    case "messages":
+        let count = Int(CommandLine.arguments.dropFirst(2).first ?? "100000") ?? 100_000
+        let worker = try await primary.fork()
+        for index in 0..<count { try await worker.send(bytes: withUnsafeBytes(of: UInt64(index).littleEndian, Array.init)) }
+        var expected: UInt64 = 0
+        var inOrder = true
+        var workerReport = ""
+        for await event in events {
+            guard case .message(_, let message) = event else { continue }
+            if message.bytes.count == 8 {
+                let value = message.bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+                if value != expected { inOrder = false }
+                expected += 1
+            } else {
+                workerReport = message.string
+                break
+            }
+        }
+        emit(["result": "messages", "toPrimary": Int(expected), "toPrimaryInOrder": inOrder, "worker": workerReport])
+        worker.kill(.kill)
+    case "descriptor":
+        let worker = try await primary.fork()
+        var fds: [Int32] = [0, 0]
+        _ = pipe(&fds)
+        try await worker.send(bytes: Array("pipe".utf8), descriptors: [fds[1]])
+        close(fds[1])
+        let readByPrimary = readAll(fds[0])
+        var fromWorker = ""
+        for await event in events {
+            if case .message(_, let message) = event, let fd = message.descriptors.first {
+                fromWorker = readAll(fd)
+                break
+            }
+        }
+        emit(["result": "descriptor", "primaryRead": readByPrimary, "fromWorkerRead": fromWorker])
+        worker.kill(.kill)
+    case "oversized":
+        let worker = try await primary.fork()
+        var primaryError = ""
+        do {
+            try await worker.send(bytes: [UInt8](repeating: 0, count: (64 << 20) + 1))
+        } catch {
+            primaryError = "\(error.code): \(error.context)"
+        }
+        var workerError = ""
+        for await event in events {
+            if case .message(_, let message) = event { workerError = message.string; break }
+        }
+        let reply = try await worker.request(bytes: Array("still there?".utf8), timeout: .seconds(5))
+        emit(["result": "oversized", "primaryError": primaryError, "workerError": workerError, "afterwards": reply.string])
+        worker.kill(.kill)
+    case "malformed":
+        let liar = try await primary.fork(environment: ["FIXTURE_ROLE": "liar"])
+        var exit = ""
+        for await event in events {
+            if case .exit(let worker, let status) = event, worker.id == liar.id { exit = status.signal?.description ?? status.description; break }
+        }
+        let honest = try await primary.fork()
+        let reply = try await honest.request(bytes: Array("still there?".utf8), timeout: .seconds(5))
+        emit(["result": "malformed", "liarExit": exit, "afterwards": reply.string])
+        honest.kill(.kill)
+    default:
+        emit(["error": "unknown scenario \(scenario)"])
+    }
+}
+
+func readCommands(_ primary: Primary) {
+    while let line = readLine() {
+        let words = line.split(separator: " ").map(String.init)
+        guard let command = words.first else { continue }
+        let worker = words.count > 1 ? Int(words[1]).flatMap { primary.workers[$0] } : nil
+        switch command {
+        case "disconnect": worker?.disconnect(timeout: .seconds(Int(words.count > 2 ? words[2] : "10") ?? 10))
+        case "kill": worker?.kill(Signal(name: words.count > 2 ? words[2] : "SIGTERM") ?? .terminate)
+        case "fork": Task { try await primary.fork() }
+        default: emit(["error": "unknown command \(line)"])
+        }
+    }
+}
+
+func readAll(_ fd: Int32) -> String {
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = read(fd, &buffer, buffer.count)
+        if n <= 0 { break }
+        bytes += buffer[0..<n]
+    }
+    close(fd)
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+// MARK: Worker
+
+func runWorker(_ worker: ClusterWorker) async throws {
+    switch scenario {
+    case "serve":
+        try await worker.serveHTTP(.tcp(host: "127.0.0.1", port: Int(environment["PORT"] ?? "0") ?? 0)) { request, loop in
+            let components = URLComponents(string: request.head.uri)
+            let body = "worker \(worker.id) pid \(getpid())\n"
+            if components?.path == "/slow" {
+                let milliseconds = Int64(components?.queryItems?.first { $0.name == "ms" }?.value ?? "1000") ?? 1000
+                return loop.scheduleTask(in: .milliseconds(milliseconds)) { HTTPResponse(body: "slow " + body) }.futureResult
+            }
+            return loop.makeSucceededFuture(HTTPResponse(body: body))
+        }
+    case "messages":
+        let count = Int(CommandLine.arguments.dropFirst(2).first ?? "100000") ?? 100_000
+        var expected: UInt64 = 0
+        var inOrder = true
+        for await message in worker.messages {
+            let value = message.bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+            if value != expected { inOrder = false }
+            expected += 1
+            if expected == count { break }
+        }
+        for index in 0..<count { try await worker.send(bytes: withUnsafeBytes(of: UInt64(index).littleEndian, Array.init)) }
+        try await worker.send(bytes: Array("worker received \(expected) in order: \(inOrder)".utf8))
+        try await Task.sleep(for: .seconds(30))
+    case "descriptor":
+        for await message in worker.messages {
+            guard let fd = message.descriptors.first else { continue }
+            let text = "written by worker \(worker.id)"
+            _ = text.withCString { write(fd, $0, strlen($0)) }
+            close(fd)
+            break
+        }
+        var fds: [Int32] = [0, 0]
+        _ = pipe(&fds)
+        let text = "sent by worker \(worker.id)"
+        _ = text.withCString { write(fds[1], $0, strlen($0)) }
+        close(fds[1])
+        try await worker.send(bytes: Array("here".utf8), descriptors: [fds[0]])
+        close(fds[0])
+        try await Task.sleep(for: .seconds(30))
+    case "oversized":
+        do {
+            try await worker.send(bytes: [UInt8](repeating: 0, count: (64 << 20) + 1))
+            try await worker.send(bytes: Array("no error".utf8))
+        } catch {
+            try await worker.send(bytes: Array("\(error.code): \(error.context)".utf8))
+        }
+        try await answerRequests(worker)
+    case "malformed":
+        if environment["FIXTURE_ROLE"] == "liar" {
+            // A frame of an unknown kind, written past the runtime, straight to the channel.
+            var frame = [UInt8](repeating: 0, count: 20)
+            frame[4] = 99
+            _ = write(3, &frame, frame.count)
+            try await Task.sleep(for: .seconds(30))
+        }
+        try await answerRequests(worker)
+    default:
+        break
+    }
+}
+
+func answerRequests(_ worker: ClusterWorker) async throws {
+    for await message in worker.messages where message.expectsReply {
+        try await message.reply(bytes: Array("yes, worker \(worker.id)".utf8))
+    }
+}
+
+switch Cluster.role {
+case .primary(let primary): try await runPrimary(primary)
+case .worker(let worker): try await runWorker(worker)
+}

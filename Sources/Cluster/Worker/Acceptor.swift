@@ -9,9 +9,14 @@ import Glibc
 /// one, as a non-blocking close-on-exec descriptor, to a handler (an adapter that adopts it).
 ///
 /// Why not let an event loop library accept by itself: every worker waits on the same
-/// socket, so without `EPOLLEXCLUSIVE` the kernel wakes all of them for each connection and
-/// all but one find nothing (SwiftNIO asserts on that in debug builds). Registered
-/// exclusively, one waiter wakes per connection.
+/// socket, the kernel wakes all of them for each connection and all but one find nothing,
+/// and SwiftNIO asserts on that in debug builds. Here an empty accept is simply EAGAIN.
+///
+/// Why not `EPOLLEXCLUSIVE`, which would wake one worker per connection: the kernel then
+/// wakes the first idle waiter, and since this thread is idle almost always, the first
+/// worker would take every connection. Waking all lets whichever worker is quickest win,
+/// which spreads connections as Node's `SCHED_NONE` policy does; the strategies of the
+/// distribution layer balance exactly.
 public final class Acceptor: IOHandler, @unchecked Sendable {
     private let fd: Int32
     private let loop: IOLoop
@@ -25,7 +30,7 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
         self.handler = handler
         do {
             try Syscall.setNonBlocking(fd)
-            try loop.register(fd, events: EPOLLIN.rawValue | EPOLLEXCLUSIVE.rawValue, handler: self)
+            try loop.register(fd, events: EPOLLIN.rawValue, handler: self)
         } catch {
             Syscall.close(fd)
             throw error
@@ -57,7 +62,7 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
                     logger.error("cannot accept on fd \(fd): \(error); pausing accepts for 100 ms")
                     try? loop.modify(fd, events: 0)
                     _ = loop.schedule(after: .milliseconds(100)) { [self] in
-                        if !stopped.load(ordering: .relaxed) { try? loop.modify(fd, events: EPOLLIN.rawValue | EPOLLEXCLUSIVE.rawValue) }
+                        if !stopped.load(ordering: .relaxed) { try? loop.modify(fd, events: EPOLLIN.rawValue) }
                     }
                     return
                 default:

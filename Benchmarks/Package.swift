@@ -1,0 +1,26 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// The channel benchmark's Swift side: one executable, `ClusterBench`, that measures
+// swift-cluster the same way channel-baselines/ measures Node and the C floor.
+// A separate package so the root package stays benchmark-free; it depends on the
+// root by path and uses only the `Cluster` product (no NIO).
+//
+//   swift build -c release --package-path Benchmarks --scratch-path Benchmarks/.build
+//   ./channel.sh
+let package = Package(
+    name: "swift-cluster-benchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(path: ".."),
+    ],
+    targets: [
+        .executableTarget(
+            name: "ClusterBench",
+            dependencies: [
+                .product(name: "Cluster", package: "main"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+    ]
+)
