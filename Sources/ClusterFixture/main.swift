@@ -152,10 +152,12 @@ func readAll(_ fd: Int32) -> String {
 func runWorker(_ worker: ClusterWorker) async throws {
     switch scenario {
     case "serve":
+        emit(["event": "started", "id": worker.id, "pid": Int(getpid())])
         try await worker.serveHTTP(.tcp(host: "127.0.0.1", port: Int(environment["PORT"] ?? "0") ?? 0)) { request, loop in
             let components = URLComponents(string: request.head.uri)
             let body = "worker \(worker.id) pid \(getpid())\n"
             if components?.path == "/slow" {
+                emit(["event": "request", "path": "/slow", "id": worker.id])
                 let milliseconds = Int64(components?.queryItems?.first { $0.name == "ms" }?.value ?? "1000") ?? 1000
                 return loop.scheduleTask(in: .milliseconds(milliseconds)) { HTTPResponse(body: "slow " + body) }.futureResult
             }

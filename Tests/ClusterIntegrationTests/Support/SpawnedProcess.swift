@@ -1,0 +1,185 @@
+import Foundation
+import Synchronization
+import Testing
+
+/// A program a test started: its output as lines, its standard input, and a guarantee that
+/// it and every pid the test adopts are SIGKILLed by pid when the test is done with it.
+final class SpawnedProcess: Sendable {
+    let pid: Int32
+    private let process: Process
+    private let input: FileHandle
+    private let lines = Lines()
+    private let others = Mutex<Set<Int32>>([])
+
+    /// The path of a product of this build: the test bundle lives in the same directory.
+    static func product(_ name: String) -> String {
+        var directory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        if directory.lastPathComponent.hasSuffix(".xctest") { directory.deleteLastPathComponent() }
+        while !FileManager.default.isExecutableFile(atPath: directory.appendingPathComponent(name).path),
+              directory.path != "/" {
+            directory.deleteLastPathComponent()
+        }
+        return directory.appendingPathComponent(name).path
+    }
+
+    /// Starts a product of this package with `arguments` and `environment` added to ours.
+    /// With `shellPrefix`, it runs as `/bin/sh -c "PREFIX; exec PRODUCT ARGS"`.
+    init(_ product: String, _ arguments: [String] = [], environment: [String: String] = [:], shellPrefix: String? = nil) throws {
+        let path = SpawnedProcess.product(product)
+        let process = Process()
+        if let shellPrefix {
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "\(shellPrefix); exec \(([path] + arguments).joined(separator: " "))"]
+        } else {
+            process.executableURL = URL(fileURLWithPath: path)
+            process.arguments = arguments
+        }
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let output = Pipe()
+        let input = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = input
+        try process.run()
+        self.process = process
+        self.pid = process.processIdentifier
+        self.input = input.fileHandleForWriting
+        let reader = output.fileHandleForReading
+        let lines = self.lines
+        Thread.detachNewThread {
+            var partial = Data()
+            while true {
+                let chunk = reader.availableData
+                if chunk.isEmpty { break }
+                partial.append(chunk)
+                while let newline = partial.firstIndex(of: 10) {
+                    let line = String(decoding: partial[partial.startIndex..<newline], as: UTF8.self)
+                    partial.removeSubrange(partial.startIndex...newline)
+                    lines.append(line)
+                }
+            }
+        }
+    }
+
+    deinit { stop() }
+
+    /// Also SIGKILL `pid` when this process is stopped (its workers).
+    func adopt(_ pid: Int32) { _ = others.withLock { $0.insert(pid) } }
+
+    /// Everything printed so far.
+    var output: [String] { lines.all }
+
+    /// Writes a line to the program's standard input.
+    func send(_ line: String) {
+        input.write(Data((line + "\n").utf8))
+    }
+
+    /// Waits for a line that satisfies `predicate` and returns it, or fails the test.
+    @discardableResult
+    func waitForLine(timeout: Duration = .seconds(20), sourceLocation: SourceLocation = #_sourceLocation,
+                     _ predicate: (String) -> Bool) async throws -> String {
+        let deadline = ContinuousClock.now + timeout
+        var seen = 0
+        while ContinuousClock.now < deadline {
+            let current = output
+            if let match = current[seen...].first(where: predicate) { return match }
+            seen = current.count
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        Issue.record("no matching line within \(timeout); output was:\n\(output.joined(separator: "\n"))", sourceLocation: sourceLocation)
+        throw TestFailure.timeout
+    }
+
+    /// Waits for a JSON line whose fields include `fields` (compared as text).
+    @discardableResult
+    func waitForEvent(_ fields: [String: String], timeout: Duration = .seconds(20),
+                      sourceLocation: SourceLocation = #_sourceLocation) async throws -> [String: Any] {
+        let line = try await waitForLine(timeout: timeout, sourceLocation: sourceLocation) { line in
+            SpawnedProcess.json(line).map { SpawnedProcess.matches($0, fields) } ?? false
+        }
+        return SpawnedProcess.json(line)!
+    }
+
+    /// Waits for `count` JSON lines with `fields`.
+    func waitForEvents(_ fields: [String: String], count: Int, timeout: Duration = .seconds(20),
+                       sourceLocation: SourceLocation = #_sourceLocation) async throws -> [[String: Any]] {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let found = events(fields)
+            if found.count >= count { return found }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        Issue.record("fewer than \(count) events \(fields) within \(timeout); output was:\n\(output.joined(separator: "\n"))", sourceLocation: sourceLocation)
+        throw TestFailure.timeout
+    }
+
+    /// All JSON lines so far with these fields.
+    func events(_ fields: [String: String]) -> [[String: Any]] {
+        output.compactMap(SpawnedProcess.json).filter { SpawnedProcess.matches($0, fields) }
+    }
+
+    static func matches(_ object: [String: Any], _ fields: [String: String]) -> Bool {
+        fields.allSatisfy { key, value in object[key].map { "\($0)" } == value }
+    }
+
+    static func json(_ line: String) -> [String: Any]? {
+        guard line.hasPrefix("{") else { return nil }
+        return (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
+    }
+
+    func signal(_ signal: Int32) { kill(pid, signal) }
+
+    /// Waits for the program to exit; returns its exit code, or 128 + the signal that ended it.
+    func waitForExit(timeout: Duration = .seconds(20)) async throws -> Int32 {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            guard ContinuousClock.now < deadline else { throw TestFailure.timeout }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        return process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+    }
+
+    /// SIGKILLs the program and every adopted pid.
+    func stop() {
+        for pid in others.withLock({ $0 }) { kill(pid, SIGKILL) }
+        if process.isRunning { kill(pid, SIGKILL) }
+    }
+}
+
+/// Output lines, shared by the reader thread and the test.
+final class Lines: Sendable {
+    private let lines = Mutex<[String]>([])
+    func append(_ line: String) { lines.withLock { $0.append(line) } }
+    var all: [String] { lines.withLock { $0 } }
+}
+
+enum TestFailure: Error { case timeout, unexpected(String) }
+
+/// True while `pid` runs (a zombie has exited).
+func isRunning(_ pid: Int32) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return false }
+    let state = stat[stat.index(close, offsetBy: 2)]
+    return state != "Z" && state != "X"
+}
+
+/// The targets of a process's descriptors, by number.
+func descriptors(of pid: Int32) -> [Int: String] {
+    let directory = "/proc/\(pid)/fd"
+    var result: [Int: String] = [:]
+    for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+        if let fd = Int(name), let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "\(directory)/\(name)") {
+            result[fd] = target
+        }
+    }
+    return result
+}
+
+/// One field of /proc/PID/status, such as `Uid` or `SigIgn`.
+func status(of pid: Int32, _ field: String) -> String? {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+    for line in text.split(separator: "\n") where line.hasPrefix(field + ":") {
+        return line.dropFirst(field.count + 1).trimmingCharacters(in: .whitespaces)
+    }
+    return nil
+}

@@ -1,0 +1,93 @@
+@testable import Cluster
+import Glibc
+import Synchronization
+import Testing
+
+@Suite struct ListenAddressTests {
+    @Test(arguments: [
+        ("tcp://127.0.0.1:8000", ListenAddress.tcp(host: "127.0.0.1", port: 8000)),
+        ("0.0.0.0:80", .tcp(host: "0.0.0.0", port: 80)),
+        (":3000", .tcp(port: 3000)),
+        ("tcp://[::1]:8080", .tcp(host: "::1", port: 8080)),
+        ("unix:/tmp/app.sock", .unix("/tmp/app.sock")),
+    ])
+    func addressesParse(text: String, expected: ListenAddress) throws {
+        #expect(try ListenAddress(parsing: text) == expected)
+    }
+
+    @Test func addressesPrintAsTheyParse() throws {
+        for text in ["tcp://127.0.0.1:8000", "tcp://[::1]:8080", "unix:/tmp/app.sock"] {
+            #expect(try ListenAddress(parsing: text).description == text)
+        }
+    }
+
+    @Test(arguments: ["tcp://host", "tcp://host:99999", "unix:", "tcp://host:port"])
+    func badAddressesSayWhatToWrite(text: String) {
+        #expect { try ListenAddress(parsing: text) } throws: { error in
+            let error = error as? ClusterError
+            return error?.code == .invalidAddress && error?.context.contains(text) == true
+        }
+    }
+}
+
+@Suite struct SignalTests {
+    @Test func signalsPrintByName() {
+        #expect(Signal.kill.description == "SIGKILL")
+        #expect(ExitStatus.signaled(.kill).description == "signal 9 (SIGKILL)")
+        #expect(ExitStatus.exited(3).description == "exit code 3")
+        #expect(Signal(rawValue: 63).description == "signal 63")
+    }
+
+    @Test func signalsParseByNameOrNumber() {
+        #expect(Signal(name: "SIGTERM") == .terminate)
+        #expect(Signal(name: "term") == .terminate)
+        #expect(Signal(name: "9") == .kill)
+        #expect(Signal(name: "SIGNOPE") == nil)
+    }
+}
+
+@Suite struct MailboxTests {
+    @Test func aFullMailboxAsksToPauseAndReliefComesAtHalf() async {
+        let relieved = Counter()
+        let mailbox = Mailbox<Int>(limit: 4) { relieved.increment() }
+        #expect(mailbox.post(1) && mailbox.post(2) && mailbox.post(3))
+        #expect(mailbox.post(4) == false, "the fourth message fills it")
+        #expect(await mailbox.next() == 1)
+        #expect(relieved.value == 0)
+        #expect(await mailbox.next() == 2)
+        #expect(relieved.value == 1, "down to half: reading may resume")
+        #expect(await mailbox.next() == 3)
+        #expect(await mailbox.next() == 4)
+        #expect(relieved.value == 1)
+    }
+
+    @Test func aWaitingConsumerGetsTheNextMessageAndFinishEndsIt() async {
+        let mailbox = Mailbox<Int>(limit: 4)
+        async let first = mailbox.next()
+        try? await Task.sleep(for: .milliseconds(20))
+        mailbox.post(7)
+        #expect(await first == 7)
+        mailbox.post(8)
+        mailbox.finish()
+        #expect(await mailbox.next() == 8, "what was queued before finish is delivered")
+        #expect(await mailbox.next() == nil)
+    }
+}
+
+@Suite struct EnvironmentTests {
+    @Test func aBadNumberNamesTheVariableAndTheRange() throws {
+        setenv("CLUSTER_TEST_WORKERS", "many", 1)
+        defer { unsetenv("CLUSTER_TEST_WORKERS") }
+        #expect { try Cluster.environmentInteger("CLUSTER_TEST_WORKERS", default: 2, in: 1...64) } throws: {
+            ($0 as? ClusterError)?.context == "CLUSTER_TEST_WORKERS=many is not a whole number from 1 to 64; unset it for the default (2)"
+        }
+        unsetenv("CLUSTER_TEST_WORKERS")
+        #expect(try Cluster.environmentInteger("CLUSTER_TEST_WORKERS", default: 2, in: 1...64) == 2)
+    }
+}
+
+final class Counter: Sendable {
+    private let count = Atomic<Int>(0)
+    func increment() { count.add(1, ordering: .relaxed) }
+    var value: Int { count.load(ordering: .relaxed) }
+}
