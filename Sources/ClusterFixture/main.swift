@@ -116,6 +116,35 @@ func runPrimary(_ primary: Primary) async throws {
         let reply = try await honest.request(bytes: Array("still there?".utf8), timeout: .seconds(5))
         emit(["result": "malformed", "liarExit": exit, "afterwards": reply.string])
         honest.kill(.kill)
+    case "mesh":
+        let first = try await primary.fork()
+        let second = try await primary.fork()
+        var online = 0
+        for await event in events {
+            if case .online = event { online += 1 }
+            if online == 2 { break }
+        }
+        try await primary.broadcast(["greeting": "hello, workers"])
+        var heard: [String] = []
+        for await event in events {
+            guard case .message(let worker, let message) = event else { continue }
+            heard.append("worker \(worker.id): \(message.string)")
+            if heard.count == 3 { break }
+        }
+        var timeout = ""
+        do {
+            _ = try await first.request(bytes: Array("ignore".utf8), timeout: .milliseconds(200))
+        } catch {
+            timeout = "\(error.code): \(error.context)"
+        }
+        emit(["result": "mesh", "heard": heard.sorted(), "timeout": timeout])
+        first.kill(.kill)
+        second.kill(.kill)
+    case "listeners":
+        let socketPath = environment["SOCKET_PATH"] ?? "/tmp/cluster-fixture.sock"
+        Thread.detachNewThread { readCommands(primary) }
+        _ = try await primary.fork(environment: ["SOCKET_PATH": socketPath])
+        for await event in events { emit(describe(event)) }
     default:
         emit(["error": "unknown scenario \(scenario)"])
     }
@@ -209,6 +238,23 @@ func runWorker(_ worker: ClusterWorker) async throws {
             try await Task.sleep(for: .seconds(30))
         }
         try await answerRequests(worker)
+    case "mesh":
+        for await message in worker.messages {
+            if message.string == "ignore" { continue }
+            if let from = message.fromWorker {
+                try await worker.send(bytes: Array("got '\(message.string)' from worker \(from)".utf8))
+                continue
+            }
+            try await worker.send(bytes: Array("got \(message.string)".utf8))
+            if worker.id == 1 { try await worker.send(toWorker: 2, bytes: Array("ping".utf8)) }
+        }
+    case "listeners":
+        let respond: HTTPResponder = { request, loop in
+            loop.makeSucceededFuture(HTTPResponse(body: "worker \(worker.id) on \(request.head.uri)\n"))
+        }
+        async let unix: Void = worker.serveHTTP(.unix(environment["SOCKET_PATH"]!), responder: respond)
+        async let ipv6: Void = worker.serveHTTP(.tcp(host: "::1", port: 0), responder: respond)
+        _ = try await (unix, ipv6)
     default:
         break
     }

@@ -40,3 +40,19 @@ struct ChannelTests {
         #expect(primary.output.contains { $0.contains("worker 1") && $0.contains("malformed frame: unknown frame kind 99") && $0.contains("killing it") })
     }
 }
+
+/// Broadcast, worker-to-worker messages and request timeouts.
+@Suite(.serialized, .timeLimit(.minutes(1)))
+struct MessagingPatternTests {
+    @Test func broadcastReachesEveryWorkerAndWorkersReachEachOtherThroughThePrimary() async throws {
+        let primary = try SpawnedProcess("ClusterFixture", ["mesh"])
+        defer { primary.stop() }
+        let result = try await primary.waitForEvent(["result": "mesh"])
+        #expect(result["heard"] as? [String] == [
+            #"worker 1: got {"greeting":"hello, workers"}"#,
+            "worker 2: got 'ping' from worker 1",
+            #"worker 2: got {"greeting":"hello, workers"}"#,
+        ])
+        #expect(result["timeout"] as? String == "timed out: no reply within 0.2 seconds")
+    }
+}
