@@ -140,6 +140,16 @@ func runPrimary(_ primary: Primary) async throws {
         emit(["result": "mesh", "heard": heard.sorted(), "timeout": timeout])
         first.kill(.kill)
         second.kill(.kill)
+    case "farewell":
+        _ = try await primary.fork()
+        var received = 0
+        for await event in events {
+            if case .message = event { received += 1 }
+            if case .exit(_, let status) = event {
+                emit(["result": "farewell", "receivedBeforeExit": received, "status": status.description])
+                break
+            }
+        }
     case "listeners":
         let socketPath = environment["SOCKET_PATH"] ?? "/tmp/cluster-fixture.sock"
         Thread.detachNewThread { readCommands(primary) }
@@ -248,6 +258,11 @@ func runWorker(_ worker: ClusterWorker) async throws {
             try await worker.send(bytes: Array("got \(message.string)".utf8))
             if worker.id == 1 { try await worker.send(toWorker: 2, bytes: Array("ping".utf8)) }
         }
+    case "farewell":
+        // Queue about 3 MiB, far more than the socket buffer holds (under the 4 MiB
+        // high watermark, so sendNow never refuses), then leave at once.
+        for index in 0..<15_000 { try worker.sendNow(bytes: Array("farewell \(index) ".utf8) + [UInt8](repeating: 0, count: 200)) }
+        exit(0)
     case "listeners":
         let respond: HTTPResponder = { request, loop in
             loop.makeSucceededFuture(HTTPResponse(body: "worker \(worker.id) on \(request.head.uri)\n"))

@@ -56,3 +56,14 @@ struct MessagingPatternTests {
         #expect(result["timeout"] as? String == "timed out: no reply within 0.2 seconds")
     }
 }
+
+@Suite(.timeLimit(.minutes(1)))
+struct FarewellTests {
+    @Test func aWorkersLastMessagesArriveBeforeItsExit() async throws {
+        let primary = try SpawnedProcess("ClusterFixture", ["farewell"])
+        defer { primary.stop() }
+        let result = try await primary.waitForEvent(["result": "farewell"])
+        #expect(result["receivedBeforeExit"] as? Int == 15_000)
+        #expect(result["status"] as? String == "exit code 0")
+    }
+}
