@@ -5,6 +5,8 @@ import Cluster
 import ClusterNIO
 import Foundation
 import NIOCore
+import NIOHTTP1
+import NIOPosix
 
 func emit(_ fields: [String: Any]) {
     let data = try! JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
@@ -140,6 +142,10 @@ func runPrimary(_ primary: Primary) async throws {
         emit(["result": "mesh", "heard": heard.sorted(), "timeout": timeout])
         first.kill(.kill)
         second.kill(.kill)
+    case "bootstrap":
+        try await primary.listen(.tcp(host: "127.0.0.1", port: 0))
+        _ = try await primary.fork()
+        for await event in events { emit(describe(event)) }
     case "farewell":
         _ = try await primary.fork()
         var received = 0
@@ -258,6 +264,18 @@ func runWorker(_ worker: ClusterWorker) async throws {
             try await worker.send(bytes: Array("got \(message.string)".utf8))
             if worker.id == 1 { try await worker.send(toWorker: 2, bytes: Array("ping".utf8)) }
         }
+    case "bootstrap":
+        let server = try await worker.bind(
+            ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .serverChannelOption(.backlog, value: 16)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                        try channel.pipeline.syncOperations.addHandler(HelloHandler())
+                    }
+                },
+            to: .tcp(host: "127.0.0.1", port: 0))
+        try await server.closeFuture.get()
     case "farewell":
         // Queue about 3 MiB, far more than the socket buffer holds (under the 4 MiB
         // high watermark, so sendNow never refuses), then leave at once.
@@ -284,4 +302,20 @@ func answerRequests(_ worker: ClusterWorker) async throws {
 switch Cluster.role {
 case .primary(let primary): try await runPrimary(primary)
 case .worker(let worker): try await runWorker(worker)
+}
+
+/// A bare NIO handler, for the ServerBootstrap scenario.
+final class HelloHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .end = unwrapInboundIn(data) else { return }
+        let body = ByteBuffer(string: "bootstrapped\n")
+        let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": "\(body.readableBytes)", "Connection": "close"])
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
 }

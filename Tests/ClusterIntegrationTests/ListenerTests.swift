@@ -58,3 +58,34 @@ struct ListenerTests {
         return try HTTP.parse(String(decoding: bytes, as: UTF8.self)).body
     }
 }
+
+@Suite(.timeLimit(.minutes(1)))
+struct ServerBootstrapTests {
+    @Test func aServerBootstrapServesOnThePrimarysListenerWhoseBacklogIsRestored() async throws {
+        let primary = try SpawnedProcess("ClusterFixture", ["bootstrap"])
+        defer { primary.stop() }
+        let listening = try await primary.waitForEvent(["event": "listening"])
+        primary.adopt(Int32(listening["pid"] as! Int))
+        let port = listening["port"] as! Int
+        #expect(try HTTP.get(port: port).body == "bootstrapped\n")
+
+        // SwiftNIO listened again with a backlog of 16; the primary put its own back.
+        let somaxconn = Int((try? String(contentsOfFile: "/proc/sys/net/core/somaxconn", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 4096
+        #expect(try listenBacklog(port: port) == min(4096, somaxconn))
+    }
+
+    /// The accept-queue limit of the listener on `port`, as `ss -ltn` reports it (Send-Q).
+    private func listenBacklog(port: Int) throws -> Int? {
+        let ss = Process()
+        ss.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        ss.arguments = ["ss", "-Hltn", "sport = :\(port)"]
+        let pipe = Pipe()
+        ss.standardOutput = pipe
+        try ss.run()
+        ss.waitUntilExit()
+        let line = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let fields = line.split(whereSeparator: \.isWhitespace)
+        return fields.count > 2 ? Int(fields[2]) : nil
+    }
+}
