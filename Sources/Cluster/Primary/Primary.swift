@@ -73,9 +73,7 @@ public final class Primary: Sendable {
     /// Starts a worker (Node's `cluster.fork`) with `environment` added to its own.
     @discardableResult
     public func fork(environment: [String: String] = [:]) async throws(ClusterError) -> Worker {
-        let worker = try await loop.submit { [self] () throws(ClusterError) in try spawnWorker(environment: environment) }
-        hub.publish(.fork(worker))
-        return worker
+        try await loop.submit { [self] () throws(ClusterError) in try spawnWorker(environment: environment) }
     }
 
     /// Sends bytes to every live worker.
@@ -176,6 +174,8 @@ public final class Primary: Sendable {
                 _ = try? OutputRelay(source: relay.read, destination: relay.target, prefix: "[worker \(id)] ", loop: loop)
             }
             relays = []
+            // Published here, on the I/O thread, so 'fork' comes before anything the worker says.
+            hub.publish(.fork(worker))
             try channel.start()
             try loop.register(pidfd, events: EPOLLIN.rawValue, handler: watch)
             return worker
