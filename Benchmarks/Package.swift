@@ -8,6 +8,11 @@ import PackageDescription
 //
 //   swift build -c release --package-path Benchmarks --scratch-path Benchmarks/.build
 //   ./channel.sh
+
+// SwiftPM names a path dependency after its directory (the checkout's name, such as
+// "swift-cluster" or "main"), so the product reference is computed rather than spelled.
+let root = String(Context.packageDirectory.split(separator: "/").dropLast().last ?? "swift-cluster").lowercased()
+
 let package = Package(
     name: "swift-cluster-benchmarks",
     platforms: [.macOS(.v15)],
@@ -18,7 +23,7 @@ let package = Package(
         .executableTarget(
             name: "ClusterBench",
             dependencies: [
-                .product(name: "Cluster", package: "main"),
+                .product(name: "Cluster", package: root),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),

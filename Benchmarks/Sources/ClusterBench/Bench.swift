@@ -10,7 +10,8 @@ import Glibc
 enum Bench {
     static let warmup = 2000
     static let workersForStart = 2
-    static let timeoutSeconds: UInt32 = 60
+    /// Every mode gives up after this long (BENCH_TIMEOUT_S overrides it, to test that path).
+    static let timeoutSeconds: UInt32 = getenv("BENCH_TIMEOUT_S").flatMap { UInt32(String(cString: $0)) } ?? 60
 
     struct Failure: Error, CustomStringConvertible {
         let description: String
@@ -66,10 +67,13 @@ enum Bench {
         let worker = try await fork(primary)
         try await waitFor(events, "online") { if case .online(let w) = $0, w.id == worker.id { true } else { false } }
 
-        let samples = try await withTaskExecutorPreference(Cluster.executor) { () async throws -> [UInt64] in
+        let (samples, usage, workerUsage) = try await withTaskExecutorPreference(Cluster.executor) {
+            () async throws -> ([UInt64], Usage, Usage) in
             var samples = [UInt64](repeating: 0, count: n)
             var payload = [UInt8](repeating: 1, count: 32)
+            var start = Usage.zero
             for k in 0..<(warmup + n) {
+                if k == warmup { start = Usage.now() }
                 // The sequence number rides in the payload so a wrong echo cannot pass.
                 payload.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(k), as: UInt64.self) }
                 let t0 = nanoseconds()
@@ -80,9 +84,14 @@ enum Bench {
                 }
                 if k >= warmup { samples[k - warmup] = t1 - t0 }
             }
-            return samples.sorted()
+            let usage = Usage.now() - start
+            // The worker measured its side over the same requests; ask for it.
+            let report = try await worker.request(bytes: Usage.reportRequest, timeout: .seconds(5))
+            return (samples.sorted(), usage, try Usage(report.bytes))
         }
         print(#"{"bench":"roundtrip","impl":"swift-cluster","p50_us":\#(micro(percentile(samples, 50))),"p99_us":\#(micro(percentile(samples, 99))),"n":\#(n)}"#)
+        usage.printCost(figure: "roundtrip", side: "primary", per: n)
+        workerUsage.printCost(figure: "roundtrip", side: "worker", per: n)
         try await stop([worker], events: events)
     }
 
@@ -91,26 +100,37 @@ enum Bench {
     static func oneway(_ primary: Primary, n: Int) async throws {
         let events = primary.events
         let worker = try await fork(primary)
-        let (json, bytes) = try await withTaskExecutorPreference(Cluster.executor) { () async throws -> (Double, Double) in
+        let (json, bytes) = try await withTaskExecutorPreference(Cluster.executor) {
+            () async throws -> ((Double, Usage, Usage), (Double, Usage, Usage)) in
             var iterator = events.makeAsyncIterator()
-            func stream(_ go: UInt8, check: (ClusterMessage, Int) throws -> Void) async throws -> Double {
-                try await worker.send(bytes: [go])
-                var received = 0
-                var t0: UInt64 = 0
-                while received < n {
+            func nextMessage() async throws -> ClusterMessage {
+                while true {
                     guard let event = await iterator.next() else { throw Failure("the event stream ended") }
                     switch event {
-                    case .message(_, let message):
-                        if received == 0 { t0 = nanoseconds() }
-                        try check(message, received)
-                        received += 1
-                    case .exit(_, let status):
-                        throw Failure("the worker exited early (\(status)) after \(received) messages")
-                    default:
-                        continue
+                    case .message(_, let message): return message
+                    case .exit(_, let status): throw Failure("the worker exited early (\(status))")
+                    default: continue
                     }
                 }
-                return Double(n) / (Double(nanoseconds() - t0) / 1e9)
+            }
+            /// Rate, the primary's I/O-thread usage from first to N-th, the worker's usage.
+            func stream(_ go: UInt8, check: (ClusterMessage, Int) throws -> Void) async throws -> (Double, Usage, Usage) {
+                try await worker.send(bytes: [go])
+                var t0: UInt64 = 0
+                var start = Usage.zero
+                for received in 0..<n {
+                    let message = try await nextMessage()
+                    if received == 0 {
+                        t0 = nanoseconds()
+                        start = Usage.now()
+                    }
+                    try check(message, received)
+                }
+                let t1 = nanoseconds()
+                let usage = Usage.now() - start
+                // After its N messages the worker sends what its sending cost it.
+                let workerUsage = try Usage(try await nextMessage().bytes)
+                return (Double(n) / (Double(t1 - t0) / 1e9), usage, workerUsage)
             }
             let json = try await stream(1) { message, expected in
                 let item = try message.decode(Item.self)
@@ -125,9 +145,14 @@ enum Bench {
             }
             return (json, bytes)
         }
-        print(#"{"bench":"oneway","impl":"swift-cluster","msgs_per_s":\#(Int(json.rounded())),"n":\#(n)}"#)
-        print(#"{"bench":"oneway","impl":"swift-cluster-bytes","msgs_per_s":\#(Int(bytes.rounded())),"n":\#(n)}"#)
+        print(#"{"bench":"oneway","impl":"swift-cluster","msgs_per_s":\#(Int(json.0.rounded())),"n":\#(n)}"#)
+        print(#"{"bench":"oneway","impl":"swift-cluster-bytes","msgs_per_s":\#(Int(bytes.0.rounded())),"n":\#(n)}"#)
+        json.1.printCost(figure: "oneway-json", side: "primary", per: n)
+        json.2.printCost(figure: "oneway-json", side: "worker", per: n)
+        bytes.1.printCost(figure: "oneway-bytes", side: "primary", per: n)
+        bytes.2.printCost(figure: "oneway-bytes", side: "worker", per: n)
         try await stop([worker], events: events)
+        Codec.measure()
     }
 
     /// `coldstart R`: R times, from just before the first fork until both workers have
@@ -213,12 +238,24 @@ enum Bench {
             switch mode {
             case "roundtrip":
                 try await withTaskExecutorPreference(Cluster.executor) { () async throws in
-                    for await message in worker.messages { try await message.reply(bytes: message.bytes) }
+                    var start = Usage.zero
+                    for await message in worker.messages {
+                        let bytes = message.bytes
+                        if bytes == Usage.reportRequest {
+                            try await message.reply(bytes: (Usage.now() - start).bytes)
+                            continue
+                        }
+                        if bytes.count >= 8, bytes.withUnsafeBytes({ $0.loadUnaligned(as: UInt64.self) }) == UInt64(warmup) {
+                            start = Usage.now()
+                        }
+                        try await message.reply(bytes: bytes)
+                    }
                 }
             case "oneway":
                 let n = try count(CommandLine.arguments[2])
                 try await withTaskExecutorPreference(Cluster.executor) { () async throws in
                     for await message in worker.messages {
+                        let start = Usage.now()
                         switch message.bytes.first {
                         case 1:
                             for k in 0..<n { try await worker.send(Item(i: k)) }
@@ -231,6 +268,7 @@ enum Bench {
                         default:
                             throw Failure("unexpected message \(message.bytes)")
                         }
+                        try await worker.send(bytes: (Usage.now() - start).bytes)
                     }
                 }
             case "coldstart", "rss":
@@ -268,8 +306,17 @@ enum Bench {
     static func milli(_ ns: UInt64) -> Double { (Double(ns) / 100_000).rounded() / 10 }
 
     static func residentKilobytes() throws -> Int {
-        let fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw Failure("cannot open /proc/self/status") }
+        for line in try readFile("/proc/self/status").split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            if let value = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap({ Int($0) }) {
+                return value
+            }
+        }
+        throw Failure("no VmRSS in /proc/self/status")
+    }
+
+    static func readFile(_ path: String) throws -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw Failure("cannot open \(path)") }
         defer { close(fd) }
         var text: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
@@ -278,12 +325,85 @@ enum Bench {
             if got <= 0 { break }
             text.append(contentsOf: buffer[0..<got])
         }
-        for line in String(decoding: text, as: UTF8.self).split(separator: "\n") where line.hasPrefix("VmRSS:") {
-            if let value = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap({ Int($0) }) {
-                return value
-            }
+        return String(decoding: text, as: UTF8.self)
+    }
+}
+
+/// What the calling thread has used: CPU time (exact, CLOCK_THREAD_CPUTIME_ID), its split
+/// into user and kernel time (getrusage(RUSAGE_THREAD), tick-sampled, so only good over
+/// many messages) and context switches (/proc/thread-self/status; a voluntary switch is a
+/// sleep, so a wake-up). Taken on swift-cluster's I/O thread (inside the executor
+/// preference), it says what a message costs the thread that carries it; `thread` shows
+/// that the work stayed on one thread.
+struct Usage: Sendable {
+    var cpu: UInt64 = 0
+    var user: UInt64 = 0
+    var system: UInt64 = 0
+    var sleeps: UInt64 = 0
+    var preemptions: UInt64 = 0
+    var thread: UInt = 0
+    /// Set by `-` when the two snapshots came from different threads (a thread hop).
+    var hopped = false
+
+    static let zero = Usage()
+    /// The request a roundtrip worker answers with its usage instead of an echo.
+    static let reportRequest: [UInt8] = [0xFF, 0xFE]
+
+    static func now() -> Usage {
+        var usage = Usage(thread: UInt(pthread_self()))
+        var ts = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        usage.cpu = UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+        var ru = rusage()
+        if getrusage(__rusage_who_t(1), &ru) == 0 { // 1: RUSAGE_THREAD, which Glibc does not export to Swift
+            usage.user = UInt64(ru.ru_utime.tv_sec) * 1_000_000_000 + UInt64(ru.ru_utime.tv_usec) * 1000
+            usage.system = UInt64(ru.ru_stime.tv_sec) * 1_000_000_000 + UInt64(ru.ru_stime.tv_usec) * 1000
         }
-        throw Failure("no VmRSS in /proc/self/status")
+        let status = (try? Bench.readFile("/proc/thread-self/status")) ?? ""
+        for line in status.split(separator: "\n") {
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard fields.count == 2, let value = UInt64(fields[1]) else { continue }
+            if fields[0] == "voluntary_ctxt_switches:" { usage.sleeps = value }
+            if fields[0] == "nonvoluntary_ctxt_switches:" { usage.preemptions = value }
+        }
+        return usage
+    }
+
+    static func - (end: Usage, start: Usage) -> Usage {
+        Usage(cpu: end.cpu &- start.cpu, user: end.user &- start.user, system: end.system &- start.system,
+              sleeps: end.sleeps &- start.sleeps, preemptions: end.preemptions &- start.preemptions,
+              thread: end.thread, hopped: end.hopped || start.hopped || end.thread != start.thread)
+    }
+
+    private var fields: [UInt64] { [cpu, user, system, sleeps, preemptions, hopped ? 1 : 0] }
+
+    /// The usage as bytes, for a worker to send to the primary.
+    var bytes: [UInt8] {
+        var out: [UInt8] = []
+        for value in fields { withUnsafeBytes(of: value.littleEndian) { out.append(contentsOf: $0) } }
+        return out
+    }
+
+    init(cpu: UInt64 = 0, user: UInt64 = 0, system: UInt64 = 0, sleeps: UInt64 = 0, preemptions: UInt64 = 0,
+         thread: UInt = 0, hopped: Bool = false) {
+        (self.cpu, self.user, self.system, self.sleeps, self.preemptions) = (cpu, user, system, sleeps, preemptions)
+        self.thread = thread
+        self.hopped = hopped
+    }
+
+    init(_ bytes: [UInt8]) throws {
+        guard bytes.count == 48 else { throw Bench.Failure("a usage report of \(bytes.count) bytes, expected 48") }
+        let v = (0..<6).map { index in
+            bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: index * 8, as: UInt64.self)) }
+        }
+        self.init(cpu: v[0], user: v[1], system: v[2], sleeps: v[3], preemptions: v[4], hopped: v[5] != 0)
+    }
+
+    /// One `"bench":"cost"` line, per message (or per round trip).
+    func printCost(figure: String, side: String, per count: Int) {
+        func per(_ value: UInt64) -> Int { Int((Double(value) / Double(count)).rounded()) }
+        let sleeps = (Double(self.sleeps) / Double(count) * 1000).rounded() / 1000
+        print(#"{"bench":"cost","impl":"swift-cluster","figure":"\#(figure)","side":"\#(side)","cpu_ns_per_msg":\#(per(cpu)),"user_ns_per_msg":\#(per(user)),"sys_ns_per_msg":\#(per(system)),"sleeps_per_msg":\#(sleeps),"one_thread":\#(!hopped),"n":\#(count)}"#)
     }
 }
 
