@@ -9,6 +9,7 @@
 // Re-exported for Swift: Glibc's module does not carry these.
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <netdb.h>

@@ -18,7 +18,7 @@ protocol ChannelDelegate: AnyObject, Sendable {
 /// thread queues and the loop flushes the whole batch in one `sendmsg` before it sleeps; a
 /// writer elsewhere writes at once without blocking. What the socket cannot take waits in a
 /// bounded queue: `send` suspends above the high watermark until the peer has read enough.
-final class Channel: IOHandler, @unchecked Sendable {
+final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     /// The largest payload a message may carry: 64 MiB.
     static let maximumMessageSize = 64 << 20
     static let highWatermark = 4 << 20
@@ -34,7 +34,7 @@ final class Channel: IOHandler, @unchecked Sendable {
     private struct State {
         var chunks: [Chunk] = []
         var pendingBytes = 0
-        var writers: [CheckedContinuation<Void, Never>] = []
+        var writers: [UnsafeContinuation<Void, Never>] = []
         var flushScheduled = false
         var writeArmed = false
         var readPaused = false
@@ -46,8 +46,9 @@ final class Channel: IOHandler, @unchecked Sendable {
     }
 
     private struct Request {
-        var continuation: CheckedContinuation<Result<Frame, ClusterError>, Never>
+        var continuation: UnsafeContinuation<Result<Frame, ClusterError>, Never>
         var timer: UInt64
+        var timeout: Duration
     }
 
     let fd: Int32
@@ -79,9 +80,9 @@ final class Channel: IOHandler, @unchecked Sendable {
 
     /// Queues `frame`; waits while the queue is above the high watermark.
     func send(_ frame: Frame) async throws(ClusterError) {
-        let bytes = try Channel.encode(frame)
+        try Channel.validate(frame)
         while state.withLock({ !$0.closed && $0.pendingBytes > Channel.highWatermark }) {
-            await withCheckedContinuation { continuation in
+            await withUnsafeContinuation { continuation in
                 let ready = state.withLock { state in
                     if state.closed || state.pendingBytes <= Channel.highWatermark { return true }
                     state.writers.append(continuation)
@@ -90,21 +91,22 @@ final class Channel: IOHandler, @unchecked Sendable {
                 if ready { continuation.resume() }
             }
         }
-        try enqueue(bytes, descriptors: frame.descriptors)
+        try enqueue(frame)
     }
 
     /// Queues `frame` without waiting; throws ``ClusterError/Code/channelFull`` above the
     /// high watermark unless `force` (the runtime's own control messages).
     func sendNow(_ frame: Frame, force: Bool = false) throws(ClusterError) {
-        let bytes = try Channel.encode(frame)
+        try Channel.validate(frame)
         if !force && state.withLock({ $0.pendingBytes > Channel.highWatermark }) {
             throw ClusterError(.channelFull, "\(state.withLock { $0.pendingBytes }) bytes wait to be read by the peer; use the async send to wait for room")
         }
-        try enqueue(bytes, descriptors: frame.descriptors)
+        try enqueue(frame)
     }
 
     /// Sends `frame` as a request and waits for its reply.
     func request(_ frame: Frame, timeout: Duration) async throws(ClusterError) -> Frame {
+        try Channel.validate(frame)
         // Register first, then send: a fast reply must find its request waiting.
         var frame = frame
         let correlation = state.withLock { state in
@@ -112,14 +114,11 @@ final class Channel: IOHandler, @unchecked Sendable {
             return state.nextCorrelation
         }
         frame.correlation = correlation
-        let bytes = try Channel.encode(frame)
-        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<Frame, ClusterError>, Never>) in
-            let timer = loop.schedule(after: timeout) { [weak self] in
-                self?.completeRequest(correlation, with: .failure(ClusterError(.timeout, "no reply within \(timeout)")))
-            }
+        let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<Frame, ClusterError>, Never>) in
+            let timer = loop.schedule(after: timeout, target: self, token: correlation)
             let closed = state.withLock { state -> ClusterError? in
                 if state.closed { return state.closeError ?? Channel.closedError }
-                state.requests[correlation] = Request(continuation: continuation, timer: timer)
+                state.requests[correlation] = Request(continuation: continuation, timer: timer, timeout: timeout)
                 return nil
             }
             if let closed {
@@ -128,12 +127,17 @@ final class Channel: IOHandler, @unchecked Sendable {
                 return
             }
             do throws(ClusterError) {
-                try enqueue(bytes, descriptors: frame.descriptors)
+                try enqueue(frame)
             } catch {
                 completeRequest(correlation, with: .failure(error))
             }
         }
         return try result.get()
+    }
+
+    func timerFired(_ correlation: UInt64) {
+        guard let request = state.withLock({ $0.requests.removeValue(forKey: correlation) }) else { return }
+        request.continuation.resume(returning: .failure(ClusterError(.timeout, "no reply within \(request.timeout)")))
     }
 
     private func completeRequest(_ correlation: UInt64, with result: Result<Frame, ClusterError>) {
@@ -144,61 +148,60 @@ final class Channel: IOHandler, @unchecked Sendable {
 
     private static let closedError = ClusterError(.channelClosed, "the peer has exited or disconnected")
 
-    private static func encode(_ frame: Frame) throws(ClusterError) -> [UInt8] {
+    private static func validate(_ frame: Frame) throws(ClusterError) {
         guard frame.payload.count <= maximumMessageSize else {
             throw ClusterError(.messageTooLarge, "a message of \(frame.payload.count) bytes exceeds the limit of \(maximumMessageSize) bytes (64 MiB); send large data through a file or a descriptor instead")
         }
         guard frame.descriptors.count <= Frame.maximumDescriptors else {
             throw ClusterError(.messageTooLarge, "a message carries \(frame.descriptors.count) descriptors; the limit is \(Frame.maximumDescriptors)")
         }
-        var bytes: [UInt8] = []
-        frame.encode(into: &bytes)
-        return bytes
     }
 
-    private func enqueue(_ bytes: [UInt8], descriptors: [Int32]) throws(ClusterError) {
+    private func enqueue(_ frame: Frame) throws(ClusterError) {
         // Copies, so the caller may close its own descriptors as soon as send returns.
         var copies: [Int32] = []
         do throws(ClusterError) {
-            for descriptor in descriptors { copies.append(try Syscall.duplicate(descriptor)) }
+            for descriptor in frame.descriptors { copies.append(try Syscall.duplicate(descriptor)) }
         } catch {
             copies.forEach(Syscall.close)
             throw error
         }
         let inLoop = loop.inLoop
-        let failure = state.withLock { state -> ClusterError? in
-            if state.closed { return state.closeError ?? Channel.closedError }
+        let (failure, resumed) = state.withLock { state -> (ClusterError?, [UnsafeContinuation<Void, Never>]) in
+            if state.closed { return (state.closeError ?? Channel.closedError, []) }
             if copies.isEmpty, !state.chunks.isEmpty {
-                state.chunks[state.chunks.count - 1].bytes.append(contentsOf: bytes)
+                frame.encode(into: &state.chunks[state.chunks.count - 1].bytes)
             } else {
+                var bytes: [UInt8] = []
+                frame.encode(into: &bytes)
                 state.chunks.append(Chunk(bytes: bytes, descriptors: copies))
             }
-            state.pendingBytes += bytes.count
-            guard !state.flushScheduled, !state.writeArmed else { return nil }
+            state.pendingBytes += Frame.headerSize + frame.payload.count
+            guard !state.flushScheduled, !state.writeArmed else { return (nil, []) }
             if inLoop {
                 state.flushScheduled = true
-                loop.runBeforeSleep { [self] in
-                    let resumed = self.state.withLock { state in
-                        state.flushScheduled = false
-                        return flushLocked(&state)
-                    }
-                    resumed.forEach { $0.resume() }
-                }
-                return nil
+                loop.flushBeforeSleep(self)
+                return (nil, [])
             }
-            let resumed = flushLocked(&state)
-            // Resuming under the lock is safe: it only enqueues the waiter's task.
-            resumed.forEach { $0.resume() }
-            return nil
+            return (nil, flushLocked(&state))
         }
+        resumed.forEach { $0.resume() }
         if let failure {
             copies.forEach(Syscall.close)
             throw failure
         }
     }
 
+    func flushBeforeSleep() {
+        let resumed = state.withLock { state in
+            state.flushScheduled = false
+            return flushLocked(&state)
+        }
+        resumed.forEach { $0.resume() }
+    }
+
     /// Writes what the socket takes; arms EPOLLOUT for the rest. Returns writers to resume.
-    private func flushLocked(_ state: inout State) -> [CheckedContinuation<Void, Never>] {
+    private func flushLocked(_ state: inout State) -> [UnsafeContinuation<Void, Never>] {
         while !state.chunks.isEmpty {
             let chunk = state.chunks[0]
             let sent: Int?
@@ -341,6 +344,10 @@ final class Channel: IOHandler, @unchecked Sendable {
                 close(error: error)
                 return
             }
+            loop.expectTraffic()
+            // A short read emptied the socket: asking again would only return EAGAIN.
+            // (End of file, if it follows, is reported by the next wake-up.)
+            if count < readBuffer.count { return }
         }
     }
 
@@ -363,7 +370,7 @@ final class Channel: IOHandler, @unchecked Sendable {
             loop.execute { [self] in close(error: error) }
             return
         }
-        let taken = state.withLock { state -> ([CheckedContinuation<Void, Never>], [Request], [Chunk], Bool)? in
+        let taken = state.withLock { state -> ([UnsafeContinuation<Void, Never>], [Request], [Chunk], Bool)? in
             guard !state.closed else { return nil }
             state.closed = true
             state.closeError = error

@@ -62,7 +62,11 @@ public struct ClusterEvents: AsyncSequence, Sendable {
 /// Fans events out to every subscriber.
 final class EventHub: Sendable {
     private struct State {
-        var subscribers: [UInt64: Mailbox<ClusterEvent>] = [:]
+        var subscribers: [UInt64: Mailbox<ClusterEvent>] = [:] {
+            didSet { mailboxes = Array(subscribers.values) }
+        }
+        /// The same mailboxes as an array, so publishing copies a reference, not a list.
+        var mailboxes: [Mailbox<ClusterEvent>] = []
         var nextID: UInt64 = 1
         var held: [ClusterEvent] = []
         var paused: [ObjectIdentifier: Channel] = [:]
@@ -98,7 +102,7 @@ final class EventHub: Sendable {
                 state.held.append(event)
                 return ([], state.held.count >= ClusterEvents.limit)
             }
-            return (Array(state.subscribers.values), false)
+            return (state.mailboxes, false)
         }
         var full = holdFull
         for mailbox in mailboxes where !mailbox.post(event) { full = true }

@@ -10,9 +10,19 @@ protocol IOHandler: AnyObject, Sendable {
     func handle(events: UInt32)
 }
 
+/// Something that writes what it queued once per loop iteration, before the loop sleeps.
+protocol Flushable: AnyObject {
+    func flushBeforeSleep()
+}
+
+/// An object a timer notifies with a token, so arming a timer allocates no closure.
+protocol TimerTarget: AnyObject, Sendable {
+    func timerFired(_ token: UInt64)
+}
+
 /// The one thread in each process that waits on every descriptor swift-cluster watches
-/// (channels, pidfds, captured output) and, as a `TaskExecutor`, runs the tasks that
-/// prefer it.
+/// (channels, pidfds, listeners, captured output) and, as a `TaskExecutor`, runs the tasks
+/// that prefer it.
 ///
 /// Why its own thread: reads and writes on channels must never block Swift's cooperative
 /// pool, and a message should reach its consumer in one wake-up. A task that prefers this
@@ -20,38 +30,55 @@ protocol IOHandler: AnyObject, Sendable {
 /// the thread that read the message, with no hop to another thread. Workers are spawned
 /// from this thread too: it lives as long as the process, so `PR_SET_PDEATHSIG` in a
 /// worker (which tracks the spawning *thread*) fires only when the primary process dies.
+///
+/// Waiting: timers live on a timerfd, re-armed only when the soonest deadline moves, so
+/// the loop sleeps in `epoll_wait(-1)` without arming a kernel timer per sleep. After
+/// channel traffic, the loop polls for up to ``spinMicroseconds`` before it sleeps: the
+/// next message of a conversation then costs no wake-up of an idle CPU (the largest cost
+/// of a round trip on a virtual machine). It never spins when the process may use only
+/// one CPU, where spinning would only keep the peer from running.
 final class IOLoop: TaskExecutor, @unchecked Sendable {
     static let shared: IOLoop = {
         do { return try IOLoop() } catch { fatalError("swift-cluster cannot start its I/O thread: \(error)") }
     }()
 
-    fileprivate struct Timer {
-        var deadline: ContinuousClock.Instant
-        var id: UInt64
-        var action: @Sendable () -> Void
+    enum TimerAction {
+        case run(@Sendable () -> Void)
+        case notify(any TimerTarget, UInt64)
     }
 
     fileprivate struct Shared {
         var jobs: [UnownedJob] = []
         var closures: [@Sendable () -> Void] = []
-        var timers: [Timer] = [] // sorted by deadline, soonest last
-        var nextTimerID: UInt64 = 1
+        var timers = TimerQueue<TimerAction>()
+        var armedDeadline: UInt64?
         var sleeping = false
         var handlers: [Int32: any IOHandler] = [:]
+        var hasWork: Bool { !jobs.isEmpty || !closures.isEmpty }
     }
+
+    /// How long the loop polls after channel traffic before it sleeps; 0 never spins.
+    /// `CLUSTER_SPIN_MICROSECONDS` overrides the default of 20 µs (0 when this process may
+    /// run on one CPU only).
+    let spinMicroseconds: UInt64
 
     private let epoll: Int32
     private let wakeFD: Int32
+    private let timerFD: Int32
     private let shared = Mutex(Shared())
     private let threadID = Atomic<UInt>(0)
-    /// Work that must run after the current batch, before the loop sleeps again (flushes).
-    /// Touched only on the loop thread.
-    private var beforeSleep: [() -> Void] = []
+    // Loop-thread only.
+    private var flushables: [any Flushable] = []
+    private var spinRequested = false
 
     private init() throws(ClusterError) {
         epoll = try Syscall.epollCreate()
         wakeFD = try Syscall.eventFD()
+        timerFD = try Syscall.timerFD()
         try Syscall.epollControl(epoll, EPOLL_CTL_ADD, wakeFD, events: EPOLLIN.rawValue)
+        try Syscall.epollControl(epoll, EPOLL_CTL_ADD, timerFD, events: EPOLLIN.rawValue)
+        let configured = getenv("CLUSTER_SPIN_MICROSECONDS").flatMap { UInt64(String(cString: $0)) }
+        spinMicroseconds = configured ?? (cluster_cpu_count() > 1 ? 20 : 0)
         var thread = pthread_t()
         let box = Unmanaged.passRetained(self).toOpaque()
         let created = pthread_create(&thread, nil, { argument in
@@ -67,6 +94,13 @@ final class IOLoop: TaskExecutor, @unchecked Sendable {
 
     /// True on the loop's own thread.
     var inLoop: Bool { threadID.load(ordering: .relaxed) == UInt(pthread_self()) }
+
+    /// Monotonic nanoseconds, the clock of every deadline here.
+    static func now() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+    }
 
     // MARK: Executor
 
@@ -100,37 +134,62 @@ final class IOLoop: TaskExecutor, @unchecked Sendable {
         return try result.get()
     }
 
-    /// Runs `body` once the loop has handled what is ready now and before it sleeps.
+    /// Calls `flushable.flushBeforeSleep()` once the loop has handled what is ready now.
     /// Loop thread only: this is how writes issued in one batch leave in one syscall.
-    func runBeforeSleep(_ body: @escaping () -> Void) {
-        precondition(inLoop, "runBeforeSleep off the I/O thread")
-        beforeSleep.append(body)
+    func flushBeforeSleep(_ flushable: any Flushable) {
+        flushables.append(flushable)
+    }
+
+    /// Asks the loop to poll a little before it sleeps: a reply is likely to come soon.
+    /// Loop thread only.
+    func expectTraffic() {
+        spinRequested = true
     }
 
     // MARK: Timers
 
-    /// Runs `action` on the loop thread at `deadline` unless cancelled first.
+    /// Runs `action` on the loop thread after `delay` unless cancelled first.
     @discardableResult
-    func schedule(at deadline: ContinuousClock.Instant, _ action: @escaping @Sendable () -> Void) -> UInt64 {
-        let (id, wake) = shared.withLock { state -> (UInt64, Bool) in
-            let id = state.nextTimerID
-            state.nextTimerID += 1
-            let index = state.timers.firstIndex { $0.deadline < deadline } ?? state.timers.endIndex
-            state.timers.insert(Timer(deadline: deadline, id: id, action: action), at: index)
-            // A new soonest deadline shortens the current wait.
-            return (id, index == state.timers.endIndex - 1 ? state.takeSleeping() : false)
-        }
-        if wake { signal() }
-        return id
+    func schedule(after delay: Duration, _ action: @escaping @Sendable () -> Void) -> UInt64 {
+        schedule(after: delay, .run(action))
     }
 
-    func schedule(after delay: Duration, _ action: @escaping @Sendable () -> Void) -> UInt64 {
-        schedule(at: .now + delay, action)
+    /// Calls `target.timerFired(token)` on the loop thread after `delay` unless cancelled.
+    func schedule(after delay: Duration, target: any TimerTarget, token: UInt64) -> UInt64 {
+        schedule(after: delay, .notify(target, token))
+    }
+
+    private func schedule(after delay: Duration, _ action: TimerAction) -> UInt64 {
+        let (seconds, attoseconds) = delay.components
+        let deadline = IOLoop.now() + UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+        return shared.withLock { state in
+            let id = state.timers.insert(deadline: deadline, action)
+            if state.armedDeadline.map({ deadline < $0 }) ?? true {
+                state.armedDeadline = deadline
+                Syscall.armTimer(timerFD, at: deadline)
+            }
+            return id
+        }
     }
 
     func cancelTimer(_ id: UInt64) {
-        shared.withLock { state in
-            if let index = state.timers.firstIndex(where: { $0.id == id }) { state.timers.remove(at: index) }
+        shared.withLock { $0.timers.cancel(id) }
+    }
+
+    private func fireTimers() {
+        var expirations: UInt64 = 0
+        _ = withUnsafeMutableBytes(of: &expirations) { try? Syscall.read(timerFD, into: $0) }
+        let due = shared.withLock { state -> [TimerAction] in
+            let due = state.timers.popExpired(now: IOLoop.now())
+            state.armedDeadline = state.timers.soonest()
+            if let next = state.armedDeadline { Syscall.armTimer(timerFD, at: next) }
+            return due
+        }
+        for action in due {
+            switch action {
+            case .run(let body): body()
+            case .notify(let target, let token): target.timerFired(token)
+            }
         }
     }
 
@@ -165,53 +224,61 @@ final class IOLoop: TaskExecutor, @unchecked Sendable {
 
     private func run() {
         threadID.store(UInt(pthread_self()), ordering: .relaxed)
-        let capacity = 64
-        let events = UnsafeMutableBufferPointer<epoll_event>.allocate(capacity: capacity)
+        let events = UnsafeMutableBufferPointer<epoll_event>.allocate(capacity: 64)
         let executor = asUnownedTaskExecutor()
+        var jobs: [UnownedJob] = []
+        var closures: [@Sendable () -> Void] = []
         while true {
-            let (jobs, closures, due) = shared.withLock { state in
-                let jobs = state.jobs, closures = state.closures
-                state.jobs.removeAll(keepingCapacity: true)
-                state.closures.removeAll(keepingCapacity: true)
-                var due: [@Sendable () -> Void] = []
-                let now = ContinuousClock.now
-                while let last = state.timers.last, last.deadline <= now {
-                    due.append(state.timers.removeLast().action)
-                }
-                return (jobs, closures, due)
+            shared.withLock { state in
+                swap(&jobs, &state.jobs)
+                swap(&closures, &state.closures)
             }
             for closure in closures { closure() }
             for job in jobs { job.runSynchronously(on: executor) }
-            for action in due { action() }
-            while !beforeSleep.isEmpty {
-                let work = beforeSleep
-                beforeSleep.removeAll()
-                for body in work { body() }
+            jobs.removeAll(keepingCapacity: true)
+            closures.removeAll(keepingCapacity: true)
+            while !flushables.isEmpty {
+                let batch = flushables
+                flushables.removeAll()
+                for flushable in batch { flushable.flushBeforeSleep() }
             }
 
-            let timeout: Int32 = shared.withLock { state in
-                if !state.jobs.isEmpty || !state.closures.isEmpty { return 0 }
-                state.sleeping = true
-                guard let soonest = state.timers.last?.deadline else { return -1 }
-                let remaining = ContinuousClock.now.duration(to: soonest)
-                if remaining <= .zero { return 0 }
-                let (seconds, attoseconds) = remaining.components
-                return Int32(clamping: seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
-            }
-            let count = (try? Syscall.epollWait(epoll, events, milliseconds: timeout)) ?? 0
-            shared.withLock { $0.sleeping = false }
+            guard let count = wait(into: events) else { continue }
             for index in 0..<count {
                 let event = events[index]
                 let fd = event.data.fd
                 if fd == wakeFD {
                     var value: UInt64 = 0
                     _ = withUnsafeMutableBytes(of: &value) { try? Syscall.read(wakeFD, into: $0) }
-                    continue
+                } else if fd == timerFD {
+                    fireTimers()
+                } else {
+                    shared.withLock { $0.handlers[fd] }?.handle(events: event.events)
                 }
-                let handler = shared.withLock { $0.handlers[fd] }
-                handler?.handle(events: event.events)
             }
         }
+    }
+
+    /// Waits for events; nil when work arrived for the executor instead.
+    private func wait(into events: UnsafeMutableBufferPointer<epoll_event>) -> Int? {
+        if spinRequested && spinMicroseconds > 0 {
+            spinRequested = false
+            let until = IOLoop.now() + spinMicroseconds * 1000
+            repeat {
+                let count = (try? Syscall.epollWait(epoll, events, milliseconds: 0)) ?? 0
+                if count > 0 { return count }
+                if shared.withLock({ $0.hasWork }) { return nil }
+            } while IOLoop.now() < until
+        }
+        let mustRun = shared.withLock { state in
+            if state.hasWork { return true }
+            state.sleeping = true
+            return false
+        }
+        if mustRun { return nil }
+        let count = (try? Syscall.epollWait(epoll, events, milliseconds: -1)) ?? 0
+        shared.withLock { $0.sleeping = false }
+        return count
     }
 }
 

@@ -71,13 +71,15 @@ enum Syscall {
     /// Receives into `buffer`; returns the byte count (0 at end of file) and any descriptors,
     /// or nil when nothing is there yet.
     static func receive(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, fds: inout [Int32]) throws(ClusterError) -> Int? {
-        var received = [Int32](repeating: -1, count: 64)
         var count: Int32 = 0
         var truncated: Int32 = 0
-        let n = try retryingUnlessBlocked("recvmsg") {
-            cluster_recvmsg(fd, buffer.baseAddress, buffer.count, &received, 64, &count, &truncated)
+        let n = try withUnsafeTemporaryAllocation(of: Int32.self, capacity: 64) { received throws(ClusterError) in
+            let n = try retryingUnlessBlocked("recvmsg") {
+                cluster_recvmsg(fd, buffer.baseAddress, buffer.count, received.baseAddress, 64, &count, &truncated)
+            }
+            if count > 0 { fds.append(contentsOf: received.prefix(Int(count))) }
+            return n
         }
-        fds.append(contentsOf: received.prefix(Int(count)))
         if truncated != 0 {
             throw ClusterError(.malformedFrame, "the peer attached more descriptors than a message may carry (64)")
         }
@@ -149,6 +151,20 @@ enum Syscall {
 
     static func eventFD() throws(ClusterError) -> Int32 {
         try retrying("eventfd") { eventfd(0, Int32(EFD_CLOEXEC) | Int32(EFD_NONBLOCK)) }
+    }
+
+    static func timerFD() throws(ClusterError) -> Int32 {
+        try retrying("timerfd_create") { timerfd_create(CLOCK_MONOTONIC, Int32(TFD_CLOEXEC) | Int32(TFD_NONBLOCK)) }
+    }
+
+    /// Arms `timerFD` to fire once at `deadline`, monotonic nanoseconds.
+    static func armTimer(_ timerFD: Int32, at deadline: UInt64) {
+        var spec = itimerspec()
+        // A zero it_value would disarm: the earliest time that is still a time.
+        let when = max(deadline, 1)
+        spec.it_value.tv_sec = Int(when / 1_000_000_000)
+        spec.it_value.tv_nsec = Int(when % 1_000_000_000)
+        _ = timerfd_settime(timerFD, Int32(TFD_TIMER_ABSTIME), &spec, nil)
     }
 
     static func listen(_ fd: Int32, backlog: Int32) throws(ClusterError) {
