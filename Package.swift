@@ -32,7 +32,9 @@ let package = Package(
                 "CClusterShims",
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: swiftSettings
+            // Async functions run on their caller's executor: a channel call made on the
+            // I/O thread stays there, with no executor switch per message.
+            swiftSettings: swiftSettings + [.enableUpcomingFeature("NonisolatedNonsendingByDefault")]
         ),
         .target(
             name: "ClusterNIO",

@@ -25,7 +25,7 @@ let package = Package(
             dependencies: [
                 .product(name: "Cluster", package: root),
             ],
-            swiftSettings: [.swiftLanguageMode(.v6)]
+            swiftSettings: [.swiftLanguageMode(.v6), .enableUpcomingFeature("NonisolatedNonsendingByDefault")]
         ),
     ]
 )

@@ -7,6 +7,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 
 func emit(_ fields: [String: Any]) {
     let data = try! JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
@@ -142,6 +143,13 @@ func runPrimary(_ primary: Primary) async throws {
         emit(["result": "mesh", "heard": heard.sorted(), "timeout": timeout])
         first.kill(.kill)
         second.kill(.kill)
+    case "handler":
+        let worker = try await primary.fork()
+        // Sent at once: most arrive before the worker installs its handler.
+        for index in 0..<1000 { try await worker.send(bytes: withUnsafeBytes(of: UInt64(index).littleEndian, Array.init)) }
+        let reply = try await worker.request(bytes: Array("report".utf8), timeout: .seconds(10))
+        emit(["result": "handler", "report": reply.string])
+        worker.kill(.kill)
     case "bootstrap":
         try await primary.listen(.tcp(host: "127.0.0.1", port: 0))
         _ = try await primary.fork()
@@ -264,6 +272,22 @@ func runWorker(_ worker: ClusterWorker) async throws {
             try await worker.send(bytes: Array("got \(message.string)".utf8))
             if worker.id == 1 { try await worker.send(toWorker: 2, bytes: Array("ping".utf8)) }
         }
+    case "handler":
+        try await Task.sleep(for: .milliseconds(200))
+        let seen = Mutex((count: 0, inOrder: true))
+        worker.onMessage { message in
+            guard !message.expectsReply else {
+                let (count, inOrder) = seen.withLock { ($0.count, $0.inOrder) }
+                try? message.replyNow(bytes: Array("handled \(count) in order: \(inOrder)".utf8))
+                return
+            }
+            let value = message.bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+            seen.withLock { state in
+                if value != UInt64(state.count) { state.inOrder = false }
+                state.count += 1
+            }
+        }
+        try await Task.sleep(for: .seconds(30))
     case "bootstrap":
         let server = try await worker.bind(
             ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)

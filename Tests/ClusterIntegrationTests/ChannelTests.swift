@@ -73,3 +73,15 @@ extension IntegrationTests {
         }
     }
 }
+
+extension IntegrationTests {
+    @Suite(.timeLimit(.minutes(1)))
+    struct MessageHandlerTests {
+        @Test func aHandlerGetsTheMessagesThatArrivedBeforeItInOrder() async throws {
+            let primary = try SpawnedProcess("ClusterFixture", ["handler"])
+            defer { primary.stop() }
+            let result = try await primary.waitForEvent(["result": "handler"])
+            #expect(result["report"] as? String == "handled 1000 in order: true")
+        }
+    }
+}

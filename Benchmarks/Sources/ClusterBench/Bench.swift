@@ -34,7 +34,9 @@ enum Bench {
             do {
                 switch (mode, arguments.count) {
                 case ("roundtrip", 3):
-                    try await roundtrip(primary, n: try count(arguments[2]))
+                    try await roundtrip(primary, n: try count(arguments[2]), impl: "swift-cluster")
+                case ("roundtrip-callback", 3):
+                    try await roundtrip(primary, n: try count(arguments[2]), impl: "swift-cluster-callback")
                 case ("oneway", 3):
                     try await oneway(primary, n: try count(arguments[2]))
                 case ("coldstart", 3):
@@ -62,7 +64,10 @@ enum Bench {
     // MARK: Primary side
 
     /// `roundtrip N`: one worker echoes each request; the primary times each round trip.
-    static func roundtrip(_ primary: Primary, n: Int) async throws {
+    /// With `roundtrip-callback` the worker answers in `onMessage` on its I/O thread (as
+    /// Node's worker answers in `process.on('message')`); with `roundtrip`, from a task
+    /// iterating `worker.messages`.
+    static func roundtrip(_ primary: Primary, n: Int, impl: String) async throws {
         let events = primary.events
         let worker = try await fork(primary)
         try await waitFor(events, "online") { if case .online(let w) = $0, w.id == worker.id { true } else { false } }
@@ -89,9 +94,9 @@ enum Bench {
             let report = try await worker.request(bytes: Usage.reportRequest, timeout: .seconds(5))
             return (samples.sorted(), usage, try Usage(report.bytes))
         }
-        print(#"{"bench":"roundtrip","impl":"swift-cluster","p50_us":\#(micro(percentile(samples, 50))),"p99_us":\#(micro(percentile(samples, 99))),"n":\#(n)}"#)
-        usage.printCost(figure: "roundtrip", side: "primary", per: n)
-        workerUsage.printCost(figure: "roundtrip", side: "worker", per: n)
+        print(#"{"bench":"roundtrip","impl":"\#(impl)","p50_us":\#(micro(percentile(samples, 50))),"p99_us":\#(micro(percentile(samples, 99))),"n":\#(n)}"#)
+        usage.printCost(figure: impl == "swift-cluster" ? "roundtrip" : "roundtrip-callback", side: "primary", per: n)
+        workerUsage.printCost(figure: impl == "swift-cluster" ? "roundtrip" : "roundtrip-callback", side: "worker", per: n)
         try await stop([worker], events: events)
     }
 
@@ -251,6 +256,20 @@ enum Bench {
                         try await message.reply(bytes: bytes)
                     }
                 }
+            case "roundtrip-callback":
+                let start = Mutex(Usage.zero)
+                worker.onMessage { message in
+                    let bytes = message.bytes
+                    if bytes == Usage.reportRequest {
+                        try? message.replyNow(bytes: (Usage.now() - start.withLock { $0 }).bytes)
+                        return
+                    }
+                    if bytes.count >= 8, bytes.withUnsafeBytes({ $0.loadUnaligned(as: UInt64.self) }) == UInt64(warmup) {
+                        start.withLock { $0 = Usage.now() }
+                    }
+                    try? message.replyNow(bytes: bytes)
+                }
+                try await Task.sleep(for: .seconds(3600))
             case "oneway":
                 let n = try count(CommandLine.arguments[2])
                 try await withTaskExecutorPreference(Cluster.executor) { () async throws in

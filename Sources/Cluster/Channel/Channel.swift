@@ -42,7 +42,6 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
         var closed = false
         var closeError: ClusterError?
         var requests: [UInt64: Request] = [:]
-        var nextCorrelation: UInt64 = 1
     }
 
     private struct Request {
@@ -56,6 +55,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     /// Set once, before `start`.
     nonisolated(unsafe) weak var delegate: (any ChannelDelegate)?
     private let state = Mutex(State())
+    private let nextCorrelation = Atomic<UInt64>(0)
     // Loop-thread only.
     private nonisolated(unsafe) var decoder = FrameDecoder(maximumPayload: Channel.maximumMessageSize)
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 << 10, alignment: 16)
@@ -81,7 +81,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     /// Queues `frame`; waits while the queue is above the high watermark.
     func send(_ frame: Frame) async throws(ClusterError) {
         try Channel.validate(frame)
-        while state.withLock({ !$0.closed && $0.pendingBytes > Channel.highWatermark }) {
+        while try !enqueue(frame, onlyBelowWatermark: true) {
             await withUnsafeContinuation { continuation in
                 let ready = state.withLock { state in
                     if state.closed || state.pendingBytes <= Channel.highWatermark { return true }
@@ -91,45 +91,32 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
                 if ready { continuation.resume() }
             }
         }
-        try enqueue(frame)
     }
 
     /// Queues `frame` without waiting; throws ``ClusterError/Code/channelFull`` above the
     /// high watermark unless `force` (the runtime's own control messages).
     func sendNow(_ frame: Frame, force: Bool = false) throws(ClusterError) {
         try Channel.validate(frame)
-        if !force && state.withLock({ $0.pendingBytes > Channel.highWatermark }) {
-            throw ClusterError(.channelFull, "\(state.withLock { $0.pendingBytes }) bytes wait to be read by the peer; use the async send to wait for room")
+        guard try enqueue(frame, onlyBelowWatermark: !force) else {
+            throw ClusterError(.channelFull, "more than \(Channel.highWatermark) bytes wait to be read by the peer; use the async send to wait for room")
         }
-        try enqueue(frame)
     }
 
     /// Sends `frame` as a request and waits for its reply.
     func request(_ frame: Frame, timeout: Duration) async throws(ClusterError) -> Frame {
         try Channel.validate(frame)
-        // Register first, then send: a fast reply must find its request waiting.
         var frame = frame
-        let correlation = state.withLock { state in
-            defer { state.nextCorrelation += 1 }
-            return state.nextCorrelation
-        }
+        let correlation = nextCorrelation.wrappingAdd(1, ordering: .relaxed).newValue
         frame.correlation = correlation
         let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<Frame, ClusterError>, Never>) in
             let timer = loop.schedule(after: timeout, target: self, token: correlation)
-            let closed = state.withLock { state -> ClusterError? in
-                if state.closed { return state.closeError ?? Channel.closedError }
-                state.requests[correlation] = Request(continuation: continuation, timer: timer, timeout: timeout)
-                return nil
-            }
-            if let closed {
-                loop.cancelTimer(timer)
-                continuation.resume(returning: .failure(closed))
-                return
-            }
+            // Registered in the same critical section that queues it: a fast reply finds it.
+            let request = Request(continuation: continuation, timer: timer, timeout: timeout)
             do throws(ClusterError) {
-                try enqueue(frame)
+                _ = try enqueue(frame, onlyBelowWatermark: false, registering: (correlation, request))
             } catch {
-                completeRequest(correlation, with: .failure(error))
+                loop.cancelTimer(timer)
+                continuation.resume(returning: .failure(error))
             }
         }
         return try result.get()
@@ -157,7 +144,10 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
         }
     }
 
-    private func enqueue(_ frame: Frame) throws(ClusterError) {
+    /// Queues `frame` (and registers `request`, if any); returns false without queueing
+    /// when `onlyBelowWatermark` and the queue is above the high watermark.
+    private func enqueue(_ frame: Frame, onlyBelowWatermark: Bool,
+                         registering request: (UInt64, Request)? = nil) throws(ClusterError) -> Bool {
         // Copies, so the caller may close its own descriptors as soon as send returns.
         var copies: [Int32] = []
         do throws(ClusterError) {
@@ -167,8 +157,10 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
             throw error
         }
         let inLoop = loop.inLoop
-        let (failure, resumed) = state.withLock { state -> (ClusterError?, [UnsafeContinuation<Void, Never>]) in
-            if state.closed { return (state.closeError ?? Channel.closedError, []) }
+        let (outcome, resumed) = state.withLock { state -> (Result<Bool, ClusterError>, [UnsafeContinuation<Void, Never>]) in
+            if state.closed { return (.failure(state.closeError ?? Channel.closedError), []) }
+            if onlyBelowWatermark && state.pendingBytes > Channel.highWatermark { return (.success(false), []) }
+            if let (correlation, request) = request { state.requests[correlation] = request }
             if copies.isEmpty, !state.chunks.isEmpty {
                 frame.encode(into: &state.chunks[state.chunks.count - 1].bytes)
             } else {
@@ -177,18 +169,24 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
                 state.chunks.append(Chunk(bytes: bytes, descriptors: copies))
             }
             state.pendingBytes += Frame.headerSize + frame.payload.count
-            guard !state.flushScheduled, !state.writeArmed else { return (nil, []) }
+            guard !state.flushScheduled, !state.writeArmed else { return (.success(true), []) }
             if inLoop {
                 state.flushScheduled = true
                 loop.flushBeforeSleep(self)
-                return (nil, [])
+                return (.success(true), [])
             }
-            return (nil, flushLocked(&state))
+            return (.success(true), flushLocked(&state))
         }
         resumed.forEach { $0.resume() }
-        if let failure {
+        switch outcome {
+        case .success(true):
+            return true
+        case .success(false):
             copies.forEach(Syscall.close)
-            throw failure
+            return false
+        case .failure(let error):
+            copies.forEach(Syscall.close)
+            throw error
         }
     }
 
@@ -396,3 +394,4 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
         delegate?.channelClosed(self, error: error)
     }
 }
+

@@ -42,6 +42,15 @@ public struct ClusterMessage: Sendable {
         try await replier.channel.send(Frame(kind: .reply, correlation: replier.correlation, payload: bytes, descriptors: descriptors))
     }
 
+    /// Answers a request without waiting (from an event loop or a message handler); throws
+    /// ``ClusterError/Code/channelFull`` when the requester is behind by more than a few MiB.
+    public func replyNow(bytes: [UInt8], descriptors: [Int32] = []) throws(ClusterError) {
+        guard let replier else {
+            throw ClusterError(.invalidConfiguration, "this message is not a request; only a message sent with request(...) can be replied to")
+        }
+        try replier.channel.sendNow(Frame(kind: .reply, correlation: replier.correlation, payload: bytes, descriptors: descriptors))
+    }
+
     /// Answers a request with a value encoded as JSON.
     public func reply<T: Encodable>(_ value: T, descriptors: [Int32] = []) async throws(ClusterError) {
         try await reply(bytes: try MessageCodec.encode(value), descriptors: descriptors)

@@ -35,21 +35,18 @@ struct Frame: Sendable, Equatable {
 
     /// Appends the header and payload to `buffer`.
     func encode(into buffer: inout [UInt8]) {
-        let length = UInt32(payload.count)
-        buffer.reserveCapacity(buffer.count + Frame.headerSize + payload.count)
-        Frame.append(length, to: &buffer)
-        buffer.append(kind.rawValue)
-        buffer.append(UInt8(descriptors.count))
-        buffer.append(0)
-        buffer.append(0)
-        Frame.append(peer, to: &buffer)
-        Frame.append(correlation, to: &buffer)
+        // No reserveCapacity: it would grow a batch buffer to the exact size on every
+        // frame, copying the batch each time; append grows geometrically.
+        withUnsafeTemporaryAllocation(byteCount: Frame.headerSize, alignment: 8) { header in
+            header.storeBytes(of: UInt32(payload.count).littleEndian, toByteOffset: 0, as: UInt32.self)
+            header.storeBytes(of: kind.rawValue, toByteOffset: 4, as: UInt8.self)
+            header.storeBytes(of: UInt8(descriptors.count), toByteOffset: 5, as: UInt8.self)
+            header.storeBytes(of: UInt16(0), toByteOffset: 6, as: UInt16.self)
+            header.storeBytes(of: peer.littleEndian, toByteOffset: 8, as: UInt32.self)
+            header.storeBytes(of: correlation.littleEndian, toByteOffset: 12, as: UInt64.self)
+            buffer.append(contentsOf: UnsafeRawBufferPointer(header))
+        }
         buffer.append(contentsOf: payload)
-    }
-
-    @inline(__always)
-    private static func append<T: FixedWidthInteger>(_ value: T, to buffer: inout [UInt8]) {
-        withUnsafeBytes(of: value.littleEndian) { buffer.append(contentsOf: $0) }
     }
 }
 

@@ -10,7 +10,7 @@ final class Mailbox<Element: Sendable>: Sendable {
     fileprivate struct State {
         var items: [Element] = []
         var head = 0
-        var waiter: CheckedContinuation<Element?, Never>?
+        var waiter: UnsafeContinuation<Element?, Never>?
         var finished = false
         var full = false
         var count: Int { items.count - head }
@@ -29,7 +29,7 @@ final class Mailbox<Element: Sendable>: Sendable {
     /// now full and the producer should pause.
     @discardableResult
     func post(_ element: Element) -> Bool {
-        let (waiter, hasRoom) = state.withLock { state -> (CheckedContinuation<Element?, Never>?, Bool) in
+        let (waiter, hasRoom) = state.withLock { state -> (UnsafeContinuation<Element?, Never>?, Bool) in
             if state.finished { return (nil, true) }
             if let waiter = state.waiter {
                 state.waiter = nil
@@ -62,7 +62,7 @@ final class Mailbox<Element: Sendable>: Sendable {
             return element
         }
         return await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
+            await withUnsafeContinuation { continuation in
                 let ready: (Element?, Bool)? = state.withLock { state in
                     if let taken = state.takeFirst(limit: limit) { return (taken.0, taken.1) }
                     if state.finished || Task.isCancelled { return (nil, false) }
@@ -81,6 +81,13 @@ final class Mailbox<Element: Sendable>: Sendable {
             }
             waiter?.resume(returning: nil)
         }
+    }
+
+    /// The next element if one is queued now, without waiting.
+    func tryNext() -> Element? {
+        guard let (element, relieved) = take() else { return nil }
+        if relieved { onRelief() }
+        return element
     }
 
     private func take() -> (Element, Bool)? {

@@ -70,6 +70,11 @@ final class EventHub: Sendable {
         var nextID: UInt64 = 1
         var held: [ClusterEvent] = []
         var paused: [ObjectIdentifier: Channel] = [:]
+
+        /// Whether some subscriber, or the hold when there is none, is full.
+        var anyFull: Bool {
+            subscribers.isEmpty ? held.count >= ClusterEvents.limit : mailboxes.contains { $0.isFull }
+        }
     }
     private let state = Mutex(State())
 
@@ -106,8 +111,13 @@ final class EventHub: Sendable {
         }
         var full = holdFull
         for mailbox in mailboxes where !mailbox.post(event) { full = true }
-        if full, let channel {
-            state.withLock { $0.paused[ObjectIdentifier(channel)] = channel }
+        guard full, let channel else { return }
+        // Decided and done under the hub's lock, as relieve() is: a consumer that made
+        // room after the post has either relieved already (then nothing is full now and
+        // the channel is not paused) or relieves after this (and resumes it).
+        state.withLock { state in
+            guard state.anyFull else { return }
+            state.paused[ObjectIdentifier(channel)] = channel
             channel.pauseReading()
         }
     }
@@ -119,13 +129,10 @@ final class EventHub: Sendable {
     }
 
     private func relieve() {
-        let channels = state.withLock { state -> [Channel] in
-            let anyFull = state.subscribers.values.contains { $0.isFull } ||
-                (state.subscribers.isEmpty && state.held.count >= ClusterEvents.limit)
-            guard !anyFull else { return [] }
-            defer { state.paused.removeAll() }
-            return Array(state.paused.values)
+        state.withLock { state in
+            guard !state.anyFull else { return }
+            state.paused.values.forEach { $0.resumeReading() }
+            state.paused.removeAll()
         }
-        channels.forEach { $0.resumeReading() }
     }
 }

@@ -20,6 +20,7 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
         var draining = false
         var drainHandlers: [@Sendable () -> Void] = []
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
+        var messageHandler: (@Sendable (ClusterMessage) -> Void)?
     }
     private let state: Mutex<State>
     let channel: Channel
@@ -106,6 +107,21 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
     /// Messages from the primary (and from other workers, through it). One consumer.
     public var messages: ClusterMessages { ClusterMessages(mailbox: inbox) }
 
+    /// Hands every message from now on to `handler` instead of ``messages``, called on the
+    /// runtime's I/O thread as Node calls `process.on('message')` on its event loop: the
+    /// fastest path (no task to resume), for handlers that only queue work or answer
+    /// with ``ClusterMessage/replyNow(bytes:descriptors:)``. A handler that blocks stalls
+    /// this worker's channel and its accepting.
+    ///
+    /// Messages that arrived before, and wait in ``messages``, go to the handler first, in
+    /// order: the handler takes over on the I/O thread, between two reads.
+    public func onMessage(_ handler: @escaping @Sendable (ClusterMessage) -> Void) {
+        loop.execute { [self] in
+            while let waiting = inbox.tryNext() { handler(waiting) }
+            state.withLock { $0.messageHandler = handler }
+        }
+    }
+
     /// Sends bytes to the primary; suspends while the primary is behind.
     public func send(bytes: [UInt8], descriptors: [Int32] = []) async throws(ClusterError) {
         try await channel.send(Frame(kind: .message, payload: bytes, descriptors: descriptors))
@@ -190,7 +206,14 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
             let replier = frame.kind == .request ? Replier(channel: channel, correlation: frame.correlation) : nil
             let message = ClusterMessage(bytes: frame.payload, descriptors: frame.descriptors,
                                          fromWorker: frame.peer == 0 ? nil : Int(frame.peer), replier: replier)
-            if !inbox.post(message) { channel.pauseReading() }
+            if let handler = state.withLock({ $0.messageHandler }) {
+                handler(message)
+            } else if !inbox.post(message) {
+                channel.pauseReading()
+                // The consumer may have made room between the post and the pause, and its
+                // relief found nothing to resume: look again.
+                if !inbox.isFull { channel.resumeReading() }
+            }
         case .reply, .failure:
             break
         }
