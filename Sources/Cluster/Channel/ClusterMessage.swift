@@ -1,5 +1,3 @@
-internal import FoundationEssentials
-
 /// A message received over a channel: bytes, any descriptors that came with it, and a way
 /// to answer when the sender used `request`.
 public struct ClusterMessage: Sendable {
@@ -25,7 +23,7 @@ public struct ClusterMessage: Sendable {
     /// Decodes the payload, which the sender encoded with `send(_:)` (JSON).
     public func decode<T: Decodable>(_ type: T.Type = T.self) throws(ClusterError) -> T {
         do {
-            return try JSONDecoder().decode(T.self, from: Data(bytes))
+            return try MessageJSON.decode(T.self, from: bytes)
         } catch {
             throw ClusterError(.decoding, "cannot decode a \(bytes.count)-byte message as \(T.self): \(error)")
         }
@@ -69,11 +67,11 @@ struct Replier: Sendable {
     let correlation: UInt64
 }
 
-/// JSON, as Node's `process.send` uses by default.
+/// JSON, as Node's `process.send` uses by default, through ``MessageJSON``.
 enum MessageCodec {
     static func encode<T: Encodable>(_ value: T) throws(ClusterError) -> [UInt8] {
         do {
-            return Array(try JSONEncoder().encode(value))
+            return try MessageJSON.encode(value)
         } catch {
             throw ClusterError(.invalidConfiguration, "cannot encode a \(T.self) as JSON: \(error)")
         }
@@ -81,7 +79,7 @@ enum MessageCodec {
 
     static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws(ClusterError) -> T {
         do {
-            return try JSONDecoder().decode(T.self, from: Data(bytes))
+            return try MessageJSON.decode(T.self, from: bytes)
         } catch {
             throw ClusterError(.decoding, "cannot decode \(T.self): \(error)")
         }
