@@ -28,18 +28,21 @@ final class Mailbox<Element: Sendable>: Sendable {
     /// Queues `element` or hands it to a waiting consumer. Returns false when the mailbox is
     /// now full and the producer should pause.
     @discardableResult
-    func post(_ element: Element) -> Bool {
+    func post(_ element: consuming Element) -> Bool {
+        // Moved, not copied, into the queue: a message carries several references and
+        // each copy would retain and later release every one of them.
+        var element: Element? = consume element
         let (waiter, hasRoom) = state.withLock { state -> (UnsafeContinuation<Element?, Never>?, Bool) in
             if state.finished { return (nil, true) }
             if let waiter = state.waiter {
                 state.waiter = nil
                 return (waiter, true)
             }
-            state.items.append(element)
+            state.items.append(element.take()!)
             if state.count >= limit { state.full = true }
             return (nil, !state.full)
         }
-        waiter?.resume(returning: element)
+        waiter?.resume(returning: element.take())
         return hasRoom
     }
 
@@ -83,6 +86,19 @@ final class Mailbox<Element: Sendable>: Sendable {
         }
     }
 
+    /// Everything queued, at least one element, waiting for one if none is; empty once
+    /// finished (or when the task is cancelled). A consumer that takes batches pays for
+    /// the lock once per batch rather than once per element.
+    func nextBatch() async -> [Element] {
+        let (batch, relieved) = state.withLock { $0.takeAll(limit: limit) }
+        if relieved { onRelief() }
+        if !batch.isEmpty { return batch }
+        guard let first = await next() else { return [] }
+        let (rest, relievedLater) = state.withLock { $0.takeAll(limit: limit) }
+        if relievedLater { onRelief() }
+        return [first] + rest
+    }
+
     /// The next element if one is queued now, without waiting.
     func tryNext() -> Element? {
         guard let (element, relieved) = take() else { return nil }
@@ -96,6 +112,21 @@ final class Mailbox<Element: Sendable>: Sendable {
 }
 
 extension Mailbox.State {
+    /// Every queued element and whether taking them relieved a full mailbox.
+    fileprivate mutating func takeAll(limit: Int) -> ([Element], Bool) {
+        guard head < items.count else { return ([], false) }
+        var taken: [Element] = []
+        if head == 0 {
+            swap(&taken, &items) // moves the elements: no copy, no reference counting
+        } else {
+            taken = Array(items[head...])
+            items.removeAll(keepingCapacity: true)
+        }
+        head = 0
+        defer { full = false }
+        return (taken, full)
+    }
+
     /// The first element and whether taking it relieved a full mailbox.
     fileprivate mutating func takeFirst(limit: Int) -> (Element, Bool)? {
         guard head < items.count else { return nil }
@@ -113,5 +144,19 @@ extension Mailbox.State {
             return (element, true)
         }
         return (element, false)
+    }
+}
+
+/// An iterator's local share of a mailbox: refilled with everything queued at once,
+/// kept in reverse so each element is moved out (`popLast`) rather than copied.
+struct Batch<Element: Sendable> {
+    private var reversed: [Element] = []
+
+    mutating func next(from mailbox: Mailbox<Element>) async -> Element? {
+        if reversed.isEmpty {
+            reversed = await mailbox.nextBatch()
+            reversed.reverse()
+        }
+        return reversed.popLast()
     }
 }

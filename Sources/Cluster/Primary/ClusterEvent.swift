@@ -50,9 +50,10 @@ public struct ClusterEvents: AsyncSequence, Sendable {
 
     public struct AsyncIterator: AsyncIteratorProtocol {
         let subscription: Subscription
-        public mutating func next() async -> ClusterEvent? { await subscription.mailbox.next() }
+        var batch = Batch<ClusterEvent>()
+        public mutating func next() async -> ClusterEvent? { await batch.next(from: subscription.mailbox) }
         public mutating func next(isolation actor: isolated (any Actor)?) async -> ClusterEvent? {
-            await subscription.mailbox.next()
+            await batch.next(from: subscription.mailbox)
         }
     }
 
@@ -100,17 +101,20 @@ final class EventHub: Sendable {
 
     /// Delivers `event` to every subscriber. A message from `channel` that finds a
     /// subscriber full, or no subscriber and a full hold, pauses that channel.
-    func publish(_ event: ClusterEvent, from channel: Channel? = nil) {
+    func publish(_ event: consuming ClusterEvent, from channel: Channel? = nil) {
         let (mailboxes, holdFull) = state.withLock { state -> ([Mailbox<ClusterEvent>], Bool) in
             if state.subscribers.isEmpty {
                 guard channel != nil else { return ([], false) } // lifecycle events need a listener
-                state.held.append(event)
+                state.held.append(copy event)
                 return ([], state.held.count >= ClusterEvents.limit)
             }
             return (state.mailboxes, false)
         }
         var full = holdFull
-        for mailbox in mailboxes where !mailbox.post(event) { full = true }
+        if let last = mailboxes.last {
+            for mailbox in mailboxes.dropLast() where !mailbox.post(copy event) { full = true }
+            if !last.post(event) { full = true }
+        }
         guard full, let channel else { return }
         // Decided and done under the hub's lock, as relieve() is: a consumer that made
         // room after the post has either relieved already (then nothing is full now and

@@ -293,7 +293,9 @@ public final class Primary: Sendable {
 
 /// Hears a worker's channel and pidfd on the I/O thread and tells the primary.
 private final class WorkerWatch: ChannelDelegate, IOHandler, Sendable {
-    weak let primary: Primary?
+    // Strong: a weak load per message costs more than it is worth, and the primary lives
+    // as long as the process; the watch goes when its worker does.
+    let primary: Primary?
     let worker: Worker
 
     init(primary: Primary, worker: Worker) {

@@ -40,6 +40,10 @@ enum Syscall {
         _ = try retrying("socketpair") {
             socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds)
         }
+        // Larger buffers let a burst of messages flow without stalling the sender; the
+        // kernel caps the request at net.core.wmem_max.
+        var size: Int32 = 1 << 20
+        for fd in fds { setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size)) }
         return (fds[0], fds[1])
     }
 

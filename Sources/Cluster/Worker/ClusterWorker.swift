@@ -236,8 +236,11 @@ public struct ClusterMessages: AsyncSequence, Sendable {
 
     public struct AsyncIterator: AsyncIteratorProtocol {
         let mailbox: Mailbox<ClusterMessage>
-        public mutating func next() async -> ClusterMessage? { await mailbox.next() }
-        public mutating func next(isolation actor: isolated (any Actor)?) async -> ClusterMessage? { await mailbox.next() }
+        var batch = Batch<ClusterMessage>()
+        public mutating func next() async -> ClusterMessage? { await batch.next(from: mailbox) }
+        public mutating func next(isolation actor: isolated (any Actor)?) async -> ClusterMessage? {
+            await batch.next(from: mailbox)
+        }
     }
 
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(mailbox: mailbox) }
