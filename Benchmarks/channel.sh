@@ -238,11 +238,11 @@ codec = {f: statistics.median(r["cpu_ns_per_msg"] for r in lines if r["bench"] =
 if codec and n:
     budget = 1e9 / (2 * n)
     print(f"\nOne-way JSON: 2x Node is {2 * n:,.0f} msgs/s, a budget of {budget:,.0f} ns per message on each side.")
-    print(f"Foundation's JSON alone, the calls send(_:) and decode(_:) make (one thread, no channel):")
+    print(f"Foundation's JSON alone, which send(_:) and decode(_:) used before MessageJSON (one thread, no channel):")
     print(f"  encode {codec.get('json-encode', 0):,.0f} ns/msg ({codec.get('json-encode-reused-encoder', 0):,.0f} with one reused JSONEncoder), "
           f"decode {codec.get('json-decode', 0):,.0f} ns/msg ({codec.get('json-decode-reused-decoder', 0):,.0f} with one reused JSONDecoder).")
     if codec.get("json-decode"):
-        print(f"  Decoding alone caps a consumer at {1e9 / codec['json-decode']:,.0f} msgs/s with a free channel; "
+        print(f"  Foundation's decoding alone would cap a consumer at {1e9 / codec['json-decode']:,.0f} msgs/s; "
               f"the raw channel carries {fmt(sb)} msgs/s.")
 
 print("\nHow the I/O thread waits, without Swift (diagnostics/epollpong.c, C, 52-byte frames), round trip p50 us:")
