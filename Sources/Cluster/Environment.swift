@@ -8,6 +8,19 @@ extension Cluster {
     /// the default number of workers, one per core.
     public static var availableCores: Int { Int(cluster_cpu_count()) }
 
+    /// Reads the distribution strategy from the environment variable `name` (default
+    /// `DISTRIBUTION`): `shared`, `reusePort`, `roundRobin`, `leastConnections` or `sticky`.
+    /// Returns `defaultValue` when it is unset or empty; throws an error naming the
+    /// variable, the value and the choices otherwise.
+    public static func environmentDistribution(_ name: String = "DISTRIBUTION", default defaultValue: Distribution = .shared) throws(ClusterError) -> Distribution {
+        guard let text = getenv(name).map({ String(cString: $0) }), !text.isEmpty else { return defaultValue }
+        do {
+            return try Distribution(parsing: text)
+        } catch {
+            throw ClusterError(.invalidConfiguration, "\(name)=\(text) is not a distribution; use one of \(Distribution.all.map(\.description).joined(separator: ", ")), or unset it for the default (\(defaultValue))")
+        }
+    }
+
     /// Reads an integer setting from the environment, such as `PORT` or `WORKERS`.
     ///
     /// Returns `defaultValue` when the variable is unset or empty; throws an error that

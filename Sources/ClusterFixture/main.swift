@@ -50,7 +50,9 @@ func runPrimary(_ primary: Primary) async throws {
     case "serve":
         let count = Int(environment["WORKERS"] ?? "2") ?? 2
         let port = Int(environment["PORT"] ?? "0") ?? 0
-        try await primary.listen(.tcp(host: "127.0.0.1", port: port))
+        let distribution = try Cluster.environmentDistribution()
+        // 0.0.0.0, so sticky tests can connect from many loopback addresses.
+        try await primary.listen(.tcp(host: "0.0.0.0", port: port), distribution: distribution)
         Thread.detachNewThread { readCommands(primary) }
         for _ in 0..<count { try await primary.fork() }
         for await event in events {
@@ -206,7 +208,8 @@ func runWorker(_ worker: ClusterWorker) async throws {
     switch scenario {
     case "serve":
         emit(["event": "started", "id": worker.id, "pid": Int(getpid())])
-        try await worker.serveHTTP(.tcp(host: "127.0.0.1", port: Int(environment["PORT"] ?? "0") ?? 0)) { request, loop in
+        let limit = environment["MAX_CONNECTIONS"].flatMap(Int.init)
+        try await worker.serveHTTP(.tcp(host: "0.0.0.0", port: Int(environment["PORT"] ?? "0") ?? 0), maxConnections: limit) { request, loop in
             let components = URLComponents(string: request.head.uri)
             let body = "worker \(worker.id) pid \(getpid())\n"
             if components?.path == "/slow" {

@@ -18,25 +18,34 @@ extension ClusterWorker {
     ///   - address: The listener to accept on.
     ///   - group: The event loops to serve on. Default: one thread, since a cluster runs
     ///     one worker per core.
+    ///   - maxConnections: At this many open connections the worker takes no more until
+    ///     one closes (the primary routes them elsewhere). Default: no limit.
     ///   - childChannelInitializer: Sets each accepted connection's pipeline up.
     public func serve(
         _ address: ListenAddress,
         group: (any EventLoopGroup)? = nil,
+        maxConnections: Int? = nil,
         childChannelInitializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
     ) async throws {
         let listener = try await self.listener(address)
         let ownGroup = group == nil ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
         let group = group ?? ownGroup!
         let connections = ConnectionTracker()
-        let acceptor = try accept(on: listener) { fd in
+        let acceptor = try accept(on: listener, maxConnections: maxConnections) { connection in
             // NIO closes the descriptor itself when it cannot adopt it.
-            _ = ClientBootstrap(group: group.next())
+            ClientBootstrap(group: group.next())
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     connections.add(channel)
                     return childChannelInitializer(channel)
                 }
-                .withConnectedSocket(fd)
+                .withConnectedSocket(connection.descriptor)
+                .whenComplete { result in
+                    switch result {
+                    case .success(let channel): channel.closeFuture.whenComplete { _ in connection.closed() }
+                    case .failure: connection.closed()
+                    }
+                }
         }
         await drainRequested()
         acceptor.stop()
@@ -50,9 +59,10 @@ extension ClusterWorker {
     public func serveHTTP(
         _ address: ListenAddress,
         group: (any EventLoopGroup)? = nil,
+        maxConnections: Int? = nil,
         responder: @escaping HTTPResponder
     ) async throws {
-        try await serve(address, group: group) { channel in
+        try await serve(address, group: group, maxConnections: maxConnections) { channel in
             channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                 try channel.pipeline.syncOperations.addHandler(HTTPResponderHandler(responder: responder))

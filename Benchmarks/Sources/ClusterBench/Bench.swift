@@ -292,7 +292,10 @@ enum Bench {
                 }
             case "coldstart", "rss":
                 let listener = try await worker.listener(.tcp(host: "127.0.0.1", port: 0))
-                let acceptor = try worker.accept(on: listener) { fd in close(fd) }
+                let acceptor = try worker.accept(on: listener) { connection in
+                    close(connection.descriptor)
+                    connection.closed()
+                }
                 await worker.drainRequested()
                 acceptor.stop()
             default:

@@ -8,10 +8,24 @@ enum Control: Codable, Sendable, Equatable {
     case listen(address: String)
     /// Primary → worker: stop accepting, finish in-flight work, exit 0.
     case disconnect
+    /// Worker → primary: hand it connections accepted on listener `id` (primary-accept
+    /// strategies); it counts as listening.
+    case accepting(listener: Int)
+    /// Worker → primary: hand it no more connections from listener `id` (it drains).
+    case stopAccepting(listener: Int)
+    /// Primary → worker, with the connection's descriptor: handoff `handoff` on listener `listener`.
+    case connection(listener: Int, handoff: UInt64)
+    /// Worker → primary: handoff `handoff` taken (the primary closes its copy) or declined
+    /// (the primary routes it to another worker).
+    case handoff(listener: Int, handoff: UInt64, accepted: Bool)
+    /// Worker → primary: `count` connections from listener `listener` have closed.
+    case closed(listener: Int, count: Int)
 
-    var frame: Frame {
+    var frame: Frame { frame(descriptors: []) }
+
+    func frame(descriptors: [Int32]) -> Frame {
         // Encoding this enum cannot fail.
-        Frame(kind: .control, payload: (try? MessageCodec.encode(self)) ?? [])
+        Frame(kind: .control, payload: (try? MessageCodec.encode(self)) ?? [], descriptors: descriptors)
     }
 
     init(_ frame: Frame) throws(ClusterError) {

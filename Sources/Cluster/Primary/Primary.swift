@@ -17,8 +17,15 @@ import Glibc
 /// ```
 public final class Primary: Sendable {
     struct BoundListener {
+        let id: Int
+        /// The primary's socket; for reusePort, slot 0's.
         let fd: Int32
         let bound: ListenAddress
+        let distribution: Distribution
+        /// reusePort: one socket per slot, kept across that slot's restarts.
+        var slotSockets: [Int: Int32] = [:]
+        /// The primary-accept strategies: who accepts and hands over.
+        let dispatcher: Dispatcher?
     }
 
     private struct State {
@@ -58,11 +65,12 @@ public final class Primary: Sendable {
     /// Events from now on (fork, online, listening, message, disconnect, exit).
     public var events: ClusterEvents { hub.subscribe() }
 
-    /// Binds `address` now (workers can also ask for it with `listener(_:)`); every worker
-    /// forked afterwards inherits it. Returns the address bound (with the port chosen for 0).
+    /// Binds `address` now, distributing its connections by `distribution` (default: the
+    /// settings'); workers can also ask for it with `listener(_:)`, and every worker forked
+    /// afterwards inherits it. Returns the address bound (with the port chosen for 0).
     @discardableResult
-    public func listen(_ address: ListenAddress) async throws(ClusterError) -> ListenAddress {
-        try await loop.submit { [self] () throws(ClusterError) in try bindListener(address).bound }
+    public func listen(_ address: ListenAddress, distribution: Distribution? = nil) async throws(ClusterError) -> ListenAddress {
+        try await loop.submit { [self] () throws(ClusterError) in try bindListener(address, distribution: distribution).bound }
     }
 
     /// The listeners the primary holds: requested address → bound address.
@@ -104,16 +112,57 @@ public final class Primary: Sendable {
 
     // MARK: On the I/O thread
 
-    private func bindListener(_ address: ListenAddress) throws(ClusterError) -> BoundListener {
-        if let existing = state.withLock({ $0.listeners[address] }) { return existing }
-        let (fd, bound) = try Socket.listen(address)
-        let listener = BoundListener(fd: fd, bound: bound)
+    private func bindListener(_ address: ListenAddress, distribution: Distribution? = nil) throws(ClusterError) -> BoundListener {
+        if let existing = state.withLock({ $0.listeners[address] }) {
+            if let distribution, distribution != existing.distribution {
+                throw ClusterError(.invalidConfiguration, "\(address) is already distributed by \(existing.distribution); a listener has one strategy for its whole life")
+            }
+            return existing
+        }
+        let (id, chosen) = state.withLock { ($0.listenerOrder.count, distribution ?? $0.settings.distribution) }
+        let (fd, bound) = try Socket.listen(address, reusePort: chosen.kind == .reusePort)
+        let dispatcher: Dispatcher?
+        do {
+            dispatcher = chosen.primaryAccepts ? try Dispatcher(id: id, fd: fd, distribution: chosen, loop: loop, logger: logger) : nil
+        } catch {
+            Syscall.close(fd)
+            throw error
+        }
+        var listener = BoundListener(id: id, fd: fd, bound: bound, distribution: chosen, dispatcher: dispatcher)
+        if chosen.kind == .reusePort { listener.slotSockets[0] = fd }
         state.withLock { state in
             state.listeners[address] = listener
             state.listenerOrder.append(address)
         }
-        logger.debug("listening", metadata: ["address": "\(bound)"])
+        logger.debug("listening", metadata: ["address": "\(bound)", "distribution": "\(chosen)"])
         return listener
+    }
+
+    /// The descriptor a worker in `slot` accepts on, or nil when the primary accepts.
+    private func descriptor(for address: ListenAddress, slot: Int) throws(ClusterError) -> Int32? {
+        guard let listener = state.withLock({ $0.listeners[address] }) else { return nil }
+        switch listener.distribution.kind {
+        case .shared: return listener.fd
+        case .roundRobin, .leastConnections, .sticky: return nil
+        case .reusePort:
+            if let existing = listener.slotSockets[slot] { return existing }
+            let (fd, _) = try Socket.listen(listener.bound, reusePort: true)
+            state.withLock { $0.listeners[address]?.slotSockets[slot] = fd }
+            return fd
+        }
+    }
+
+    /// How a worker learns a listener: `id TAB distribution TAB bound address`.
+    static func grant(_ listener: BoundListener) -> String {
+        "\(listener.id)\t\(listener.distribution)\t\(listener.bound)"
+    }
+
+    private var dispatchers: [Dispatcher] {
+        state.withLock { $0.listeners.values.compactMap(\.dispatcher) }
+    }
+
+    private func dispatcher(_ id: Int) -> Dispatcher? {
+        state.withLock { $0.listeners.values.first { $0.id == id }?.dispatcher }
     }
 
     private func spawnWorker(environment extra: [String: String]) throws(ClusterError) -> Worker {
@@ -129,9 +178,16 @@ public final class Primary: Sendable {
         var closeAfterSpawn = [workerEnd]
         var descriptors: [(source: Int32, target: Int32)] = [(workerEnd, 3)]
         var listenerSpec: [String] = []
-        for (index, (address, listener)) in listeners.enumerated() {
-            descriptors.append((listener.fd, Int32(4 + index)))
-            listenerSpec.append("\(4 + index)=\(address)")
+        var nextFD: Int32 = 4
+        for (address, listener) in listeners {
+            var target: Int32 = -1
+            if let fd = try descriptor(for: address, slot: slot) {
+                target = nextFD
+                nextFD += 1
+                descriptors.append((fd, target))
+            }
+            // One line per listener: fd (-1: the primary accepts), the grant, the address asked for.
+            listenerSpec.append("\(target)\t\(Primary.grant(listener))\t\(address)")
         }
         var relays: [(read: Int32, target: Int32)] = []
         do throws(ClusterError) {
@@ -150,7 +206,7 @@ public final class Primary: Sendable {
             environment["CLUSTER_SLOT"] = String(slot)
             environment["CLUSTER_PRIMARY_PID"] = String(getpid())
             environment["CLUSTER_CHANNEL_FD"] = "3"
-            environment["CLUSTER_LISTENERS"] = listenerSpec.joined(separator: ";")
+            environment["CLUSTER_LISTENERS"] = listenerSpec.joined(separator: "\n")
             if let uid { environment["CLUSTER_UID"] = String(uid) }
             if let gid { environment["CLUSTER_GID"] = String(gid) }
 
@@ -228,14 +284,32 @@ public final class Primary: Sendable {
         case .listen(let text):
             let reply: Frame
             do {
-                let listener = try bindListener(try ListenAddress(parsing: text))
-                reply = Frame(kind: .reply, correlation: frame.correlation, payload: Array(listener.bound.description.utf8), descriptors: [listener.fd])
+                let address = try ListenAddress(parsing: text)
+                let listener = try bindListener(address)
+                let fd = try descriptor(for: address, slot: worker.slot)
+                reply = Frame(kind: .reply, correlation: frame.correlation, payload: Array(Primary.grant(listener).utf8),
+                              descriptors: fd.map { [$0] } ?? [])
             } catch {
                 reply = Frame(kind: .failure, correlation: frame.correlation, payload: Array(error.description.utf8))
             }
             try? channel.sendNow(reply, force: true)
-        case .disconnect:
-            protocolViolation(by: worker, ClusterError(.malformedFrame, "it sent 'disconnect', which only the primary sends"))
+        case .accepting(let id):
+            guard let dispatcher = dispatcher(id),
+                  let bound = state.withLock({ $0.listeners.values.first { $0.id == id }?.bound }) else {
+                protocolViolation(by: worker, ClusterError(.malformedFrame, "it asked for connections from listener \(id), which the primary does not distribute"))
+                return
+            }
+            dispatcher.join(worker: worker.id, slot: worker.slot, channel: channel)
+            worker.advance(to: .listening)
+            hub.publish(.listening(worker, bound))
+        case .stopAccepting(let id):
+            dispatcher(id)?.leave(worker: worker.id)
+        case .handoff(let id, let handoff, let accepted):
+            dispatcher(id)?.acknowledge(handoff, accepted: accepted, by: worker.id)
+        case .closed(let id, let count):
+            dispatcher(id)?.closed(on: worker.id, count: count)
+        case .disconnect, .connection:
+            protocolViolation(by: worker, ClusterError(.malformedFrame, "it sent '\(control)', which only the primary sends"))
         }
     }
 
@@ -275,6 +349,7 @@ public final class Primary: Sendable {
             logger.error("\(worker) sent a malformed frame (\(error)); killing it. The primary carries on.")
             worker.signal(.kill)
         }
+        dispatchers.forEach { $0.leave(worker: worker.id) }
         hub.publish(.disconnect(worker))
     }
 
@@ -282,6 +357,7 @@ public final class Primary: Sendable {
         // Deliver what the worker wrote before it died, then its exit.
         worker.channel.readAvailable(batches: .max)
         guard let status = worker.reap() else { return }
+        dispatchers.forEach { $0.leave(worker: worker.id) }
         if !worker.channel.isClosed { worker.channel.close(error: nil) }
         state.withLock { state in
             state.workers.removeValue(forKey: worker.id)

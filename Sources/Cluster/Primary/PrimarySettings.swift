@@ -28,11 +28,15 @@ public struct PrimarySettings: Sendable {
     public var output: Output
     /// How long `disconnect()` waits for a worker to finish before SIGKILL.
     public var disconnectTimeout: Duration
+    /// How connections reach workers on a listener bound without saying (a worker's
+    /// `listener(_:)` request, or `listen(_:)` without a distribution). Default: shared.
+    public var distribution: Distribution
 
     /// Settings with every default.
     public init(executable: String? = nil, arguments: [String]? = nil, environment: [String: String] = [:],
                 workingDirectory: String? = nil, user: String? = nil, group: String? = nil,
-                output: Output = .inherit, disconnectTimeout: Duration = .seconds(10)) {
+                output: Output = .inherit, disconnectTimeout: Duration = .seconds(10),
+                distribution: Distribution = .shared) {
         self.executable = executable
         self.arguments = arguments
         self.environment = environment
@@ -41,5 +45,6 @@ public struct PrimarySettings: Sendable {
         self.group = group
         self.output = output
         self.disconnectTimeout = disconnectTimeout
+        self.distribution = distribution
     }
 }

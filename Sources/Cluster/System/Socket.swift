@@ -11,14 +11,38 @@ enum Socket {
     /// Binds and listens on `address`; returns the descriptor (close-on-exec, non-blocking:
     /// every worker shares its file status, and each must see EAGAIN when another process
     /// took the connection) and the address actually bound.
-    static func listen(_ address: ListenAddress) throws(ClusterError) -> (fd: Int32, bound: ListenAddress) {
+    /// With `reusePort`, the socket joins the `SO_REUSEPORT` group of every socket bound to
+    /// the same TCP address (the kernel spreads connections over the group).
+    static func listen(_ address: ListenAddress, reusePort: Bool = false) throws(ClusterError) -> (fd: Int32, bound: ListenAddress) {
         switch address.kind {
-        case .tcp(let host, let port): return try listenTCP(host: host, port: port, address: address)
-        case .unix(let path): return try listenUnix(path: path, address: address)
+        case .tcp(let host, let port): return try listenTCP(host: host, port: port, address: address, reusePort: reusePort)
+        case .unix(let path):
+            guard !reusePort else {
+                throw ClusterError(.invalidConfiguration, "reusePort needs a TCP listener, and \(address) is a Unix-domain socket; use shared or roundRobin for it")
+            }
+            return try listenUnix(path: path, address: address)
         }
     }
 
-    private static func listenTCP(host: String, port: Int, address: ListenAddress) throws(ClusterError) -> (fd: Int32, bound: ListenAddress) {
+    /// The peer's address bytes without the port: the key sticky routing hashes.
+    static func peerKey(_ fd: Int32) -> [UInt8] {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let status = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) }
+        }
+        guard status == 0 else { return [] }
+        switch Int32(storage.ss_family) {
+        case AF_INET:
+            return withUnsafeBytes(of: &storage) { raw in Array(raw[4..<8]) } // sin_addr
+        case AF_INET6:
+            return withUnsafeBytes(of: &storage) { raw in Array(raw[8..<24]) } // sin6_addr
+        default:
+            return []
+        }
+    }
+
+    private static func listenTCP(host: String, port: Int, address: ListenAddress, reusePort: Bool) throws(ClusterError) -> (fd: Int32, bound: ListenAddress) {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -36,6 +60,11 @@ enum Socket {
             var one: Int32 = 1
             _ = try Syscall.retrying("setsockopt(SO_REUSEADDR)") {
                 setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            }
+            if reusePort {
+                _ = try Syscall.retrying("setsockopt(SO_REUSEPORT)") {
+                    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
+                }
             }
             let bound = bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen)
             if bound != 0 {

@@ -5,29 +5,64 @@ import Synchronization
 import Glibc
 #endif
 
-/// Accepts connections on a shared listener from the worker's I/O thread and hands each
-/// one, as a non-blocking close-on-exec descriptor, to a handler (an adapter that adopts it).
+/// A connection a listener brought: its descriptor, which the receiver owns, and the
+/// call to make when it ends (it counts toward `maxConnections` and, for
+/// leastConnections, toward the primary's choice).
+public struct AcceptedConnection: Sendable {
+    /// The connection: non-blocking, close-on-exec, yours to adopt or close.
+    public let descriptor: Int32
+    let acceptor: Acceptor
+
+    /// Tells the runtime the connection has closed. Call once.
+    public func closed() { acceptor.connectionClosed() }
+}
+
+/// Brings a listener's connections to a handler in this worker, whichever the strategy:
+/// it accepts on the worker's socket (shared, reusePort) from the I/O thread, or takes the
+/// connections the primary hands over (roundRobin, leastConnections, sticky). Each
+/// connection reaches the handler as a non-blocking, close-on-exec descriptor, which the
+/// handler owns; the handler's owner calls ``connectionClosed()`` when it ends.
 ///
-/// Why not let an event loop library accept by itself: every worker waits on the same
-/// socket, the kernel wakes all of them for each connection and all but one find nothing,
-/// and SwiftNIO asserts on that in debug builds. Here an empty accept is simply EAGAIN.
+/// Why the runtime accepts, not an event loop library: on a shared socket the kernel wakes
+/// every worker for each connection and all but one find nothing (SwiftNIO asserts on
+/// that in debug builds); here an empty accept is simply EAGAIN. `EPOLLEXCLUSIVE` was
+/// rejected: it wakes the first idle waiter, and since this thread is idle almost always,
+/// the first worker would take every connection.
 ///
-/// Why not `EPOLLEXCLUSIVE`, which would wake one worker per connection: the kernel then
-/// wakes the first idle waiter, and since this thread is idle almost always, the first
-/// worker would take every connection. Waking all lets whichever worker is quickest win,
-/// which spreads connections as Node's `SCHED_NONE` policy does; the strategies of the
-/// distribution layer balance exactly.
+/// At `maxConnections` open connections it stops accepting (socket strategies: the
+/// connections wait for another worker) or declines handoffs (the primary routes them
+/// to another worker).
 public final class Acceptor: IOHandler, @unchecked Sendable {
+    private struct State {
+        var open = 0
+        var stopped = false
+        var paused = false
+        var unreportedCloses = 0
+        var reportScheduled = false
+    }
+
+    /// The listener served.
+    public let listener: Listener
+    private let limit: Int
     private let fd: Int32
     private let loop: IOLoop
-    private let handler: @Sendable (Int32) -> Void
+    private let channel: Channel
+    private let handler: @Sendable (AcceptedConnection) -> Void
     private let logger = Logger(label: "cluster.acceptor")
-    private let stopped = Atomic(false)
+    private let state = Mutex(State())
 
-    init(listener: Listener, loop: IOLoop, handler: @escaping @Sendable (Int32) -> Void) throws(ClusterError) {
-        fd = try listener.duplicateDescriptor()
+    init(listener: Listener, maxConnections: Int?, channel: Channel, loop: IOLoop,
+         handler: @escaping @Sendable (AcceptedConnection) -> Void) throws(ClusterError) {
+        self.listener = listener
+        self.limit = maxConnections ?? .max
+        self.channel = channel
         self.loop = loop
         self.handler = handler
+        guard listener.descriptor >= 0 else {
+            fd = -1
+            return
+        }
+        fd = try listener.duplicateDescriptor()
         do {
             try Syscall.setNonBlocking(fd)
             try loop.register(fd, events: EPOLLIN.rawValue, handler: self)
@@ -37,36 +72,91 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
         }
     }
 
+    /// Open connections handed to the handler and not yet reported closed.
+    public var openConnections: Int { state.withLock { $0.open } }
+
     /// Stops accepting; connections already handed over are the handler's. Idempotent.
     public func stop() {
-        guard !stopped.exchange(true, ordering: .relaxed) else { return }
+        guard state.withLock({ state in defer { state.stopped = true }; return !state.stopped }) else { return }
         loop.execute { [self] in
-            loop.deregister(fd)
-            Syscall.close(fd)
+            if fd >= 0 {
+                loop.deregister(fd)
+                Syscall.close(fd)
+            } else {
+                try? channel.sendNow(Control.stopAccepting(listener: listener.id).frame, force: true)
+            }
         }
     }
 
+    /// One connection the handler took has closed (``AcceptedConnection/closed()``).
+    func connectionClosed() {
+        let (resume, report) = state.withLock { state -> (Bool, Bool) in
+            state.open = max(0, state.open - 1)
+            let resume = state.paused && state.open < limit && !state.stopped
+            if resume { state.paused = false }
+            guard fd < 0 else { return (resume, false) }
+            state.unreportedCloses += 1
+            defer { state.reportScheduled = true }
+            return (resume, !state.reportScheduled)
+        }
+        if resume { loop.execute { [self] in try? loop.modify(fd, events: EPOLLIN.rawValue) } }
+        // Closes are reported in batches: one message for all that closed meanwhile.
+        if report {
+            loop.execute { [self] in
+                let count = state.withLock { state in
+                    defer { state.unreportedCloses = 0; state.reportScheduled = false }
+                    return state.unreportedCloses
+                }
+                if count > 0 { try? channel.sendNow(Control.closed(listener: listener.id, count: count).frame, force: true) }
+            }
+        }
+    }
+
+    /// A connection the primary handed over; false when this worker declines it (stopped,
+    /// or at its limit). I/O thread.
+    func takeHandoff(_ connection: Int32) -> Bool {
+        let taken = state.withLock { state -> Bool in
+            guard !state.stopped, state.open < limit else { return false }
+            state.open += 1
+            return true
+        }
+        if taken { handler(AcceptedConnection(descriptor: connection, acceptor: self)) }
+        return taken
+    }
+
     func handle(events: UInt32) {
-        guard !stopped.load(ordering: .relaxed) else { return }
         // A bounded batch per wake-up keeps one busy listener from starving the channel.
         for _ in 0..<64 {
+            let admitted = state.withLock { state -> Bool in
+                guard !state.stopped else { return false }
+                guard state.open < limit else {
+                    state.paused = true
+                    return false
+                }
+                return true
+            }
+            guard admitted else {
+                if state.withLock({ $0.paused }) { try? loop.modify(fd, events: 0) }
+                return
+            }
             do {
                 guard let connection = try Syscall.accept(fd) else { return }
-                handler(connection)
+                state.withLock { $0.open += 1 }
+                handler(AcceptedConnection(descriptor: connection, acceptor: self))
             } catch {
                 switch error.errno {
                 case ECONNABORTED, EPROTO:
                     continue
                 case EMFILE, ENFILE, ENOBUFS, ENOMEM:
                     // Out of descriptors or memory: pause instead of spinning on a ready socket.
-                    logger.error("cannot accept on fd \(fd): \(error); pausing accepts for 100 ms")
+                    logger.error("cannot accept on \(listener.boundAddress): \(error); pausing accepts for 100 ms")
                     try? loop.modify(fd, events: 0)
                     _ = loop.schedule(after: .milliseconds(100)) { [self] in
-                        if !stopped.load(ordering: .relaxed) { try? loop.modify(fd, events: EPOLLIN.rawValue) }
+                        if !state.withLock({ $0.stopped }) { try? loop.modify(fd, events: EPOLLIN.rawValue) }
                     }
                     return
                 default:
-                    logger.error("accept failed on fd \(fd): \(error)")
+                    logger.error("accept failed on \(listener.boundAddress): \(error)")
                     return
                 }
             }
@@ -75,11 +165,19 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
 }
 
 extension ClusterWorker {
-    /// Accepts connections on `listener` and passes each descriptor to `handler`, which owns
-    /// it from then on, then tells the primary this worker is listening.
-    public func accept(on listener: Listener, _ handler: @escaping @Sendable (Int32) -> Void) throws(ClusterError) -> Acceptor {
-        let acceptor = try Acceptor(listener: listener, loop: loop, handler: handler)
-        reportListening(listener)
+    /// Serves `listener`: passes each of its connections to `handler` (called on the
+    /// runtime's I/O thread: adopt and return), and tells the primary this worker is
+    /// listening. At `maxConnections` open connections (those not yet reported
+    /// ``AcceptedConnection/closed()``) it takes no more until one closes.
+    public func accept(on listener: Listener, maxConnections: Int? = nil,
+                       _ handler: @escaping @Sendable (AcceptedConnection) -> Void) throws(ClusterError) -> Acceptor {
+        let acceptor = try Acceptor(listener: listener, maxConnections: maxConnections, channel: channel, loop: loop, handler: handler)
+        if listener.descriptor >= 0 {
+            reportListening(listener)
+        } else {
+            register(acceptor)
+            try channel.sendNow(Control.accepting(listener: listener.id).frame, force: true)
+        }
         return acceptor
     }
 }

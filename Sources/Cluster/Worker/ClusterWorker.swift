@@ -21,6 +21,8 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
         var drainHandlers: [@Sendable () -> Void] = []
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
         var messageHandler: (@Sendable (ClusterMessage) -> Void)?
+        /// Acceptors of listeners the primary hands connections over for, by listener id.
+        var handoffAcceptors: [Int: Acceptor] = [:]
     }
     private let state: Mutex<State>
     let channel: Channel
@@ -31,7 +33,7 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
     /// Messages a worker may have unread before it stops reading from the primary.
     public static let inboxLimit = 4096
 
-    init(id: Int, slot: Int, primaryPID: Int32, channelFD: Int32, inherited: [ListenAddress: Int32], loop: IOLoop = .shared) throws(ClusterError) {
+    init(id: Int, slot: Int, primaryPID: Int32, channelFD: Int32, inherited: [Listener], loop: IOLoop = .shared) throws(ClusterError) {
         self.id = id
         self.slot = slot
         self.primaryPID = primaryPID
@@ -39,11 +41,7 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
         let channel = Channel(fd: channelFD, loop: loop)
         self.channel = channel
         inbox = Mailbox(limit: ClusterWorker.inboxLimit) { channel.resumeReading() }
-        var listeners: [ListenAddress: Listener] = [:]
-        for (address, fd) in inherited {
-            listeners[address] = Listener(address: address, boundAddress: address, descriptor: fd)
-        }
-        state = Mutex(State(listeners: listeners))
+        state = Mutex(State(listeners: Dictionary(inherited.map { ($0.address, $0) }) { first, _ in first }))
         signal(SIGPIPE, SIG_IGN)
         channel.delegate = self
         try Syscall.setNonBlocking(channelFD)
@@ -61,10 +59,16 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
               let channelFD = value("CLUSTER_CHANNEL_FD").flatMap(Int32.init) else {
             throw ClusterError(.invalidConfiguration, "CLUSTER_WORKER_ID or CLUSTER_CHANNEL_FD is missing or not a number; workers are started by a primary, not by hand")
         }
-        var inherited: [ListenAddress: Int32] = [:]
-        for entry in (value("CLUSTER_LISTENERS") ?? "").split(separator: ";") {
-            guard let equals = entry.firstIndex(of: "="), let fd = Int32(entry[..<equals]) else { continue }
-            inherited[try ListenAddress(parsing: String(entry[entry.index(after: equals)...]))] = fd
+        // One line per listener: fd (-1: the primary accepts) TAB grant TAB address asked for.
+        var inherited: [Listener] = []
+        for line in (value("CLUSTER_LISTENERS") ?? "").split(separator: "\n") {
+            let fields = line.split(separator: "\t", maxSplits: 1).map(String.init)
+            guard fields.count == 2, let fd = Int32(fields[0]), let tab = fields[1].lastIndex(of: "\t") else {
+                throw ClusterError(.invalidConfiguration, "CLUSTER_LISTENERS has a line '\(line)' this runtime cannot read; the primary and its workers must run the same swift-cluster")
+            }
+            let grant = String(fields[1][..<tab])
+            let address = try ListenAddress(parsing: String(fields[1][fields[1].index(after: tab)...]))
+            inherited.append(try Listener(grant: grant, address: address, descriptor: fd))
         }
         let worker = try ClusterWorker(
             id: id, slot: value("CLUSTER_SLOT").flatMap(Int.init) ?? 0,
@@ -82,14 +86,14 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
     public func listener(_ address: ListenAddress) async throws(ClusterError) -> Listener {
         if let existing = state.withLock({ $0.listeners[address] }) { return existing }
         let reply = try await channel.request(Control.listen(address: address.description).frame, timeout: .seconds(30))
-        guard let fd = reply.descriptors.first else {
-            throw ClusterError(.malformedFrame, "the primary answered a listen request for \(address) without a descriptor")
+        let fd = reply.descriptors.first ?? -1
+        let listener = try Listener(grant: String(decoding: reply.payload, as: UTF8.self), address: address, descriptor: fd)
+        guard fd >= 0 || listener.distribution.primaryAccepts else {
+            throw ClusterError(.malformedFrame, "the primary granted \(address) (\(listener.distribution)) without a descriptor")
         }
-        let bound = (try? ListenAddress(parsing: String(decoding: reply.payload, as: UTF8.self))) ?? address
-        let listener = Listener(address: address, boundAddress: bound, descriptor: fd)
         return state.withLock { state in
             if let raced = state.listeners[address] {
-                Syscall.close(fd)
+                if fd >= 0 { Syscall.close(fd) }
                 return raced
             }
             state.listeners[address] = listener
@@ -196,12 +200,29 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
         waiters.forEach { $0.resume() }
     }
 
+    func register(_ acceptor: Acceptor) {
+        state.withLock { $0.handoffAcceptors[acceptor.listener.id] = acceptor }
+    }
+
     // MARK: ChannelDelegate (I/O thread)
 
     func channel(_ channel: Channel, received frame: Frame) {
         switch frame.kind {
         case .control:
-            if (try? Control(frame)) == .disconnect { beginDrain() }
+            switch try? Control(frame) {
+            case .disconnect:
+                beginDrain()
+            case .connection(let id, let handoff):
+                guard let connection = frame.descriptors.first else { return }
+                let acceptor = state.withLock { $0.handoffAcceptors[id] }
+                let accepted = acceptor?.takeHandoff(connection) ?? false
+                if !accepted { Syscall.close(connection) }
+                // Acknowledged at once, before the connection is read: until then the
+                // primary keeps its copy and re-routes it if this worker dies.
+                try? channel.sendNow(Control.handoff(listener: id, handoff: handoff, accepted: accepted).frame, force: true)
+            default:
+                break
+            }
         case .message, .request:
             let replier = frame.kind == .request ? Replier(channel: channel, correlation: frame.correlation) : nil
             let message = ClusterMessage(bytes: frame.payload, descriptors: frame.descriptors,

@@ -1,7 +1,7 @@
 // Node's basic cluster example, in Swift: the primary forks one worker per core and
 // replaces any that dies; each worker answers every HTTP request with "Hello World".
 //
-//     swift run hello            # PORT=8000, WORKERS=cores
+//     swift run hello            # PORT=8000, WORKERS=cores, DISTRIBUTION=shared
 //     curl localhost:8000
 import Cluster
 import ClusterNIO
@@ -18,6 +18,7 @@ do {
     switch Cluster.role {
     case .primary(let primary):
         let workers = try Cluster.environmentInteger("WORKERS", default: Cluster.availableCores, in: 1...1024)
+        primary.setup(PrimarySettings(distribution: try Cluster.environmentDistribution()))
         log("Primary \(primary.pid) is running")
         let events = primary.events
         for _ in 0..<workers { try await primary.fork() }

@@ -2,7 +2,7 @@
 // handles; every 5 seconds the primary sends a random worker a message. Both sides log
 // what they receive.
 //
-//     swift run messages         # PORT=8000, WORKERS=cores
+//     swift run messages         # PORT=8000, WORKERS=cores, DISTRIBUTION=shared
 //     curl localhost:8000
 import Cluster
 import ClusterNIO
@@ -31,6 +31,7 @@ do {
     switch Cluster.role {
     case .primary(let primary):
         let workers = try Cluster.environmentInteger("WORKERS", default: Cluster.availableCores, in: 1...1024)
+        primary.setup(PrimarySettings(distribution: try Cluster.environmentDistribution()))
         log("Primary \(primary.pid) is running")
         let events = primary.events
         for _ in 0..<workers { try await primary.fork() }

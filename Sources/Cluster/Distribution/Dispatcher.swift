@@ -1,0 +1,157 @@
+import CClusterShims
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The primary's side of the primary-accept strategies (roundRobin, leastConnections,
+/// sticky) for one listener: it accepts on the I/O thread, asks the router for a worker,
+/// hands the descriptor over the worker's channel, and keeps its own copy until the
+/// worker acknowledges. A connection declined, or handed to a worker that dies before
+/// acknowledging, goes to another worker: none is leaked or reset. Loop thread only.
+final class Dispatcher: IOHandler, @unchecked Sendable {
+    private struct Handoff {
+        var fd: Int32
+        var key: [UInt8]
+        var declined: Set<Int> = []
+        var worker = 0
+    }
+
+    let id: Int
+    let distribution: Distribution
+    private let fd: Int32
+    private let loop: IOLoop
+    private let logger: Logger
+    private var router: Router
+    private var channels: [Int: Channel] = [:]
+    private var pending: [UInt64: Handoff] = [:]
+    /// Connections accepted while no worker could take them, in arrival order.
+    private var waiting: [Handoff] = []
+    private var nextHandoff: UInt64 = 1
+    private var acceptPaused = false
+    /// Above this many waiting connections, the rest wait in the kernel's backlog.
+    static let waitingLimit = 256
+
+    init(id: Int, fd: Int32, distribution: Distribution, loop: IOLoop, logger: Logger) throws(ClusterError) {
+        self.id = id
+        self.fd = fd
+        self.distribution = distribution
+        self.loop = loop
+        self.logger = logger
+        router = Router(distribution)
+        try loop.register(fd, events: EPOLLIN.rawValue, handler: self)
+    }
+
+    /// Connections waiting for a worker, and handed over but not yet acknowledged.
+    var backlog: (waiting: Int, unacknowledged: Int) { (waiting.count, pending.count) }
+
+    func handle(events: UInt32) {
+        for _ in 0..<64 {
+            let connection: Int32
+            do {
+                guard let accepted = try Syscall.accept(fd) else { return }
+                connection = accepted
+            } catch {
+                switch error.errno {
+                case ECONNABORTED, EPROTO: continue
+                default:
+                    logger.error("accept failed on listener \(id): \(error); pausing accepts for 100 ms")
+                    pauseAccepting()
+                    _ = loop.schedule(after: .milliseconds(100)) { [self] in loop.execute { self.resumeAccepting() } }
+                    return
+                }
+            }
+            let key = distribution.kind == .sticky ? Socket.peerKey(connection) : []
+            dispatch(Handoff(fd: connection, key: key))
+            if acceptPaused { return }
+        }
+    }
+
+    // MARK: Workers
+
+    /// `worker` accepts handoffs from this listener now.
+    func join(worker: Int, slot: Int, channel: Channel) {
+        channels[worker] = channel
+        router.add(worker: worker, slot: slot)
+        let queued = waiting
+        waiting.removeAll()
+        queued.forEach(dispatch)
+        resumeAccepting()
+    }
+
+    /// `worker` takes no more handoffs (it drains, or it is gone); what it did not
+    /// acknowledge goes elsewhere.
+    func leave(worker: Int) {
+        router.remove(worker: worker)
+        channels.removeValue(forKey: worker)
+        let orphans = pending.filter { $0.value.worker == worker }
+        for (handoff, _) in orphans { pending.removeValue(forKey: handoff) }
+        for (_, var orphan) in orphans.sorted(by: { $0.key < $1.key }) {
+            orphan.declined.insert(worker)
+            dispatch(orphan)
+        }
+    }
+
+    /// The worker's answer to a handoff.
+    func acknowledge(_ handoff: UInt64, accepted: Bool, by worker: Int) {
+        guard var entry = pending[handoff], entry.worker == worker else { return }
+        pending.removeValue(forKey: handoff)
+        if accepted {
+            router.opened(on: worker)
+            Syscall.close(entry.fd)
+        } else {
+            entry.declined.insert(worker)
+            dispatch(entry)
+        }
+    }
+
+    func closed(on worker: Int, count: Int) {
+        router.closed(on: worker, count: count)
+        // Workers at their limit may have room now.
+        if !waiting.isEmpty {
+            let queued = waiting
+            waiting.removeAll()
+            queued.forEach(dispatch)
+            resumeAccepting()
+        }
+    }
+
+    // MARK: Routing
+
+    private func dispatch(_ handoff: Handoff) {
+        var handoff = handoff
+        guard let worker = router.route(key: handoff.key, excluding: handoff.declined), let channel = channels[worker] else {
+            if !router.workerIDs.isEmpty && router.workerIDs.allSatisfy(handoff.declined.contains) {
+                // Every worker is at its limit: let the next ones try again.
+                handoff.declined.removeAll()
+            }
+            waiting.append(handoff)
+            if waiting.count >= Dispatcher.waitingLimit { pauseAccepting() }
+            return
+        }
+        let number = nextHandoff
+        nextHandoff += 1
+        handoff.worker = worker
+        pending[number] = handoff
+        do {
+            try channel.sendNow(Control.connection(listener: id, handoff: number).frame(descriptors: [handoff.fd]), force: true)
+        } catch {
+            // Its channel is closing; the exit will re-route what it held.
+            pending.removeValue(forKey: number)
+            handoff.declined.insert(worker)
+            dispatch(handoff)
+        }
+    }
+
+    private func pauseAccepting() {
+        guard !acceptPaused else { return }
+        acceptPaused = true
+        try? loop.modify(fd, events: 0)
+    }
+
+    private func resumeAccepting() {
+        guard acceptPaused, waiting.count < Dispatcher.waitingLimit else { return }
+        acceptPaused = false
+        try? loop.modify(fd, events: EPOLLIN.rawValue)
+    }
+}
