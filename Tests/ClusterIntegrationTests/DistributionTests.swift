@@ -1,0 +1,114 @@
+import Foundation
+import Testing
+
+extension IntegrationTests {
+    /// Every strategy, with real connections on loopback.
+    @Suite(.timeLimit(.minutes(3)))
+    struct DistributionTests {
+        /// Starts the fixture's HTTP server with `workers` workers distributed by `strategy`.
+        private func start(_ strategy: String, workers: Int, restart: Bool = false,
+                           environment: [String: String] = [:]) async throws -> (SpawnedProcess, port: Int, pids: [Int: Int32]) {
+            var variables = ["WORKERS": String(workers), "DISTRIBUTION": strategy]
+            if restart { variables["RESTART"] = "1" }
+            variables.merge(environment) { $1 }
+            let primary = try SpawnedProcess("ClusterFixture", ["serve"], environment: variables)
+            let listening = try await primary.waitForEvents(["event": "listening"], count: workers)
+            var pids: [Int: Int32] = [:]
+            for event in listening {
+                let pid = Int32(event["pid"] as! Int)
+                primary.adopt(pid)
+                pids[event["id"] as! Int] = pid
+            }
+            return (primary, listening[0]["port"] as! Int, pids)
+        }
+
+        @Test(arguments: ["roundRobin", "leastConnections"])
+        func tenThousandConnectionsSpreadEvenlyOverFourWorkers(strategy: String) async throws {
+            let (primary, port, _) = try await start(strategy, workers: 4)
+            defer { primary.stop() }
+            var served: [String: Int] = [:]
+            for _ in 0..<10_000 {
+                let (outcome, _) = try ClientConnection(port: port).get(keepAlive: false)
+                guard case .ok(let worker) = outcome else {
+                    Issue.record("a request failed: \(outcome)")
+                    return
+                }
+                served[worker, default: 0] += 1
+            }
+            let most = served.values.max() ?? 0, least = served.values.min() ?? 0
+            #expect(served.count == 4, "connections per worker: \(served)")
+            #expect(Double(most) / Double(max(least, 1)) <= 1.2, "connections per worker: \(served)")
+        }
+
+        @Test func stickyClientsKeepTheirWorkerAndFewMoveWhenOneDies() async throws {
+            let (primary, port, pids) = try await start("sticky", workers: 4)
+            defer { primary.stop() }
+            let sources = (0..<100).map { "127.0.0.\($0 + 2)" }
+            func workerOf(_ source: String) throws -> String {
+                let (outcome, _) = try ClientConnection(port: port, source: source).get(keepAlive: false)
+                guard case .ok(let worker) = outcome else { throw TestFailure.unexpected("\(source): \(outcome)") }
+                return worker
+            }
+            let before = try sources.map(workerOf)
+            #expect(try sources.map(workerOf) == before, "a client reached another worker without cause")
+            #expect(Set(before).count == 4, "every worker has clients")
+
+            let victim = before[0]
+            kill(pids[Int(victim)!]!, SIGKILL)
+            try await primary.waitForEvent(["event": "exit", "id": victim])
+            let after = try sources.map(workerOf)
+            let moved = zip(before, after).filter { $0 != $1 }.count
+            let strayed = zip(before, after).filter { $0 != victim && $0 != $1 }.count
+            print("sticky: \(moved) of 100 clients moved after worker \(victim) of 4 died (it had \(before.filter { $0 == victim }.count))")
+            #expect(strayed == 0, "clients of living workers moved")
+            #expect(moved <= 30)
+            #expect(!after.contains(victim))
+        }
+
+        @Test(arguments: ["shared", "reusePort", "roundRobin", "leastConnections", "sticky"])
+        func keepAliveAndConnectionCloseBothWork(strategy: String) async throws {
+            let (primary, port, _) = try await start(strategy, workers: 2)
+            defer { primary.stop() }
+            let connection = try ClientConnection(port: port)
+            var workers: Set<String> = []
+            for _ in 0..<20 {
+                let (outcome, response) = connection.get(keepAlive: true)
+                guard case .ok(let worker) = outcome else {
+                    Issue.record("keep-alive request failed: \(outcome)")
+                    return
+                }
+                workers.insert(worker)
+                #expect(response?.headers["connection"] == nil)
+            }
+            #expect(workers.count == 1, "one keep-alive connection is served by one worker")
+            for _ in 0..<20 {
+                let (outcome, response) = try ClientConnection(port: port).get(keepAlive: false)
+                guard case .ok = outcome else {
+                    Issue.record("connection-close request failed: \(outcome)")
+                    return
+                }
+                #expect(response?.headers["connection"]?.lowercased() == "close")
+            }
+        }
+
+        @Test(arguments: ["shared", "reusePort", "roundRobin", "leastConnections", "sticky"])
+        func noQueuedConnectionIsLostWhenAWorkerIsKilledUnderLoad(strategy: String) async throws {
+            let (primary, port, pids) = try await start(strategy, workers: 2, restart: true)
+            defer { primary.stop() }
+            let clients = 8
+            let outcomes = try await load(port: port, clients: clients, duration: .seconds(3)) {
+                try await Task.sleep(for: .seconds(1))
+                kill(pids[1]!, SIGKILL)
+                let replacement = try await primary.waitForEvent(["event": "listening", "id": "3"])
+                primary.adopt(Int32(replacement["pid"] as! Int))
+            }
+            let served = outcomes[.ok(worker: "any")] ?? 0
+            let failures = outcomes.filter { if case .ok = $0.key { false } else { true } }
+            print("\(strategy): \(served) served, failures while a worker was SIGKILLed under load: \(failures)")
+            #expect(served > 100)
+            #expect(outcomes[.refused] == nil, "connections refused: \(failures)")
+            // Only requests in flight on the killed worker may fail: at most one per client.
+            #expect(failures.values.reduce(0, +) <= clients, "failures: \(failures)")
+        }
+    }
+}
