@@ -23,7 +23,7 @@ extension IntegrationTests {
             let example = try SpawnedProcess("hello", environment: ["WORKERS": "lots"])
             defer { example.stop() }
             try await example.waitForLine {
-                $0 == "hello: invalid configuration: WORKERS=lots is not a whole number from 1 to 1024; unset it for the default (\(ProcessInfo.processInfo.activeProcessorCount))"
+                $0 == "hello: invalid configuration: WORKERS=lots is not a whole number from 0 to 1024; unset it for the default (\(ProcessInfo.processInfo.activeProcessorCount))"
             }
             #expect(try await example.waitForExit() == 1)
         }

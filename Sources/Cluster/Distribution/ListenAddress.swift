@@ -44,6 +44,12 @@ public struct ListenAddress: Hashable, Sendable, CustomStringConvertible {
         self = .tcp(host: host.isEmpty ? "0.0.0.0" : host, port: port)
     }
 
+    /// The TCP host, or nil for a Unix-domain socket.
+    public var host: String? { if case .tcp(let host, _) = kind { host } else { nil } }
+
+    /// The Unix-domain socket's path, or nil for TCP.
+    public var path: String? { if case .unix(let path) = kind { path } else { nil } }
+
     /// The TCP port, or nil for a Unix-domain socket.
     public var port: Int? { if case .tcp(_, let port) = kind { port } else { nil } }
 

@@ -1,7 +1,7 @@
 // Node's basic cluster example, in Swift: the primary forks one worker per core and
 // replaces any that dies; each worker answers every HTTP request with "Hello World".
 //
-//     swift run hello            # PORT=8000, WORKERS=cores, DISTRIBUTION=shared
+//     swift run hello            # PORT=8000, WORKERS=cores (0: one process, no cluster), DISTRIBUTION=shared
 //     curl localhost:8000
 import Cluster
 import ClusterNIO
@@ -15,9 +15,15 @@ func log(_ line: String) {
 
 do {
     let port = try Cluster.environmentInteger("PORT", default: 8000, in: 0...65535)
+    let respond: HTTPResponder = { _, loop in loop.makeSucceededFuture(HTTPResponse(body: "Hello World\n")) }
     switch Cluster.role {
     case .primary(let primary):
-        let workers = try Cluster.environmentInteger("WORKERS", default: Cluster.availableCores, in: 1...1024)
+        let workers = try Cluster.environmentInteger("WORKERS", default: Cluster.availableCores, in: 0...1024)
+        if workers == 0 {
+            // The same server in this one process, without a cluster: what the cluster costs.
+            log("Serving in one process (pid \(primary.pid)), without workers")
+            try await StandaloneHTTPServer.serve(.tcp(port: port), responder: respond)
+        }
         primary.setup(PrimarySettings(distribution: try Cluster.environmentDistribution()))
         log("Primary \(primary.pid) is running")
         let events = primary.events
@@ -30,9 +36,7 @@ do {
         }
     case .worker(let worker):
         log("Worker \(getpid()) started")
-        try await worker.serveHTTP(.tcp(port: port)) { _, loop in
-            loop.makeSucceededFuture(HTTPResponse(body: "Hello World\n"))
-        }
+        try await worker.serveHTTP(.tcp(port: port), responder: respond)
     }
 } catch {
     log("hello: \(error)")

@@ -1,0 +1,32 @@
+public import Cluster
+public import NIOCore
+import NIOPosix
+
+/// The HTTP server of ``ClusterWorker/serveHTTP(_:group:maxConnections:responder:)`` in
+/// one process, without a cluster: the same pipeline and responder, bound by SwiftNIO
+/// itself. For development, and to measure what the cluster costs.
+public enum StandaloneHTTPServer {
+    /// Serves `address` with `responder` on `group` (default: one event loop per core) until
+    /// the process ends.
+    public static func serve(_ address: ListenAddress, group: (any EventLoopGroup)? = nil,
+                             responder: @escaping HTTPResponder) async throws {
+        let group = group ?? MultiThreadedEventLoopGroup.singleton
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(HTTPResponderHandler(responder: responder))
+                }
+            }
+        let channel: any Channel
+        if let path = address.path {
+            channel = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+        } else {
+            channel = try await bootstrap.bind(host: address.host ?? "0.0.0.0", port: address.port ?? 0).get()
+        }
+        try await channel.closeFuture.get()
+    }
+}
