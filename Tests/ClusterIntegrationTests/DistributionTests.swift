@@ -112,3 +112,33 @@ extension IntegrationTests {
         }
     }
 }
+
+extension IntegrationTests {
+    @Suite(.timeLimit(.minutes(1)))
+    struct ConnectionLimitTests {
+        @Test func aWorkerAtItsLimitDeclinesAndTheConnectionWaitsForRoom() async throws {
+            let primary = try SpawnedProcess("ClusterFixture", ["serve"], environment: [
+                "WORKERS": "2", "DISTRIBUTION": "roundRobin", "MAX_CONNECTIONS": "1",
+            ])
+            defer { primary.stop() }
+            let listening = try await primary.waitForEvents(["event": "listening"], count: 2)
+            listening.forEach { primary.adopt(Int32($0["pid"] as! Int)) }
+            let port = listening[0]["port"] as! Int
+
+            // Each worker holds one keep-alive connection: both are at their limit.
+            var held = [try ClientConnection(port: port), try ClientConnection(port: port)]
+            let holders = held.map { connection -> String in
+                guard case .ok(let worker) = connection.get(keepAlive: true).0 else { return "failed" }
+                return worker
+            }
+            #expect(Set(holders) == ["1", "2"])
+
+            let third = try ClientConnection(port: port, timeout: 1)
+            #expect(third.send(keepAlive: false) == nil)
+            #expect(third.receive().0 == .timeout, "every worker is at its limit: the connection must wait")
+            held.removeFirst() // closes worker holders[0]'s connection, making room there
+            let (outcome, _) = third.receive()
+            #expect(outcome == .ok(worker: holders[0]), "the waiting connection goes where room was made")
+        }
+    }
+}

@@ -78,6 +78,24 @@ extension IntegrationTests {
             #expect(!primary.events(["event": "disconnect", "id": "1"]).isEmpty)
         }
 
+        @Test func drainAnswersABusyKeepAliveConnectionWithConnectionClose() async throws {
+            let primary = try SpawnedProcess("ClusterFixture", ["serve"], environment: ["WORKERS": "1"])
+            defer { primary.stop() }
+            let listening = try await primary.waitForEvent(["event": "listening"])
+            primary.adopt(Int32(listening["pid"] as! Int))
+            let connection = try ClientConnection(port: listening["port"] as! Int)
+            #expect(connection.get(keepAlive: true).1?.headers["connection"] == nil, "keep-alive before the drain")
+
+            #expect(connection.send("/slow?ms=1000", keepAlive: true) == nil)
+            try await primary.waitForEvent(["event": "request", "path": "/slow"])
+            primary.send("disconnect 1")
+            let (outcome, response) = connection.receive()
+            #expect(outcome == .ok(worker: "worker"), "the request in flight finishes: \(outcome)")
+            #expect(response?.body.hasPrefix("slow worker 1") == true)
+            #expect(response?.headers["connection"]?.lowercased() == "close")
+            try await primary.waitForEvent(["event": "exit", "id": "1", "code": "0"])
+        }
+
         @Test func killingThePrimaryTakesEveryWorkerDownWithinASecond() async throws {
             let primary = try SpawnedProcess("ClusterFixture", ["serve"], environment: ["WORKERS": "2"])
             defer { primary.stop() }

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Synchronization
 
 /// HTTP/1.1 requests on loopback, each outcome classified as a load test counts them.
@@ -21,6 +22,7 @@ enum Outcome: Error, Hashable, CustomStringConvertible {
 /// One client connection: connect, requests, responses read by Content-Length.
 final class ClientConnection {
     let fd: Int32
+    private var partial: [UInt8] = []
 
     /// Connects to 127.0.0.1:`port`, from `source` (a 127.0.0.0/8 address) when given.
     init(port: Int, source: String? = nil, timeout: Int = 10) throws(Outcome) {
@@ -55,10 +57,22 @@ final class ClientConnection {
 
     /// Sends a GET and reads one response; the body's second word is the worker id.
     func get(_ path: String = "/", keepAlive: Bool) -> (Outcome, HTTP.Response?) {
+        if let failure = send(path, keepAlive: keepAlive) { return (failure, nil) }
+        return receive()
+    }
+
+    /// Sends a GET; nil when it went out.
+    func send(_ path: String = "/", keepAlive: Bool) -> Outcome? {
         let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n" + (keepAlive ? "" : "Connection: close\r\n") + "\r\n"
-        let sent = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-        if sent < 0 { return (errno == EPIPE || errno == ECONNRESET ? .reset : .other("send: errno \(errno)"), nil) }
-        var bytes: [UInt8] = []
+        let sent = request.withCString { Glibc.send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+        if sent < 0 { return errno == EPIPE || errno == ECONNRESET ? .reset : .other("send: errno \(errno)") }
+        return nil
+    }
+
+    /// Reads one response (what arrived before a timeout is kept for the next call).
+    func receive() -> (Outcome, HTTP.Response?) {
+        var bytes = partial
+        partial = []
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
             if let response = complete(bytes) {
@@ -67,6 +81,7 @@ final class ClientConnection {
             }
             let n = recv(fd, &buffer, buffer.count, 0)
             if n > 0 { bytes += buffer[0..<n]; continue }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { partial = bytes }
             if n == 0 { return (.reset, nil) } // closed before a whole response
             return (errno == EAGAIN || errno == EWOULDBLOCK ? .timeout : errno == ECONNRESET ? .reset : .other("recv: errno \(errno)"), nil)
         }
