@@ -64,8 +64,7 @@ extension ClusterWorker {
     ) async throws {
         try await serve(address, group: group, maxConnections: maxConnections) { channel in
             channel.eventLoop.makeCompletedFuture {
-                try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                try channel.pipeline.syncOperations.addHandler(HTTPResponderHandler(responder: responder))
+                try channel.pipeline.syncOperations.addHandler(LeanHTTPHandler(responder: responder))
             }
         }
     }

@@ -17,8 +17,7 @@ public enum StandaloneHTTPServer {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(HTTPResponderHandler(responder: responder))
+                    try channel.pipeline.syncOperations.addHandler(LeanHTTPHandler(responder: responder))
                 }
             }
         let channel: any Channel
