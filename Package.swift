@@ -71,6 +71,16 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "ClusterNIOTests",
+            dependencies: [
+                "ClusterNIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "ClusterIntegrationTests",
             dependencies: ["Cluster", "ClusterFixture", "hello", "messages"],
             swiftSettings: swiftSettings

@@ -23,7 +23,7 @@
 # REPEATS rounds run interleaved (every server once per round); the table shows medians.
 #
 # Knobs (environment): DURATION (10 s), WARMUP (2 s), CONNS (50), CPU_DURATION (10 s),
-# CPU_CONNS (16), CPU_N (300000), REPEATS (1), IDLE_WAIT (30 s), WORKERS (cores).
+# CPU_CONNS (16), CPU_N (3000000), REPEATS (1), IDLE_WAIT (30 s), WORKERS (cores).
 # One JSON line per run goes to RESULTS_FILE (and stderr); wrk's own output and the
 # servers' logs go beside it. Exits non-zero when a run failed (server did not start,
 # wrong answer, wrk failed); wrk's socket errors and non-2xx answers are counted in the
@@ -38,7 +38,7 @@ WARMUP="${WARMUP:-2}"
 CONNS="${CONNS:-50}"
 CPU_DURATION="${CPU_DURATION:-10}"
 CPU_CONNS="${CPU_CONNS:-16}"
-CPU_N="${CPU_N:-300000}"
+CPU_N="${CPU_N:-3000000}"
 REPEATS="${REPEATS:-1}"
 IDLE_WAIT="${IDLE_WAIT:-30}"
 CORES="$(nproc)"
@@ -406,12 +406,16 @@ o1, on = get("cpu", "ours-w1", "keepalive", "rps"), get("cpu", f"ours-w{workers}
 n1, nn = get("cpu", "node-w1", "keepalive", "rps"), get("cpu", f"node-w{workers}", "keepalive", "rps")
 r = ratio(on, o1)
 if o1 is None and on is None:
-    table.append([f"cpu route req/s, {workers} workers / 1", "node", f"{x(ratio(nn, n1))}", "skipped: express not built",
+    table.append([f"cpu route req/s, {workers} workers / 1", "node", f"{fmt(nn)} / {fmt(n1)} = {x(ratio(nn, n1))}", "skipped: express not built",
                   "", f">= {0.95 * workers:.2f}x (0.95 N)", ""])
 else:
     table.append([f"cpu route req/s, {workers} workers / 1", "node", f"{fmt(nn)} / {fmt(n1)} = {x(ratio(nn, n1))}",
                   f"{fmt(on)} / {fmt(o1)}", x(r), f">= {0.95 * workers:.2f}x (0.95 N)", "" if r is None else ("met" if r >= 0.95 * workers else "MISSED")])
     table.append([f"cpu route req/s, 1 worker", "node-w1", fmt(n1), fmt(o1), x(ratio(o1, n1)), "(info)", ""])
+
+answers = {r["server"]: r["answer"] for r in runs if r["bench"] == "cpu"}
+if len(set(answers.values())) > 1:
+    table.append(["cpu route: answers DIFFER", "", "", "", "", "; ".join(f"{k}: {v}" for k, v in answers.items()), "MISSED"])
 
 print("\nTargets, as ratios to Node in this run (keep-alive: against Node's best figure of each kind)")
 show(["figure", "Node", "Node value", "ours", "ratio", "target", ""], table, left=(0, 1, 5, 6))
@@ -426,7 +430,7 @@ for mode in MODES:
         r = ratio(rps, single_rps)
         loss = None if r is None else 1 - r
         over.append([f"{MODES[mode]} req/s, {s}", fmt(single_rps), fmt(rps),
-                     "-" if loss is None else f"{100 * loss:+.1f}% slower" if loss >= 0 else f"{-100 * loss:.1f}% faster",
+                     "-" if loss is None else f"{100 * loss:.1f}% slower" if loss >= 0 else f"{-100 * loss:.1f}% faster",
                      "<= 5%", "" if loss is None else ("met" if loss <= 0.05 else "MISSED")])
         r = ratio(cpu, single_cpu)
         extra = None if r is None else r - 1
@@ -436,12 +440,11 @@ for mode in MODES:
 print("\nThe cluster's own overhead: shared and reusePort against the same server in one process (WORKERS=0)")
 show(["figure", "one process", "cluster", "overhead", "target", ""], over, left=(0, 4, 5))
 
-allrows = table + [[*r[:6], r[5]] for r in over]
 met = sum(r[6] == "met" for r in table) + sum(r[5] == "met" for r in over)
 missed = sum(r[6] == "MISSED" for r in table) + sum(r[5] == "MISSED" for r in over)
 errors = sum(get("hello", s, m, "errors") or 0 for s in SERVERS for m in MODES)
 failed = [f"{r['bench']} {r['server']} {r.get('mode', '')}" for r in lines if "failed" in r]
-rounds = max((sum(1 for r in runs if r["server"] == "node-rr" and r["mode"] == "keepalive")), default=0)
+rounds = sum(1 for r in runs if r["bench"] == "hello" and r["server"] == "node-rr" and r["mode"] == "keepalive")
 print(f"\n{met} targets met, {missed} missed; {rounds} round(s); wrk errors (socket + non-2xx, medians summed): {fmt(errors)}"
       + (f"; FAILED runs: {', '.join(failed)}" if failed else "") + f". Raw JSON lines: {sys.argv[1]}")
 PY

@@ -115,8 +115,8 @@ final class LeanHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
-        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         if let pending { context.fireChannelRead(NIOAny(pending)) }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 
     private static func managed(_ name: String) -> Bool {
