@@ -15,13 +15,16 @@ let package = Package(
     products: [
         .library(name: "Cluster", targets: ["Cluster"]),
         .library(name: "ClusterNIO", targets: ["ClusterNIO"]),
+        .library(name: "ClusterHummingbird", targets: ["ClusterHummingbird"]),
         .executable(name: "hello", targets: ["hello"]),
         .executable(name: "messages", targets: ["messages"]),
+        .executable(name: "express", targets: ["express"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
     ],
     targets: [
         // C only here: the few things Swift cannot import from Glibc.
@@ -47,6 +50,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Hummingbird's router and HTTP/1.1 channel on the worker's connections, with drain.
+        .target(
+            name: "ClusterHummingbird",
+            dependencies: [
+                "Cluster",
+                "ClusterNIO",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "hello",
             dependencies: ["Cluster", "ClusterNIO"],
@@ -57,6 +75,16 @@ let package = Package(
             name: "messages",
             dependencies: ["Cluster", "ClusterNIO"],
             path: "Sources/Examples/messages",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "express",
+            dependencies: [
+                "Cluster",
+                "ClusterHummingbird",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            path: "Sources/Examples/express",
             swiftSettings: swiftSettings
         ),
         // A program the integration tests spawn as a primary and its workers.
@@ -82,7 +110,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterIntegrationTests",
-            dependencies: ["Cluster", "ClusterFixture", "hello", "messages"],
+            dependencies: ["Cluster", "ClusterFixture", "hello", "messages", "express"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -1,0 +1,190 @@
+import Foundation
+import Testing
+
+extension IntegrationTests {
+    /// The Express port: a Hummingbird app in every worker, drained on SIGTERM.
+    @Suite(.timeLimit(.minutes(1)))
+    struct ExpressTests {
+        @Test func everyWorkerServesTheExactResult() async throws {
+            let express = try SpawnedProcess("express", environment: ["PORT": "0", "WORKERS": "2"])
+            defer { express.stop() }
+            let (pids, port) = try await listeningWorkers(express, count: 2)
+            pids.values.forEach(express.adopt)
+            #expect(pids.keys.sorted() == [1, 2])
+
+            // Each request names itself, so its log line tells which worker answered it.
+            var servedBy: Set<Int> = []
+            for index in 1...500 {
+                let path = "/?n=1000&request=\(index)"
+                let response = try await eventually { try HTTP.get(port: port, path: path) }
+                #expect(response.status == 200)
+                #expect(response.body == "Result: 2254542814429488560\n")
+                let line = try await express.waitForLine { $0.contains(": GET \(path) 200 ") }
+                let id = try #require(pids.first { line.hasPrefix("Worker \($0.key) (pid \($0.value)): ") }?.key, "\(line)")
+                servedBy.insert(id)
+                if servedBy.count == 2 { break }
+            }
+            #expect(servedBy == [1, 2], "a shared listener: both workers take connections")
+
+            let bad = try HTTP.get(port: port, path: "/?n=lots")
+            #expect(bad.status == 400)
+            try await express.waitForLine { $0.contains(": GET /?n=lots 400 ") }
+        }
+
+        @Test func aKilledWorkerIsReplaced() async throws {
+            let express = try SpawnedProcess("express", environment: ["PORT": "0", "WORKERS": "2"])
+            defer { express.stop() }
+            let (pids, port) = try await listeningWorkers(express, count: 2)
+            pids.values.forEach(express.adopt)
+
+            let victim = try #require(pids[1])
+            kill(victim, SIGKILL)
+            try await express.waitForLine { $0 == "Worker \(victim) died (signal 9 (SIGKILL))" }
+            let (all, _) = try await listeningWorkers(express, count: 3)
+            all.values.forEach(express.adopt)
+            #expect(all.keys.sorted() == [1, 2, 3])
+            for _ in 0..<10 { #expect(try HTTP.get(port: port, path: "/?n=10").body == expectedBody(10)) }
+        }
+
+        @Test func sigtermDrainsARequestInFlightAndClosesIdleConnections() async throws {
+            let express = try SpawnedProcess("express", environment: ["PORT": "0", "WORKERS": "1"])
+            defer { express.stop() }
+            let (pids, port) = try await listeningWorkers(express, count: 1)
+            pids.values.forEach(express.adopt)
+            let pid = try #require(pids[1])
+
+            // Two keep-alive connections to the one worker, each answered once.
+            let idle = try KeepAliveConnection(port: port)
+            let busy = try KeepAliveConnection(port: port)
+            #expect(try idle.get("/?n=1000").body == "Result: 2254542814429488560\n")
+            // About 1.5 s of work on this build, so the drain lands in the middle of it.
+            let calibration = 2_000_000
+            let started = ContinuousClock.now
+            #expect(try busy.get("/?n=\(calibration)").body == expectedBody(calibration))
+            let seconds = (ContinuousClock.now - started) / .seconds(1)
+            let slow = max(calibration, min(Int(Double(calibration) * 1.5 / max(seconds, 1e-6)), 2_000_000_000))
+
+            try busy.send("/?n=\(slow)")
+            try await Task.sleep(for: .milliseconds(200))  // the worker has read the request by now
+            express.signal(SIGTERM)
+
+            let response = try busy.readResponse()
+            #expect(response.status == 200)
+            #expect(response.body == expectedBody(slow))
+            #expect(response.headers["connection"] == "close", "\(response.headers)")
+            #expect(try busy.readsEndOfFile(), "closed after the response in flight")
+            #expect(try idle.readsEndOfFile(), "an idle keep-alive connection is closed at once")
+
+            try await express.waitForLine { $0 == "Primary \(express.pid) got SIGTERM; draining 1 worker" }
+            try await express.waitForLine { $0 == "Worker \(pid) exited (exit code 0) after a disconnect" }
+            try await express.waitForLine { $0 == "Primary \(express.pid) exiting" }
+            #expect(try await express.waitForExit() == 0)
+            // The drain began while the slow request was being answered.
+            let output = express.output
+            let drained = try #require(output.firstIndex(of: "Worker 1 (pid \(pid)) draining"))
+            let answered = try #require(output.firstIndex { $0.hasPrefix("Worker 1 (pid \(pid)): GET /?n=\(slow) 200 ") })
+            #expect(drained < answered, "\(output)")
+        }
+
+        /// Worker ids to pids, and the port, from the primary's first `count` "is listening"
+        /// lines. The tests ask for port 0: the primary binds a port no one else can hold.
+        private func listeningWorkers(_ process: SpawnedProcess, count: Int) async throws -> (workers: [Int: Int32], port: Int) {
+            let deadline = ContinuousClock.now + .seconds(20)
+            while ContinuousClock.now < deadline {
+                var workers: [Int: Int32] = [:]
+                var port = 0
+                for line in process.output where line.hasPrefix("Worker ") && line.contains(" is listening on ") {
+                    // Worker 1 (pid 123) is listening on tcp://0.0.0.0:41234
+                    let words = line.split(separator: " ")
+                    if words.count == 8, let id = Int(words[1]), let pid = Int32(words[3].dropLast()),
+                       let bound = words[7].split(separator: ":").last.flatMap({ Int($0) }) {
+                        workers[id] = pid
+                        port = bound
+                    }
+                }
+                if workers.count >= count { return (workers, port) }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            Issue.record("fewer than \(count) workers listening: \(process.output)")
+            throw TestFailure.timeout
+        }
+
+        /// express's work loop, step for step: what `/?n=N` answers.
+        private func expectedBody(_ n: Int) -> String {
+            var value: UInt64 = 0
+            for step in 0..<UInt64(n) { value = (value ^ step) &* 0x100_0000_01B3 }
+            return "Result: \(value)\n"
+        }
+    }
+}
+
+/// An HTTP/1.1 client connection that stays open between requests (the shared `HTTP.get`
+/// sends `Connection: close`), over a blocking loopback socket.
+private final class KeepAliveConnection {
+    private let fd: Int32
+    private var buffered: [UInt8] = []
+
+    init(port: Int, timeout: Duration = .seconds(20)) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestFailure.unexpected("socket: \(errno)") }
+        var limit = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else {
+            close(fd)
+            throw TestFailure.unexpected("connect to port \(port): errno \(errno)")
+        }
+    }
+
+    deinit { close(fd) }
+
+    /// Sends a keep-alive GET for `path`.
+    func send(_ path: String) throws {
+        let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        let sent = request.withCString { Foundation.send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+        guard sent == request.utf8.count else { throw TestFailure.unexpected("send: errno \(errno)") }
+    }
+
+    /// Sends a GET for `path` and reads its response.
+    func get(_ path: String) throws -> HTTP.Response {
+        try send(path)
+        return try readResponse()
+    }
+
+    /// Reads one response, its body delimited by `Content-Length`.
+    func readResponse() throws -> HTTP.Response {
+        let separator: [UInt8] = Array("\r\n\r\n".utf8)
+        while true {
+            if let end = buffered.indices.first(where: { buffered[$0...].starts(with: separator) }) {
+                let head = try HTTP.parse(String(decoding: buffered[..<(end + 4)], as: UTF8.self))
+                let length = Int(head.headers["content-length"] ?? "0") ?? 0
+                while buffered.count < end + 4 + length { guard try receive() else { throw TestFailure.unexpected("closed mid-body") } }
+                let body = String(decoding: buffered[(end + 4)..<(end + 4 + length)], as: UTF8.self)
+                buffered.removeFirst(end + 4 + length)
+                return HTTP.Response(status: head.status, headers: head.headers, body: body)
+            }
+            guard try receive() else { throw TestFailure.unexpected("closed before a response: \(buffered.count) bytes") }
+        }
+    }
+
+    /// True when the peer closes the connection without sending anything more.
+    func readsEndOfFile() throws -> Bool {
+        guard buffered.isEmpty else { return false }
+        return try !receive()
+    }
+
+    /// Reads what has arrived; false at end of file.
+    private func receive() throws -> Bool {
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        let count = recv(fd, &chunk, chunk.count, 0)
+        if count < 0 { throw TestFailure.unexpected("recv: errno \(errno)") }
+        buffered += chunk[0..<count]
+        return count > 0
+    }
+}
