@@ -209,7 +209,15 @@ func runWorker(_ worker: ClusterWorker) async throws {
     case "serve":
         emit(["event": "started", "id": worker.id, "pid": Int(getpid())])
         let limit = environment["MAX_CONNECTIONS"].flatMap(Int.init)
+        // SLOW_WORKER=ID: that worker spends SLOW_MS (default 2) of CPU on every request,
+        // blocking its event loop, so benchmarks can show how each strategy copes.
+        let slow = environment["SLOW_WORKER"].flatMap(Int.init) == worker.id
+        let slowFor = Duration.milliseconds(Int(environment["SLOW_MS"] ?? "2") ?? 2)
         try await worker.serveHTTP(.tcp(host: "0.0.0.0", port: Int(environment["PORT"] ?? "0") ?? 0), maxConnections: limit) { request, loop in
+            if slow {
+                let until = ContinuousClock.now + slowFor
+                while ContinuousClock.now < until {}
+            }
             let components = URLComponents(string: request.head.uri)
             let body = "worker \(worker.id) pid \(getpid())\n"
             if components?.path == "/slow" {
