@@ -19,7 +19,8 @@
 # NODE_CLUSTER_SCHED_POLICY = rr and none (http/node-hello.js, WORKERS = cores).
 # Modes: keep-alive, and Connection: close (wrk -H 'Connection: close').
 # CPU route: GET /?n=$CPU_N with 1 worker and with N = cores workers, ours
-# (`express`, skipped when it does not build) and Node (http/node-cpu.js, default policy).
+# (`express`, skipped when it does not build) and Node (http/node-cpu.js, default policy);
+# for information also ours with 1 worker held to one CPU (taskset -c 0).
 # REPEATS rounds run interleaved (every server once per round); the table shows medians.
 #
 # Knobs (environment): DURATION (10 s), WARMUP (2 s), CONNS (50), CPU_DURATION (10 s),
@@ -111,13 +112,15 @@ machine_ticks() {
 }
 
 # "ticks count": utime+stime (clock ticks, all threads) of PID and every descendant
-# alive now, and how many processes that is. A descendant that exited since the last
-# sample takes its ticks with it (its parent only collects them on wait); none should
-# exit during a run here.
+# alive now, and how many processes that is; with a second argument, also writes
+# "pid ticks" lines to that file. A descendant that exited since the last sample takes
+# its ticks with it (its parent only collects them on wait); none should exit during a
+# run here.
 tree_ticks() {
-  python3 - "$1" <<'PY'
+  python3 - "$@" <<'PY'
 import os, sys
 root = int(sys.argv[1])
+save = open(sys.argv[2], "w") if len(sys.argv) > 2 else None
 parent, ticks = {}, {}
 for name in os.listdir("/proc"):
     if not name.isdigit():
@@ -139,6 +142,8 @@ for pid in ticks:
     if p == root:
         total += ticks[pid]
         count += 1
+        if save:
+            save.write(f"{pid} {ticks[pid]}\n")
 print(total, count)
 PY
 }
@@ -214,6 +219,8 @@ run() {
   start_server "$log" env PORT="$port" "$@"
   if ! wait_ready "$port" "$procs" "$path" "$expect"; then
     echo "# FAILED: $bench $server $mode did not answer '$expect...' with $procs processes within 30 s (log: $log)" >&2
+    [ "$(id -u)" -eq 0 ] || [ "${server#ours}" = "$server" ] || \
+      echo "#   (not root: ClusterNIO sets SO_DEBUG on every connection, which needs CAP_NET_ADMIN; see http/README.md)" >&2
     FAILURES=$((FAILURES + 1))
     printf '{"bench":"%s","server":"%s","mode":"%s","failed":"not ready"}\n' "$bench" "$server" "$mode" | tee -a "$RESULTS" >&2
     stop_server
@@ -221,10 +228,10 @@ run() {
   fi
   wrk -t1 -c"$conns" -d"${WARMUP}s" "${headers[@]}" "http://127.0.0.1:$port$path" >/dev/null 2>&1 || true
   mbefore="$(machine_ticks)"
-  before="$(tree_ticks "$SERVER_PID")"
+  before="$(tree_ticks "$SERVER_PID" "$LOGS/.ticks-before")"
   out="$(timeout -k 5 $((duration + 60)) wrk -t1 -c"$conns" -d"${duration}s" --latency -s "$LUA" \
            "${headers[@]}" "http://127.0.0.1:$port$path" 2>&1)" || status=$?
-  after="$(tree_ticks "$SERVER_PID")"
+  after="$(tree_ticks "$SERVER_PID" "$LOGS/.ticks-after")"
   mafter="$(machine_ticks)"
   printf '%s\n' "$out" >>"$log"
   stop_server
@@ -243,16 +250,20 @@ run() {
   read -r mb mt <<<"$mafter"
   read -r a b <<<"$mbefore"
   local machine_busy=$(( (mt - b) > 0 ? 100 * (mb - a) / (mt - b) : 0 ))
-  printf '{"bench":"%s","server":"%s","mode":"%s","conns":%s,"procs":%s,"cpu_s":%s,"machine_busy_pct":%s,"answer":"%s",%s\n' \
+  # The busiest process's share of the server's CPU: how evenly the work was spread.
+  local top_share
+  top_share="$(awk 'NR == FNR { b[$1] = $2; next } { d = $2 - b[$1]; t += d; if (d > m) m = d }
+                    END { printf "%.2f", (t > 0 ? m / t : 0) }' "$LOGS/.ticks-before" "$LOGS/.ticks-after")"
+  printf '{"bench":"%s","server":"%s","mode":"%s","conns":%s,"procs":%s,"cpu_s":%s,"top_share":%s,"machine_busy_pct":%s,"answer":"%s",%s\n' \
     "$bench" "$server" "$mode" "$conns" "$nprocs" "$(awk -v t="$ticks" -v h="$hz" 'BEGIN { printf "%.2f", t / h }')" \
-    "$machine_busy" "$(printf '%s' "$READY_BODY" | head -c 40 | tr -d '"\\\n')" "$json" | tee -a "$RESULTS" >&2
+    "$top_share" "$machine_busy" "$(printf '%s' "$READY_BODY" | head -c 40 | tr -d '"\\\n')" "$json" | tee -a "$RESULTS" >&2
 }
 
 # --- the run --------------------------------------------------------------------------
 
 cd "$DIR"
 echo "# $(date -u +%FT%TZ) $CORES CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(uname -r);" \
-     "$(swift --version 2>&1 | head -1 | sed 's/ (.*//')); node $(node --version); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2);" \
+     "$(swift --version 2>&1 | head -1 | sed 's/ (.*//'); node $(node --version); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2);" \
      "loadavg $(cut -d' ' -f1-3 /proc/loadavg); workers $WORKERS, wrk -t1 -c$CONNS -d${DURATION}s (warm-up ${WARMUP}s), $REPEATS round(s)" \
      | tee "$LOGS/machine.txt" >&2
 
@@ -274,6 +285,9 @@ for round in $(seq "$REPEATS"); do
   for w in 1 "$WORKERS"; do
     if [ -n "$EXPRESS" ]; then
       run cpu "ours-w$w" keepalive $((w + 1)) "/?n=$CPU_N" "Result:" "$CPU_DURATION" "$CPU_CONNS" WORKERS="$w" "$EXPRESS"
+      # For information: the one worker held to one CPU, so 1 worker means 1 core.
+      [ "$w" -eq 1 ] && run cpu "ours-w1-cpu0" keepalive 2 "/?n=$CPU_N" "Result:" "$CPU_DURATION" "$CPU_CONNS" \
+        WORKERS=1 taskset -c 0 "$EXPRESS"
     elif [ "$round" -eq 1 ] && [ "$w" -eq 1 ]; then
       echo "# CPU route, ours: skipped: express not built" >&2
       printf '{"bench":"cpu","server":"ours","skipped":"express not built"}\n' | tee -a "$RESULTS" >&2
@@ -337,27 +351,28 @@ SERVERS = [f"ours-{s}" for s in STRATEGIES] + ["ours-single", "node-rr", "node-n
 
 # 1. Every figure.
 print("\nEvery run (medians over rounds): requests/s, latency, server CPU (primary + workers,")
-print("utime+stime from /proc) per 100 000 requests, wrk's errors, whole-machine CPU busy during the run")
+print("utime+stime from /proc) per 100 000 requests, wrk's errors")
 rows = []
 for mode in MODES:
     for s in SERVERS:
         rps = get("hello", s, mode, "rps")
         if rps is None:
-            rows.append([f"hello {MODES[mode]}", s, "FAILED", "", "", "", "", "", ""])
+            rows.append([f"hello {MODES[mode]}", s, "FAILED", "", "", "", "", "", "", ""])
             continue
         rows.append([f"hello {MODES[mode]}", s, fmt(rps), fmt(get("hello", s, mode, "p50_us") / 1000, 2),
                      fmt(get("hello", s, mode, "p99_us") / 1000, 2), fmt(get("hello", s, mode, "cpu100k"), 2),
                      fmt(get("hello", s, mode, "errors")), f"{get('hello', s, mode, 'machine_busy_pct'):.0f}%",
-                     fmt(get("hello", s, mode, "procs"))])
-for s in ("ours-w1", f"ours-w{workers}", "node-w1", f"node-w{workers}"):
+                     fmt(get("hello", s, mode, "procs")), f"{100 * get('hello', s, mode, 'top_share'):.0f}%"])
+for s in ("ours-w1", "ours-w1-cpu0", f"ours-w{workers}", "node-w1", f"node-w{workers}"):
     rps = get("cpu", s, "keepalive", "rps")
     if rps is None:
         continue
     rows.append([f"cpu /?n={cpu_n}", s, fmt(rps), fmt(get("cpu", s, "keepalive", "p50_us") / 1000, 2),
                  fmt(get("cpu", s, "keepalive", "p99_us") / 1000, 2), fmt(get("cpu", s, "keepalive", "cpu100k"), 2),
                  fmt(get("cpu", s, "keepalive", "errors")), f"{get('cpu', s, 'keepalive', 'machine_busy_pct'):.0f}%",
-                 fmt(get("cpu", s, "keepalive", "procs"))])
-show(["bench", "server", "req/s", "p50 ms", "p99 ms", "CPU s/100k", "errors", "busy", "procs"], rows, left=(0, 1))
+                 fmt(get("cpu", s, "keepalive", "procs")), f"{100 * get('cpu', s, 'keepalive', 'top_share'):.0f}%"])
+show(["bench", "server", "req/s", "p50 ms", "p99 ms", "CPU s/100k", "errors", "busy", "procs", "top proc"], rows, left=(0, 1))
+print("(busy: both CPUs, wrk included; top proc: the busiest server process's share of the server's CPU)")
 
 # 2. Targets, as ratios to Node in the same run.
 table = []
@@ -412,13 +427,26 @@ else:
     table.append([f"cpu route req/s, {workers} workers / 1", "node", f"{fmt(nn)} / {fmt(n1)} = {x(ratio(nn, n1))}",
                   f"{fmt(on)} / {fmt(o1)}", x(r), f">= {0.95 * workers:.2f}x (0.95 N)", "" if r is None else ("met" if r >= 0.95 * workers else "MISSED")])
     table.append([f"cpu route req/s, 1 worker", "node-w1", fmt(n1), fmt(o1), x(ratio(o1, n1)), "(info)", ""])
+    op = get("cpu", "ours-w1-cpu0", "keepalive", "rps")
+    if op is not None:
+        table.append([f"cpu route req/s, {workers} workers / 1 worker on one CPU", "node", "-",
+                      f"{fmt(on)} / {fmt(op)}", x(ratio(on, op)), "(info: taskset -c 0)", ""])
 
 answers = {r["server"]: r["answer"] for r in runs if r["bench"] == "cpu"}
 if len(set(answers.values())) > 1:
     table.append(["cpu route: answers DIFFER", "", "", "", "", "; ".join(f"{k}: {v}" for k, v in answers.items()), "MISSED"])
 
+notes = []
+for r in runs:
+    if r["bench"] == "cpu" and r["server"].endswith("-w1") and r["cpu_s"] > 1.5 * r["duration_s"]:
+        notes.append(f"note: {r['server']} (WORKERS=1) used {r['cpu_s'] / r['duration_s']:.2f} CPU-seconds per second: one worker "
+                     f"ran on more than one core, so '1 worker' is not '1 core' and N workers cannot be N times faster.")
+
 print("\nTargets, as ratios to Node in this run (keep-alive: against Node's best figure of each kind)")
 show(["figure", "Node", "Node value", "ours", "ratio", "target", ""], table, left=(0, 1, 5, 6))
+
+for n in notes:
+    print(n)
 
 # 3. What the cluster itself costs: shared and reusePort against the single process.
 over = []

@@ -137,7 +137,10 @@ extension ClusterWorker {
                     }
                 }
                 for await connection in connections {
-                    tasks.addTask { await childChannel.handle(value: connection, logger: logger) }
+                    // On the connection's own event loop: a worker uses the threads of its
+                    // group, not the global pool's one per core.
+                    let executor = EventLoopTaskExecutor(connection.channel.eventLoop)
+                    tasks.addTask(executorPreference: executor) { await childChannel.handle(value: connection, logger: logger) }
                 }
             }
         } catch {

@@ -34,7 +34,7 @@ extension ClusterWorker {
         let acceptor = try accept(on: listener, maxConnections: maxConnections) { connection in
             // NIO closes the descriptor itself when it cannot adopt it.
             ClientBootstrap(group: group.next())
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     connections.add(channel)
                     return childChannelInitializer(channel)
