@@ -12,7 +12,7 @@ extension Cluster {
     /// `DISTRIBUTION`): `shared`, `reusePort`, `roundRobin`, `leastConnections` or `sticky`.
     /// Returns `defaultValue` when it is unset or empty; throws an error naming the
     /// variable, the value and the choices otherwise.
-    public static func environmentDistribution(_ name: String = "DISTRIBUTION", default defaultValue: Distribution = .shared) throws(ClusterError) -> Distribution {
+    public static func environmentDistribution(_ name: String = "DISTRIBUTION", default defaultValue: Distribution = .leastConnections) throws(ClusterError) -> Distribution {
         guard let text = getenv(name).map({ String(cString: $0) }), !text.isEmpty else { return defaultValue }
         do {
             return try Distribution(parsing: text)

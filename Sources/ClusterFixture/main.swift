@@ -50,7 +50,8 @@ func runPrimary(_ primary: Primary) async throws {
     case "serve":
         let count = Int(environment["WORKERS"] ?? "2") ?? 2
         let port = Int(environment["PORT"] ?? "0") ?? 0
-        let distribution = try Cluster.environmentDistribution()
+        // Shared unless told: the spawn tests look for the inherited listener at fd 4.
+        let distribution = try Cluster.environmentDistribution(default: .shared)
         // 0.0.0.0, so sticky tests can connect from many loopback addresses.
         try await primary.listen(.tcp(host: "0.0.0.0", port: port), distribution: distribution)
         Thread.detachNewThread { readCommands(primary) }
@@ -153,7 +154,8 @@ func runPrimary(_ primary: Primary) async throws {
         emit(["result": "handler", "report": reply.string])
         worker.kill(.kill)
     case "bootstrap":
-        try await primary.listen(.tcp(host: "127.0.0.1", port: 0))
+        // A ServerBootstrap needs a socket to accept on: shared (or reusePort).
+        try await primary.listen(.tcp(host: "127.0.0.1", port: 0), distribution: .shared)
         _ = try await primary.fork()
         for await event in events { emit(describe(event)) }
     case "farewell":

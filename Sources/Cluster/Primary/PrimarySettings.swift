@@ -29,14 +29,16 @@ public struct PrimarySettings: Sendable {
     /// How long `disconnect()` waits for a worker to finish before SIGKILL.
     public var disconnectTimeout: Duration
     /// How connections reach workers on a listener bound without saying (a worker's
-    /// `listener(_:)` request, or `listen(_:)` without a distribution). Default: shared.
+    /// `listener(_:)` request, or `listen(_:)` without a distribution). Default:
+    /// leastConnections, the one strategy that keeps serving well when a worker is slow
+    /// (docs/distribution.md has the measurements).
     public var distribution: Distribution
 
     /// Settings with every default.
     public init(executable: String? = nil, arguments: [String]? = nil, environment: [String: String] = [:],
                 workingDirectory: String? = nil, user: String? = nil, group: String? = nil,
                 output: Output = .inherit, disconnectTimeout: Duration = .seconds(10),
-                distribution: Distribution = .shared) {
+                distribution: Distribution = .leastConnections) {
         self.executable = executable
         self.arguments = arguments
         self.environment = environment

@@ -4,7 +4,7 @@
 // SIGINT or SIGTERM drains the cluster: every worker finishes the requests in flight and
 // exits, then the primary exits.
 //
-//     swift run express   # PORT=3000, WORKERS=cores, WORK=10000000 iterations, DISTRIBUTION=shared
+//     swift run express   # PORT=3000, WORKERS=cores, WORK=10000000 iterations, DISTRIBUTION=leastConnections
 //     curl 'localhost:3000/?n=1000'
 import Cluster
 import ClusterHummingbird

@@ -1,7 +1,7 @@
 // Node's basic cluster example, in Swift: the primary forks one worker per core and
 // replaces any that dies; each worker answers every HTTP request with "Hello World".
 //
-//     swift run hello            # PORT=8000, WORKERS=cores (0: one process, no cluster), DISTRIBUTION=shared
+//     swift run hello            # PORT=8000, WORKERS=cores (0: one process, no cluster), DISTRIBUTION=leastConnections
 //     curl localhost:8000
 import Cluster
 import ClusterNIO

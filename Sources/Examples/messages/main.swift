@@ -2,7 +2,7 @@
 // handles; every 5 seconds the primary sends a random worker a message. Both sides log
 // what they receive.
 //
-//     swift run messages         # PORT=8000, WORKERS=cores, DISTRIBUTION=shared
+//     swift run messages         # PORT=8000, WORKERS=cores, DISTRIBUTION=leastConnections
 //     curl localhost:8000
 import Cluster
 import ClusterNIO
