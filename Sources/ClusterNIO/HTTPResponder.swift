@@ -33,6 +33,16 @@ public struct HTTPResponse: Sendable {
     }
 }
 
+extension HTTPResponse {
+    /// The responder's answer, or a bare 500 when it failed (its error is not the client's business).
+    init(_ result: Result<HTTPResponse, any Error>) {
+        switch result {
+        case .success(let response): self = response
+        case .failure: self = HTTPResponse(status: .internalServerError, body: "internal error\n")
+        }
+    }
+}
+
 /// Answers one request on the connection's event loop; may complete later (a slow route).
 public typealias HTTPResponder = @Sendable (HTTPRequest, any EventLoop) -> EventLoopFuture<HTTPResponse>
 
@@ -64,11 +74,7 @@ final class HTTPResponderHandler: ChannelInboundHandler {
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             responder(HTTPRequest(head: head, body: body), context.eventLoop).whenComplete { result in
                 let (handler, context) = loopBound.value
-                let response: HTTPResponse
-                switch result {
-                case .success(let value): response = value
-                case .failure: response = HTTPResponse(status: .internalServerError, body: "internal error\n")
-                }
+                let response = HTTPResponse(result)
                 guard channel.isActive else { return }
                 handler.write(response, version: head.version, keepAlive: keepAlive, context: context)
             }

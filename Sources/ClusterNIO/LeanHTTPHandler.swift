@@ -67,12 +67,7 @@ final class LeanHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             responder(HTTPRequest(head: head, body: body), context.eventLoop).whenComplete { result in
                 let (handler, context) = loopBound.value
-                let response: HTTPResponse
-                switch result {
-                case .success(let value): response = value
-                case .failure: response = HTTPResponse(status: .internalServerError, body: "internal error\n")
-                }
-                handler.respond(response, version: head.version, keepAlive: keepAlive, context: context)
+                handler.respond(HTTPResponse(result), version: head.version, keepAlive: keepAlive, context: context)
             }
         }
     }
