@@ -54,26 +54,26 @@ extension IntegrationTests {
             let pid = try #require(pids[1])
 
             // Two keep-alive connections to the one worker, each answered once.
-            let idle = try KeepAliveConnection(port: port)
-            let busy = try KeepAliveConnection(port: port)
-            #expect(try idle.get("/?n=1000").body == "Result: 2254542814429488560\n")
+            let idle = try ClientConnection(port: port, timeout: 20)
+            let busy = try ClientConnection(port: port, timeout: 20)
+            #expect(idle.get("/?n=1000", keepAlive: true).1?.body == "Result: 2254542814429488560\n")
             // About 1.5 s of work on this build, so the drain lands in the middle of it.
             let calibration = 2_000_000
             let started = ContinuousClock.now
-            #expect(try busy.get("/?n=\(calibration)").body == expectedBody(calibration))
+            #expect(busy.get("/?n=\(calibration)", keepAlive: true).1?.body == expectedBody(calibration))
             let seconds = (ContinuousClock.now - started) / .seconds(1)
             let slow = max(calibration, min(Int(Double(calibration) * 1.5 / max(seconds, 1e-6)), 2_000_000_000))
 
-            try busy.send("/?n=\(slow)")
+            #expect(busy.send("/?n=\(slow)", keepAlive: true) == nil)
             try await Task.sleep(for: .milliseconds(200))  // the worker has read the request by now
             express.signal(SIGTERM)
 
-            let response = try busy.readResponse()
+            let response = try #require(busy.receive().1)
             #expect(response.status == 200)
             #expect(response.body == expectedBody(slow))
             #expect(response.headers["connection"] == "close", "\(response.headers)")
-            #expect(try busy.readsEndOfFile(), "closed after the response in flight")
-            #expect(try idle.readsEndOfFile(), "an idle keep-alive connection is closed at once")
+            #expect(busy.readsEndOfFile(), "closed after the response in flight")
+            #expect(idle.readsEndOfFile(), "an idle keep-alive connection is closed at once")
 
             try await express.waitForLine { $0 == "Primary \(express.pid) got SIGTERM; draining 1 worker" }
             try await express.waitForLine { $0 == "Worker \(pid) exited (exit code 0) after a disconnect" }
@@ -115,76 +115,5 @@ extension IntegrationTests {
             for step in 0..<UInt64(n) { value = (value ^ step) &* 0x100_0000_01B3 }
             return "Result: \(value)\n"
         }
-    }
-}
-
-/// An HTTP/1.1 client connection that stays open between requests (the shared `HTTP.get`
-/// sends `Connection: close`), over a blocking loopback socket.
-private final class KeepAliveConnection {
-    private let fd: Int32
-    private var buffered: [UInt8] = []
-
-    init(port: Int, timeout: Duration = .seconds(20)) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestFailure.unexpected("socket: \(errno)") }
-        var limit = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else {
-            close(fd)
-            throw TestFailure.unexpected("connect to port \(port): errno \(errno)")
-        }
-    }
-
-    deinit { close(fd) }
-
-    /// Sends a keep-alive GET for `path`.
-    func send(_ path: String) throws {
-        let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-        let sent = request.withCString { Foundation.send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-        guard sent == request.utf8.count else { throw TestFailure.unexpected("send: errno \(errno)") }
-    }
-
-    /// Sends a GET for `path` and reads its response.
-    func get(_ path: String) throws -> HTTP.Response {
-        try send(path)
-        return try readResponse()
-    }
-
-    /// Reads one response, its body delimited by `Content-Length`.
-    func readResponse() throws -> HTTP.Response {
-        let separator: [UInt8] = Array("\r\n\r\n".utf8)
-        while true {
-            if let end = buffered.indices.first(where: { buffered[$0...].starts(with: separator) }) {
-                let head = try HTTP.parse(String(decoding: buffered[..<(end + 4)], as: UTF8.self))
-                let length = Int(head.headers["content-length"] ?? "0") ?? 0
-                while buffered.count < end + 4 + length { guard try receive() else { throw TestFailure.unexpected("closed mid-body") } }
-                let body = String(decoding: buffered[(end + 4)..<(end + 4 + length)], as: UTF8.self)
-                buffered.removeFirst(end + 4 + length)
-                return HTTP.Response(status: head.status, headers: head.headers, body: body)
-            }
-            guard try receive() else { throw TestFailure.unexpected("closed before a response: \(buffered.count) bytes") }
-        }
-    }
-
-    /// True when the peer closes the connection without sending anything more.
-    func readsEndOfFile() throws -> Bool {
-        guard buffered.isEmpty else { return false }
-        return try !receive()
-    }
-
-    /// Reads what has arrived; false at end of file.
-    private func receive() throws -> Bool {
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        let count = recv(fd, &chunk, chunk.count, 0)
-        if count < 0 { throw TestFailure.unexpected("recv: errno \(errno)") }
-        buffered += chunk[0..<count]
-        return count > 0
     }
 }

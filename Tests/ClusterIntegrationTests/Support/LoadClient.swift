@@ -87,6 +87,13 @@ final class ClientConnection {
         }
     }
 
+    /// True when the server closes the connection without sending anything more.
+    func readsEndOfFile() -> Bool {
+        guard partial.isEmpty else { return false }
+        var byte: UInt8 = 0
+        return recv(fd, &byte, 1, 0) == 0
+    }
+
     private func complete(_ bytes: [UInt8]) -> HTTP.Response? {
         let text = String(decoding: bytes, as: UTF8.self)
         guard let split = text.range(of: "\r\n\r\n"), let response = try? HTTP.parse(text),
