@@ -42,9 +42,6 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
         try loop.register(fd, events: EPOLLIN.rawValue, handler: self)
     }
 
-    /// Connections waiting for a worker, and handed over but not yet acknowledged.
-    var backlog: (waiting: Int, unacknowledged: Int) { (waiting.count, pending.count) }
-
     func handle(events: UInt32) {
         for _ in 0..<64 {
             let connection: Int32

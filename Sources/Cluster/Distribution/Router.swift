@@ -13,7 +13,6 @@ struct Router {
     }
 
     var workerIDs: [Int] { order }
-    func openConnections(of worker: Int) -> Int? { workers[worker]?.open }
 
     mutating func add(worker: Int, slot: Int) {
         guard workers[worker] == nil else { return }

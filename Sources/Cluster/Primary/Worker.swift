@@ -152,5 +152,4 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
         }
     }
 
-    var pidfd: Int32 { mutable.withLock { $0.pidfd } }
 }
