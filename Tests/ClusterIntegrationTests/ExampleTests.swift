@@ -6,11 +6,13 @@ extension IntegrationTests {
     @Suite(.timeLimit(.minutes(1)))
     struct ExampleTests {
         @Test func messagesWorkersReportEachRequestAndThePrimaryGreetsThem() async throws {
-            let port = HTTP.freePort()
-            let example = try SpawnedProcess("messages", environment: ["PORT": String(port), "WORKERS": "1"])
+            // Port 0: the primary binds a port no one else holds.
+            let example = try SpawnedProcess("messages", environment: ["PORT": "0", "WORKERS": "1"])
             defer { example.stop() }
             let started = try await example.waitForLine { $0.hasPrefix("Worker ") && $0.hasSuffix(" started") }
             example.adopt(Int32(started.split(separator: " ")[1])!)
+            let listening = try await example.waitForLine { $0.hasPrefix("Worker ") && $0.contains(" is listening on tcp://") }
+            let port = try #require(listening.split(separator: ":").last.flatMap { Int($0) })
             for index in 1...3 {
                 #expect(try await eventually { try HTTP.get(port: port, path: "/r\(index)").body } == "hello world\n")
             }

@@ -43,12 +43,13 @@ extension IntegrationTests {
         }
 
         @Test func helloReplacesAKilledWorker() async throws {
-            let port = HTTP.freePort()
-            let hello = try SpawnedProcess("hello", environment: ["PORT": String(port), "WORKERS": "2"])
+            // Port 0: the primary binds a port no one else holds, and every worker shares it.
+            let hello = try SpawnedProcess("hello", environment: ["PORT": "0", "WORKERS": "2"])
             defer { hello.stop() }
             try await hello.waitForLine { $0.hasPrefix("Primary \(hello.pid) is running") }
             let started = try await startedWorkers(hello, count: 2)
             started.forEach(hello.adopt)
+            let port = try await listeningPort(hello)
             #expect(try await eventually { try HTTP.get(port: port).body } == "Hello World\n")
 
             kill(started[0], SIGKILL)
@@ -111,6 +112,15 @@ extension IntegrationTests {
             let elapsed = ContinuousClock.now - killed
             #expect(!pids.contains(where: isRunning))
             #expect(elapsed < .seconds(1), "workers outlived their primary by \(elapsed)")
+        }
+
+        /// The port from an example's first "Worker PID is listening on tcp://HOST:PORT" line.
+        private func listeningPort(_ process: SpawnedProcess) async throws -> Int {
+            let line = try await process.waitForLine { $0.hasPrefix("Worker ") && $0.contains(" is listening on tcp://") }
+            guard let port = line.split(separator: ":").last.flatMap({ Int($0) }) else {
+                throw TestFailure.unexpected("no port in '\(line)'")
+            }
+            return port
         }
 
         /// The pids of the first `count` "Worker PID started" lines.

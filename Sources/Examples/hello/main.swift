@@ -29,9 +29,14 @@ do {
         let events = primary.events
         for _ in 0..<workers { try await primary.fork() }
         for await event in events {
-            if case .exit(let worker, let status) = event {
+            switch event {
+            case .listening(let worker, let address):
+                log("Worker \(worker.pid) is listening on \(address)")
+            case .exit(let worker, let status):
                 log("Worker \(worker.pid) died (\(status))")
                 try await primary.fork()
+            default:
+                break
             }
         }
     case .worker(let worker):

@@ -57,6 +57,8 @@ do {
                 } else {
                     log("Primary got \(message.bytes.count) bytes from worker \(worker.id): \(message.string)")
                 }
+            case .listening(let worker, let address):
+                log("Worker \(worker.pid) is listening on \(address)")
             case .exit(let worker, let status):
                 log("Worker \(worker.pid) died (\(status))")
                 try await primary.fork()

@@ -8,23 +8,6 @@ enum HTTP {
         var body: String
     }
 
-    /// A port no one listens on right now.
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-                _ = bind(fd, pointer, length)
-                return getsockname(fd, pointer, &length)
-            }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
     /// GET `path` on 127.0.0.1:`port` with `Connection: close`.
     static func get(port: Int, path: String = "/", timeout: Duration = .seconds(10)) throws -> Response {
         let connection = try ClientConnection(port: port, timeout: Int(timeout.components.seconds))
