@@ -7,12 +7,13 @@ extension ClusterWorker {
     /// Serves `address` with SwiftNIO until the primary says drain, then stops accepting,
     /// lets every connection finish what it is doing, and returns.
     ///
-    /// The listener is the primary's. The worker's I/O thread accepts on it (one worker
-    /// woken per connection) and each connection is adopted by an event loop of `group`
-    /// with `ClientBootstrap.withConnectedSocket`. On drain the worker stops accepting, which
-    /// leaves queued connections to the other workers, and sends every open connection
-    /// `ChannelShouldQuiesceEvent`: an HTTP/1 pipeline closes when idle and after the
-    /// response in flight.
+    /// The listener is the primary's. With `reusePort` (and `shared` in release builds) an
+    /// event loop of `group` accepts on the worker's socket itself; otherwise the worker's
+    /// I/O thread accepts or takes the primary's handoffs, and each connection is adopted by
+    /// an event loop of `group` with `ClientBootstrap.withConnectedSocket`. On drain the
+    /// worker stops accepting, which leaves queued connections to the other workers (or to
+    /// the slot's next worker), and sends every open connection `ChannelShouldQuiesceEvent`:
+    /// an HTTP/1 pipeline closes when idle and after the response in flight.
     ///
     /// - Parameters:
     ///   - address: The listener to accept on.
@@ -31,6 +32,12 @@ extension ClusterWorker {
         let ownGroup = group == nil ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
         let group = group ?? ownGroup!
         let connections = ConnectionTracker()
+        if Self.swiftNIOAccepts(listener.distribution) {
+            try await serveAcceptingInNIO(listener, group: group, maxConnections: maxConnections,
+                                          connections: connections, childChannelInitializer: childChannelInitializer)
+            try await ownGroup?.shutdownGracefully()
+            return
+        }
         let acceptor = try accept(on: listener, maxConnections: maxConnections) { connection in
             // NIO closes the descriptor itself when it cannot adopt it.
             ClientBootstrap(group: group.next())
@@ -53,6 +60,51 @@ extension ClusterWorker {
         try await ownGroup?.shutdownGracefully()
     }
 
+    /// Whether SwiftNIO accepts on the serving event loop (one thread wakes per connection)
+    /// instead of the runtime's I/O thread handing each connection over (two). Yes for
+    /// `reusePort`, where this worker alone waits on its slot's socket; for `shared` only in
+    /// builds without assertions: the kernel wakes every worker for each connection there,
+    /// and SwiftNIO's debug builds assert that a wake-up finds one.
+    static func swiftNIOAccepts(_ distribution: Distribution) -> Bool {
+        #if DEBUG
+        distribution == .reusePort
+        #else
+        distribution == .reusePort || distribution == .shared
+        #endif
+    }
+
+    /// `serve` for a socket this worker accepts on itself: a SwiftNIO server channel accepts,
+    /// at most `maxConnections` open at once; on drain it closes (the primary keeps the
+    /// socket and its queue for the next worker) and the open connections quiesce.
+    private func serveAcceptingInNIO(
+        _ listener: Listener,
+        group: any EventLoopGroup,
+        maxConnections: Int?,
+        connections: ConnectionTracker,
+        childChannelInitializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
+    ) async throws {
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.maxMessagesPerRead, value: 16)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let maxConnections {
+                        try channel.pipeline.syncOperations.addHandler(AcceptLimiter(limit: maxConnections))
+                    }
+                }
+            }
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                connections.add(channel)
+                return childChannelInitializer(channel)
+            }
+            .withBoundSocket(try listener.duplicateDescriptor())
+            .get()
+        reportListening(listener)
+        await drainRequested()
+        try? await server.close()
+        await connections.quiesceAll()
+    }
+
     /// Serves HTTP/1.1 on `address` with `responder` until the primary says drain. On drain
     /// the listener closes, idle keep-alive connections close, and a request in flight
     /// finishes and is answered with `Connection: close`.
@@ -66,6 +118,43 @@ extension ClusterWorker {
             channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHandler(LeanHTTPHandler(responder: responder))
             }
+        }
+    }
+}
+
+/// Holds a server channel's accepting while `limit` accepted connections are open: the
+/// connections wait in the socket's queue until one closes.
+final class AcceptLimiter: ChannelDuplexHandler {
+    typealias InboundIn = any Channel
+    typealias InboundOut = any Channel
+    typealias OutboundIn = Never
+
+    private let limit: Int
+    private var open = 0
+    private var readHeld = false
+
+    init(limit: Int) { self.limit = max(1, limit) }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let child = unwrapInboundIn(data)
+        open += 1
+        let limiter = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let context = NIOLoopBound(context, eventLoop: context.eventLoop)
+        child.closeFuture.whenComplete { _ in
+            context.value.eventLoop.execute { limiter.value.childClosed(context: context.value) }
+        }
+        context.value.fireChannelRead(data)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if open < limit { context.read() } else { readHeld = true }
+    }
+
+    private func childClosed(context: ChannelHandlerContext) {
+        open -= 1
+        if readHeld, open < limit {
+            readHeld = false
+            context.read()
         }
     }
 }

@@ -140,5 +140,24 @@ extension IntegrationTests {
             let (outcome, _) = third.receive()
             #expect(outcome == .ok(worker: holders[0]), "the waiting connection goes where room was made")
         }
+
+        @Test(arguments: ["shared", "reusePort", "roundRobin", "leastConnections", "sticky"])
+        func aConnectionBeyondTheLimitWaitsUntilOneCloses(strategy: String) async throws {
+            let primary = try SpawnedProcess("ClusterFixture", ["serve"], environment: [
+                "WORKERS": "1", "DISTRIBUTION": strategy, "MAX_CONNECTIONS": "1",
+            ])
+            defer { primary.stop() }
+            let listening = try await primary.waitForEvent(["event": "listening"])
+            primary.adopt(Int32(listening["pid"] as! Int))
+            let port = listening["port"] as! Int
+
+            var held: ClientConnection? = try ClientConnection(port: port)
+            #expect(held?.get(keepAlive: true).0 == .ok(worker: "1"))
+            let waiting = try ClientConnection(port: port, timeout: 1)
+            #expect(waiting.send(keepAlive: false) == nil)
+            #expect(waiting.receive().0 == .timeout, "\(strategy): the worker is at its limit, so the connection must wait")
+            held = nil // closes the held connection
+            #expect(waiting.receive().0 == .ok(worker: "1"), "\(strategy): the waiting connection is served once room is made")
+        }
     }
 }
