@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "CClusterShims.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -10,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -197,7 +200,52 @@ static void cluster_bootstrap(int argc, char **argv, char **envp) {
 }
 
 long cluster_self_rss(void) {
-    FILE *f = fopen("/proc/self/statm", "re");
+    return cluster_process_rss(getpid());
+}
+
+int cluster_cpu_count(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
+    int count = CPU_COUNT(&set);
+    return count > 0 ? count : 1;
+}
+
+static volatile sig_atomic_t forward_fd[65];
+
+static void forward_signal(int sig) {
+    int saved = errno;
+    if (sig > 0 && sig < 65 && forward_fd[sig] > 0) {
+        unsigned char byte = (unsigned char)sig;
+        (void)write(forward_fd[sig], &byte, 1);
+    }
+    errno = saved;
+}
+
+int cluster_signal_forward(int sig, int fd) {
+    if (sig <= 0 || sig >= 65) { errno = EINVAL; return -1; }
+    forward_fd[sig] = fd;
+    struct sigaction action;
+    memset(&action, 0, sizeof(action));
+    action.sa_handler = forward_signal;
+    action.sa_flags = SA_RESTART;
+    sigemptyset(&action.sa_mask);
+    if (sigaction(sig, &action, NULL) != 0) return -1;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    return pthread_sigmask(SIG_UNBLOCK, &set, NULL) == 0 ? 0 : -1;
+}
+
+int cluster_signal_default(int sig) {
+    if (sig <= 0 || sig >= 65) { errno = EINVAL; return -1; }
+    forward_fd[sig] = 0;
+    return signal(sig, SIG_DFL) == SIG_ERR ? -1 : 0;
+}
+
+long cluster_process_rss(pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
+    FILE *f = fopen(path, "re");
     if (f == NULL) return -1;
     long pages = 0, resident = 0;
     int n = fscanf(f, "%ld %ld", &pages, &resident);
@@ -206,9 +254,32 @@ long cluster_self_rss(void) {
     return resident * sysconf(_SC_PAGESIZE);
 }
 
-int cluster_cpu_count(void) {
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
-    int count = CPU_COUNT(&set);
-    return count > 0 ? count : 1;
+int cluster_set_limit(pid_t pid, int resource, unsigned long long value) {
+    struct rlimit limit = { .rlim_cur = (rlim_t)value, .rlim_max = (rlim_t)value };
+    return prlimit(pid, (__rlimit_resource_t)resource, &limit, NULL);
+}
+
+int cluster_reap_others(const pid_t *keep, int nkeep) {
+    int reaped = 0;
+    char path[64];
+    DIR *tasks = opendir("/proc/self/task");
+    if (tasks == NULL) return 0;
+    struct dirent *task;
+    while ((task = readdir(tasks)) != NULL) {
+        if (task->d_name[0] == '.') continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/children", task->d_name);
+        FILE *f = fopen(path, "re");
+        if (f == NULL) continue;
+        int child;
+        while (fscanf(f, "%d", &child) == 1) {
+            int ours = 0;
+            for (int i = 0; i < nkeep; i++) if (keep[i] == child) { ours = 1; break; }
+            if (ours) continue;
+            int status;
+            if (waitpid(child, &status, WNOHANG) == child) reaped++;
+        }
+        fclose(f);
+    }
+    closedir(tasks);
+    return reaped;
 }

@@ -27,6 +27,7 @@ func describe(_ event: ClusterEvent) -> [String: Any] {
     case .message(_, let message):
         fields["event"] = "message"
         fields["text"] = message.string
+    case .ready: fields["event"] = "ready"
     case .disconnect: fields["event"] = "disconnect"
     case .exit(let worker, let status):
         fields["event"] = "exit"
@@ -47,6 +48,8 @@ func runPrimary(_ primary: Primary) async throws {
     if let user = environment["FIXTURE_USER"] { primary.setup(PrimarySettings(user: user, output: .prefixed)) }
     let events = primary.events
     switch scenario {
+    case "supervised":
+        try await runSupervisedPrimary(primary)
     case "serve":
         let count = Int(environment["WORKERS"] ?? "2") ?? 2
         let port = Int(environment["PORT"] ?? "0") ?? 0
@@ -208,6 +211,8 @@ func readAll(_ fd: Int32) -> String {
 
 func runWorker(_ worker: ClusterWorker) async throws {
     switch scenario {
+    case "supervised":
+        try await runSupervisedWorker(worker)
     case "serve":
         emit(["event": "started", "id": worker.id, "pid": Int(getpid())])
         let limit = environment["MAX_CONNECTIONS"].flatMap(Int.init)

@@ -7,7 +7,7 @@ extension ClusterWorker {
     /// Serves `address` with SwiftNIO until the primary says drain, then stops accepting,
     /// lets every connection finish what it is doing, and returns.
     ///
-    /// The listener is the primary's. With `reusePort` (and `shared` in release builds) an
+    /// The listener is the primary's. With `shared` and `reusePort` in release builds an
     /// event loop of `group` accepts on the worker's socket itself; otherwise the worker's
     /// I/O thread accepts or takes the primary's handoffs, and each connection is adopted by
     /// an event loop of `group` with `ClientBootstrap.withConnectedSocket`. On drain the
@@ -32,6 +32,9 @@ extension ClusterWorker {
         let ownGroup = group == nil ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
         let group = group ?? ownGroup!
         let connections = ConnectionTracker()
+        for loop in group.makeIterator() {
+            watchEventLoop { loop.execute($0) }
+        }
         if Self.swiftNIOAccepts(listener.distribution) {
             try await serveAcceptingInNIO(listener, group: group, maxConnections: maxConnections,
                                           connections: connections, childChannelInitializer: childChannelInitializer)
@@ -61,13 +64,14 @@ extension ClusterWorker {
     }
 
     /// Whether SwiftNIO accepts on the serving event loop (one thread wakes per connection)
-    /// instead of the runtime's I/O thread handing each connection over (two). Yes for
-    /// `reusePort`, where this worker alone waits on its slot's socket; for `shared` only in
-    /// builds without assertions: the kernel wakes every worker for each connection there,
+    /// instead of the runtime's I/O thread handing each connection over (two): for the
+    /// socket strategies, in builds without assertions. Where several processes wait on
+    /// one socket (every worker on a shared one; a slot's worker and its replacement
+    /// during a reload on a reusePort one) the kernel wakes all of them for a connection,
     /// and SwiftNIO's debug builds assert that a wake-up finds one.
     static func swiftNIOAccepts(_ distribution: Distribution) -> Bool {
         #if DEBUG
-        distribution == .reusePort
+        false
         #else
         distribution == .reusePort || distribution == .shared
         #endif
@@ -114,6 +118,10 @@ extension ClusterWorker {
         maxConnections: Int? = nil,
         responder: @escaping HTTPResponder
     ) async throws {
+        let responder: HTTPResponder = { [self] request, loop in
+            countRequest()
+            return responder(request, loop)
+        }
         try await serve(address, group: group, maxConnections: maxConnections) { channel in
             channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHandler(LeanHTTPHandler(responder: responder))

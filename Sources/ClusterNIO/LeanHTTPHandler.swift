@@ -12,8 +12,10 @@ import NIOHTTP1
 /// pipeline, which handles it as usual.
 ///
 /// Keep-alive follows the request (`Connection`, HTTP/1.0 or 1.1). Pipelined requests are
-/// answered in order, one at a time. On `ChannelShouldQuiesceEvent` an idle connection
-/// closes, and a busy one closes after its response, which says `Connection: close`.
+/// answered in order, one at a time. On `ChannelShouldQuiesceEvent` a busy connection
+/// closes after its response, which says `Connection: close`; an idle one closes after
+/// ``idleGrace`` unless a request comes first (answered the same way), so a client that is
+/// sending its next request as the drain begins is answered, not reset.
 final class LeanHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -47,8 +49,19 @@ final class LeanHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         quiescing = true
-        if !busy && (buffer?.readableBytes ?? 0) == 0 { context.close(promise: nil) }
+        guard !busy && (buffer?.readableBytes ?? 0) == 0 else { return }
+        // Idle: a client under load is about to send its next request on this connection,
+        // and closing now would race it (the request meets a reset). Wait a moment: a
+        // request that comes is answered with `Connection: close`; none, and it closes.
+        let context = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let handler = NIOLoopBound(self, eventLoop: context.value.eventLoop)
+        context.value.eventLoop.scheduleTask(in: LeanHTTPHandler.idleGrace) {
+            if !handler.value.busy && (handler.value.buffer?.readableBytes ?? 0) == 0 { context.value.close(promise: nil) }
+        }
     }
+
+    /// How long an idle keep-alive connection stays open after the worker began to drain.
+    static let idleGrace: TimeAmount = .milliseconds(500)
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)

@@ -70,7 +70,17 @@ import Testing
     @Test func quiescingClosesAnIdleConnectionAndMarksTheLastResponse() throws {
         let idle = try channel()
         idle.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(idle.isActive, "an idle connection gets a moment for the request its client may be sending")
+        idle.embeddedEventLoop.advanceTime(by: LeanHTTPHandler.idleGrace)
         #expect(!idle.isActive)
+
+        let raced = try channel()
+        raced.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        try raced.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\n\r\n"))
+        var answer = try #require(try raced.readOutbound(as: ByteBuffer.self))
+        #expect(answer.readString(length: answer.readableBytes)?.contains("Connection: close\r\n") == true,
+                "a request that arrives during the grace is answered, and the answer says close")
+        #expect(!raced.isActive)
 
         let busy = EmbeddedChannel()
         let promise = busy.eventLoop.makePromise(of: HTTPResponse.self)
@@ -83,5 +93,31 @@ import Testing
         var buffer = try #require(try busy.readOutbound(as: ByteBuffer.self))
         #expect(buffer.readString(length: buffer.readableBytes)?.contains("Connection: close\r\n") == true)
         #expect(!busy.isActive)
+    }
+
+    @Test func theAcceptLimiterHoldsReadsAtTheLimitAndResumesWhenAConnectionCloses() throws {
+        let server = EmbeddedChannel()
+        let reads = ReadCounter()
+        try server.pipeline.syncOperations.addHandler(reads)
+        try server.pipeline.syncOperations.addHandler(AcceptLimiter(limit: 2))
+        let children = [EmbeddedChannel(loop: server.embeddedEventLoop), EmbeddedChannel(loop: server.embeddedEventLoop)]
+        for child in children { try server.writeInbound(child as any Channel) }
+        server.read()
+        #expect(reads.count == 0, "two connections open, limit two: no more accepting")
+        try children[0].close().wait()
+        server.embeddedEventLoop.run()
+        #expect(reads.count == 1, "a connection closed: the held read goes through")
+        server.read()
+        #expect(reads.count == 2, "below the limit reads pass")
+    }
+}
+
+/// Counts the reads that reach the head of a pipeline.
+final class ReadCounter: ChannelOutboundHandler {
+    typealias OutboundIn = Never
+    private(set) var count = 0
+    func read(context: ChannelHandlerContext) {
+        count += 1
+        context.read()
     }
 }

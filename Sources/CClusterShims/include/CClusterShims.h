@@ -70,4 +70,22 @@ int cluster_cpu_count(void);
 /// The resident set size of this process in bytes, from /proc/self/statm; -1 on error.
 long cluster_self_rss(void);
 
+/// From now on `sig` is caught and its number written, as one byte, to `fd` (a
+/// non-blocking pipe): the async-signal-safe half of turning signals into events. Returns 0.
+int cluster_signal_forward(int sig, int fd);
+
+/// Restores the default disposition of `sig`. Returns 0.
+int cluster_signal_default(int sig);
+
+/// The resident set size of process `pid` in bytes (from /proc/PID/statm), or -1.
+long cluster_process_rss(pid_t pid);
+
+/// Sets the soft and hard limit of `resource` for process `pid` (prlimit(2)).
+int cluster_set_limit(pid_t pid, int resource, unsigned long long value);
+
+/// Reaps, without blocking, every child of this process whose pid is not in `keep` (the
+/// `nkeep` pids the caller reaps itself): what PID 1 must do for orphans. Returns how
+/// many it reaped.
+int cluster_reap_others(const pid_t *keep, int nkeep);
+
 #endif

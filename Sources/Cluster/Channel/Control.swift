@@ -21,6 +21,12 @@ enum Control: Codable, Sendable, Equatable {
     /// Worker → primary: `count` connections from listener `listener` have closed.
     case closed(listener: Int, count: Int)
 
+    /// Worker → primary: it is ready for traffic (``ClusterWorker/ready()``).
+    case ready
+    /// Worker → primary, every heartbeat: requests served so far, and how late the app's
+    /// event loops answer (µs; the age of an unanswered probe counts).
+    case heartbeat(requests: Int, lagMicroseconds: Int)
+
     var frame: Frame { frame(descriptors: []) }
 
     func frame(descriptors: [Int32]) -> Frame {

@@ -8,6 +8,8 @@ public enum ClusterEvent: Sendable {
     case online(Worker)
     /// The worker accepts on `address` (Node's 'listening').
     case listening(Worker, ListenAddress)
+    /// The worker said it is ready for traffic (``ClusterWorker/ready()``).
+    case ready(Worker)
     /// The worker sent a message (Node's 'message').
     case message(Worker, ClusterMessage)
     /// The worker's channel closed (Node's 'disconnect').
@@ -18,7 +20,7 @@ public enum ClusterEvent: Sendable {
     /// The worker the event is about.
     public var worker: Worker {
         switch self {
-        case .fork(let worker), .online(let worker), .listening(let worker, _), .message(let worker, _),
+        case .fork(let worker), .online(let worker), .listening(let worker, _), .ready(let worker), .message(let worker, _),
              .disconnect(let worker), .exit(let worker, _):
             worker
         }

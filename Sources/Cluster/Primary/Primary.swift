@@ -78,10 +78,12 @@ public final class Primary: Sendable {
         state.withLock { $0.listeners.mapValues(\.bound) }
     }
 
-    /// Starts a worker (Node's `cluster.fork`) with `environment` added to its own.
+    /// Starts a worker (Node's `cluster.fork`) with `environment` added to its own, in
+    /// `slot` (default: the lowest slot no live worker holds). A replacement that takes its
+    /// predecessor's slot takes over its `reusePort` socket and its sticky clients.
     @discardableResult
-    public func fork(environment: [String: String] = [:]) async throws(ClusterError) -> Worker {
-        try await loop.submit { [self] () throws(ClusterError) in try spawnWorker(environment: environment) }
+    public func fork(environment: [String: String] = [:], slot: Int? = nil) async throws(ClusterError) -> Worker {
+        try await loop.submit { [self] () throws(ClusterError) in try spawnWorker(environment: environment, slot: slot) }
     }
 
     /// Sends bytes to every live worker.
@@ -165,12 +167,15 @@ public final class Primary: Sendable {
         state.withLock { $0.listeners.values.first { $0.id == id }?.dispatcher }
     }
 
-    private func spawnWorker(environment extra: [String: String]) throws(ClusterError) -> Worker {
+    private func spawnWorker(environment extra: [String: String], slot requested: Int?) throws(ClusterError) -> Worker {
+        if let requested, requested < 0 || requested > 65535 {
+            throw ClusterError(.invalidConfiguration, "slot \(requested) is out of range: slots count from 0, one per worker")
+        }
         let (settings, id, slot, listeners) = state.withLock { state in
             let id = state.nextID
             state.nextID += 1
             let used = Set(state.workers.values.map(\.slot))
-            let slot = (0...).first { !used.contains($0) }!
+            let slot = requested ?? (0...).first { !used.contains($0) }!
             return (state.settings, id, slot, state.listenerOrder.map { ($0, state.listeners[$0]!) })
         }
         let (uid, gid) = try Spawn.resolve(user: settings.user, group: settings.group)
@@ -217,6 +222,7 @@ public final class Primary: Sendable {
                 workingDirectory: settings.workingDirectory, descriptors: descriptors))
             closeAfterSpawn.forEach(Syscall.close)
             closeAfterSpawn = []
+            settings.limits.apply(to: pid, logger: logger)
 
             let channel = Channel(fd: primaryEnd, loop: loop)
             let worker = Worker(id: id, pid: pid, slot: slot, pidfd: pidfd, channel: channel, loop: loop)
@@ -308,6 +314,10 @@ public final class Primary: Sendable {
             dispatcher(id)?.acknowledge(handoff, accepted: accepted, by: worker.id)
         case .closed(let id, let count):
             dispatcher(id)?.closed(on: worker.id, count: count)
+        case .ready:
+            hub.publish(.ready(worker))
+        case .heartbeat(let requests, let lag):
+            worker.recordHeartbeat(requests: requests, lagMicroseconds: lag)
         case .disconnect, .connection:
             protocolViolation(by: worker, ClusterError(.malformedFrame, "it sent '\(control)', which only the primary sends"))
         }

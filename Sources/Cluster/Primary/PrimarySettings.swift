@@ -33,12 +33,14 @@ public struct PrimarySettings: Sendable {
     /// leastConnections, the one strategy that keeps serving well when a worker is slow
     /// (docs/distribution.md has the measurements).
     public var distribution: Distribution
+    /// Resource limits each worker gets. Default: the primary's own.
+    public var limits: ResourceLimits
 
     /// Settings with every default.
     public init(executable: String? = nil, arguments: [String]? = nil, environment: [String: String] = [:],
                 workingDirectory: String? = nil, user: String? = nil, group: String? = nil,
                 output: Output = .inherit, disconnectTimeout: Duration = .seconds(10),
-                distribution: Distribution = .leastConnections) {
+                distribution: Distribution = .leastConnections, limits: ResourceLimits = ResourceLimits()) {
         self.executable = executable
         self.arguments = arguments
         self.environment = environment
@@ -48,5 +50,6 @@ public struct PrimarySettings: Sendable {
         self.output = output
         self.disconnectTimeout = disconnectTimeout
         self.distribution = distribution
+        self.limits = limits
     }
 }

@@ -35,6 +35,9 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
         var exitStatus: ExitStatus?
         var pidfd: Int32
         var killTimer: UInt64?
+        var requests = 0
+        var lagMicroseconds = 0
+        var lastHeartbeat: UInt64?
     }
     private let mutable: Mutex<Mutable>
     let channel: Channel
@@ -124,7 +127,34 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
         if send { try? channel.sendNow(Control.disconnect.frame, force: true) }
     }
 
+    /// Requests the worker reported serving (its adapters count them).
+    public var requestsServed: Int { mutable.withLock { $0.requests } }
+
+    /// How late the worker's event loops answered its last probe, as it reported.
+    public var eventLoopLag: Duration { .microseconds(mutable.withLock { $0.lagMicroseconds }) }
+
+    /// Time since the worker's last heartbeat (every 500 ms), or nil before the first.
+    public var sinceLastHeartbeat: Duration? {
+        mutable.withLock { $0.lastHeartbeat }.map { .nanoseconds(Int64(IOLoop.now() - min($0, IOLoop.now()))) }
+    }
+
+    /// Its resident memory in bytes (from /proc), or nil once it has exited.
+    public var residentMemory: Int? {
+        guard !isDead else { return nil }
+        let rss = cluster_process_rss(pid)
+        return rss >= 0 ? rss : nil
+    }
+
     // MARK: Runtime
+
+    /// A heartbeat arrived. A worker that lies (negative numbers) is clamped, not believed.
+    func recordHeartbeat(requests: Int, lagMicroseconds: Int) {
+        mutable.withLock { state in
+            state.requests = max(0, requests)
+            state.lagMicroseconds = max(0, lagMicroseconds)
+            state.lastHeartbeat = IOLoop.now()
+        }
+    }
 
     /// Moves forward only: a worker never goes back to an earlier state.
     @discardableResult

@@ -27,6 +27,7 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
     private let state: Mutex<State>
     let channel: Channel
     let inbox: Mailbox<ClusterMessage>
+    let heartbeat = Heartbeat()
     let loop: IOLoop
     let logger = Logger(label: "cluster.worker")
 
@@ -48,6 +49,14 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
         try Syscall.setCloseOnExec(channelFD)
         try channel.start()
         try channel.sendNow(Control.online.frame, force: true)
+        scheduleHeartbeat()
+    }
+
+    private func scheduleHeartbeat() {
+        loop.schedule(after: Heartbeat.interval) { [self] in
+            try? channel.sendNow(heartbeat.beat().frame, force: true)
+            scheduleHeartbeat()
+        }
     }
 
     /// Builds the worker from what the primary put in the environment (read before `main`).
@@ -104,6 +113,29 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
     /// Tells the primary this worker accepts on `listener` now (adapters call this).
     public func reportListening(_ listener: Listener) {
         try? channel.sendNow(Control.listening(address: listener.address.description).frame, force: true)
+    }
+
+    // MARK: Readiness and health
+
+    /// Tells the primary this worker is ready for traffic. Needed only when the supervisor
+    /// waits for it (``Supervision/Readiness/explicit``); otherwise a worker is ready when
+    /// it starts accepting.
+    public func ready() {
+        try? channel.sendNow(Control.ready.frame, force: true)
+    }
+
+    /// Counts one request served: the supervisor recycles a worker after
+    /// ``Supervision/Recycling/maxRequests``. The HTTP adapters count for you.
+    public func countRequest() {
+        heartbeat.countRequest()
+    }
+
+    /// Lets the watchdog see whether an event loop of the app turns: `schedule` must run
+    /// the closure it is given on that loop. The runtime's thread sends a probe each
+    /// heartbeat and reports how late it ran; a loop blocked beyond the watchdog's
+    /// timeout gets the worker replaced. The adapters watch the loops they serve on.
+    public func watchEventLoop(_ schedule: @escaping @Sendable (@escaping @Sendable () -> Void) -> Void) {
+        heartbeat.watch(schedule)
     }
 
     // MARK: Messages

@@ -1,8 +1,11 @@
 // Node's basic cluster example, in Swift: the primary forks one worker per core and
 // replaces any that dies; each worker answers every HTTP request with "Hello World".
+// Supervised with every default: SIGHUP reloads worker by worker, SIGTERM and SIGINT
+// drain and stop, SIGTTIN/SIGTTOU add or remove a worker.
 //
 //     swift run hello            # PORT=8000, WORKERS=cores (0: one process, no cluster), DISTRIBUTION=leastConnections
 //     curl localhost:8000
+//     kill -HUP <primary pid>    # rolling reload
 import Cluster
 import ClusterNIO
 import Glibc
@@ -26,19 +29,22 @@ do {
         }
         primary.setup(PrimarySettings(distribution: try Cluster.environmentDistribution()))
         log("Primary \(primary.pid) is running")
+        // The supervisor restarts dead workers with backoff, drains on SIGTERM/SIGINT,
+        // reloads worker by worker on SIGHUP and scales on SIGTTIN/SIGTTOU.
+        let supervisor = Supervisor(primary: primary, supervision: Supervision(workers: workers))
         let events = primary.events
-        for _ in 0..<workers { try await primary.fork() }
-        for await event in events {
-            switch event {
-            case .listening(let worker, let address):
-                log("Worker \(worker.pid) is listening on \(address)")
-            case .exit(let worker, let status):
-                log("Worker \(worker.pid) died (\(status))")
-                try await primary.fork()
-            default:
-                break
+        Task {
+            for await event in events {
+                switch event {
+                case .listening(let worker, let address): log("Worker \(worker.pid) is listening on \(address)")
+                case .exit(let worker, let status): log("Worker \(worker.pid) died (\(status))")
+                default: break
+                }
             }
         }
+        let outcome = await supervisor.run()
+        log("Primary \(primary.pid) \(outcome)")
+        exit(outcome.exitCode)
     case .worker(let worker):
         log("Worker \(getpid()) started")
         try await worker.serveHTTP(.tcp(port: port), responder: respond)

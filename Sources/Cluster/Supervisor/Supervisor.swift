@@ -1,0 +1,497 @@
+import CClusterShims
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Keeps a primary's workers as ``Supervision`` says: the right number, restarted with
+/// backoff, replaced one by one on reload, recycled before they leak, killed when hung,
+/// and drained on shutdown. One loop owns all of it: signals, commands, worker events and a
+/// 100 ms tick only change the desired state or feed the loop, and after each the loop
+/// reconciles what runs with what should.
+///
+/// ```swift
+/// case .primary(let primary):
+///     let outcome = await Supervisor(primary: primary).run()   // SIGTERM drains, SIGHUP reloads
+///     exit(outcome.exitCode)
+/// ```
+public actor Supervisor {
+    /// Why ``run()`` returned.
+    public enum Outcome: Sendable, Equatable, CustomStringConvertible {
+        /// Stopped on request (a signal or ``stop(immediately:)``) after the workers drained.
+        case stopped
+        /// Workers kept failing to boot, or one said it cannot boot: the reason says which.
+        case crashLoop(String)
+
+        /// The exit code for the primary: 0 when stopped, 1 after a crash loop.
+        public var exitCode: Int32 { self == .stopped ? 0 : 1 }
+
+        public var description: String {
+            switch self {
+            case .stopped: "stopped"
+            case .crashLoop(let reason): reason
+            }
+        }
+    }
+
+    enum Input: Sendable {
+        case event(ClusterEvent)
+        case signal(Int32)
+        case reload
+        case scale(Int)
+        case stop(immediately: Bool)
+        case tick
+    }
+
+    /// What the supervisor knows about one of its workers.
+    struct Managed {
+        let worker: Worker
+        let generation: Int
+        let startedAt: ContinuousClock.Instant
+        var readyAt: ContinuousClock.Instant?
+        /// Told to drain (reload, recycling, scale down, shutdown): its exit is intended.
+        var retiring = false
+        /// The worker this one replaces; it retires when this one is ready.
+        var replacing: Int?
+        /// The worker replacing this one.
+        var replacedBy: Int?
+        /// When the watchdog sent SIGABRT.
+        var abortedAt: ContinuousClock.Instant?
+        /// Recycle after this many requests.
+        var requestLimit: Int?
+    }
+
+    enum Phase: Equatable {
+        case running
+        case stopping(Outcome)
+        case done(Outcome)
+    }
+
+    /// The primary supervised.
+    public nonisolated let primary: Primary
+    /// The rules it keeps.
+    public nonisolated let supervision: Supervision
+
+    private let inputs: AsyncStream<Input>
+    private nonisolated let feed: AsyncStream<Input>.Continuation
+    private let clock = ContinuousClock()
+    private let logger = Logger(label: "cluster.supervisor")
+    private var managed: [Int: Managed] = [:]
+    private var desired: Int
+    private var generation = 1
+    private var ledger: RestartLedger<ContinuousClock.Instant>
+    private var pendingRestarts: [(slot: Int, due: ContinuousClock.Instant)] = []
+    /// Old workers a reload still has to replace, oldest first; nil: no reload running.
+    private var rollout: (generation: Int, queue: [Int])?
+    private var reloadQueued = false
+    /// Workers to replace because they leak, age or served enough.
+    private var recycleQueue: [Int] = []
+    private var phase = Phase.running
+    private var interrupts = 0
+    private var lastSample: ContinuousClock.Instant?
+    private var signals: SignalWatcher?
+
+    /// A supervisor for `primary`; nothing starts until ``run()``.
+    public init(primary: Primary, supervision: Supervision = Supervision()) {
+        self.primary = primary
+        self.supervision = supervision
+        desired = supervision.workers
+        ledger = RestartLedger(policy: supervision.restart)
+        (inputs, feed) = AsyncStream.makeStream(of: Input.self)
+    }
+
+    /// The signals ``run()`` handles when ``Supervision/handlesSignals`` is on (and
+    /// SIGCHLD as PID 1, to reap orphans).
+    public static let handledSignals: [Signal] = [
+        .terminate, .interrupt, .quit, .hangup, Signal(rawValue: SIGTTIN), Signal(rawValue: SIGTTOU),
+    ]
+
+    private static var watchedSignals: [Signal] {
+        handledSignals + (getpid() == 1 ? [Signal(rawValue: SIGCHLD)] : [])
+    }
+
+    // MARK: Commands (from any thread)
+
+    /// Starts a rolling reload: every worker is replaced by one of a new generation (from
+    /// the executable now on disk), each retiring only when its replacement is ready. A
+    /// reload asked for during another runs after it.
+    public nonisolated func reload() { feed.yield(.reload) }
+
+    /// Sets the number of workers. Scaling down drains the oldest workers.
+    public nonisolated func scale(to workers: Int) { feed.yield(.scale(workers)) }
+
+    /// Stops the cluster: drains every worker (SIGKILL after the drain timeout), or kills
+    /// them at once. ``run()`` returns when all have exited.
+    public nonisolated func stop(immediately: Bool = false) { feed.yield(.stop(immediately: immediately)) }
+
+    /// The number of workers the supervisor keeps.
+    public var desiredWorkers: Int { desired }
+
+    /// The generation new workers belong to; each completed reload adds one.
+    public var currentGeneration: Int { generation }
+
+    // MARK: The loop
+
+    /// Starts the workers and supervises them until the cluster stops; returns why.
+    public func run() async -> Outcome {
+        let events = primary.events
+        let forwarder = Task { [feed] in
+            for await event in events { feed.yield(.event(event)) }
+        }
+        let ticker = Task { [feed] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(100))
+                feed.yield(.tick)
+            }
+        }
+        defer {
+            forwarder.cancel()
+            ticker.cancel()
+            signals?.restoreDefaults(Self.watchedSignals)
+        }
+        if supervision.handlesSignals {
+            do {
+                signals = try SignalWatcher(Self.watchedSignals) { [feed] in feed.yield(.signal($0)) }
+            } catch {
+                logger.error("cannot handle signals: \(error); SIGTERM will end the primary without draining")
+            }
+        }
+        logger.info("supervising \(desired) workers (generation \(generation))")
+        await reconcile()
+        for await input in inputs {
+            await handle(input)
+            await reconcile()
+            if case .done(let outcome) = phase { return outcome }
+        }
+        return .stopped
+    }
+
+    private func handle(_ input: Input) async {
+        switch input {
+        case .event(let event): handle(event)
+        case .signal(let number): await handle(signal: number)
+        case .reload: startReload()
+        case .scale(let count): scale(count)
+        case .stop(let immediately): beginStop(.stopped, immediately: immediately)
+        case .tick: tick()
+        }
+    }
+
+    private func handle(_ event: ClusterEvent) {
+        switch event {
+        case .listening(let worker, _) where supervision.readiness == .listening,
+             .ready(let worker) where supervision.readiness == .explicit:
+            becameReady(worker.id)
+        case .exit(let worker, let status):
+            exited(worker, status)
+        default:
+            break
+        }
+    }
+
+    private func handle(signal number: Int32) async {
+        switch number {
+        case SIGTERM:
+            logger.notice("SIGTERM: draining every worker, then stopping")
+            beginStop(.stopped, immediately: false)
+        case SIGINT:
+            interrupts += 1
+            logger.notice(interrupts == 1 ? "SIGINT: draining every worker, then stopping (again to stop at once)" : "SIGINT again: stopping at once")
+            beginStop(.stopped, immediately: interrupts > 1)
+        case SIGQUIT:
+            logger.notice("SIGQUIT: stopping at once")
+            beginStop(.stopped, immediately: true)
+        case SIGHUP:
+            startReload()
+        case SIGTTIN:
+            scale(desired + 1)
+        case SIGTTOU:
+            scale(max(1, desired - 1))
+        case SIGCHLD:
+            reapOrphans()
+        default:
+            break
+        }
+    }
+
+    // MARK: Worker life
+
+    private func becameReady(_ id: Int) {
+        guard var entry = managed[id], entry.readyAt == nil else { return }
+        entry.readyAt = clock.now
+        managed[id] = entry
+        guard let old = entry.replacing else { return }
+        managed[id]?.replacing = nil
+        if managed[old] != nil {
+            logger.info("\(entry.worker) (generation \(entry.generation)) is ready; retiring worker \(old)")
+            retire(old)
+        }
+    }
+
+    private func exited(_ worker: Worker, _ status: ExitStatus) {
+        guard let entry = managed.removeValue(forKey: worker.id) else { return }
+        if let successor = entry.replacedBy { managed[successor]?.replacing = nil }
+        if let old = entry.replacing, managed[old] != nil {
+            // A replacement died before it was ready.
+            managed[old]?.replacedBy = nil
+            if rollout != nil {
+                abortReload("\(worker) of generation \(entry.generation) exited (\(status)) before it was ready")
+            } else {
+                logger.error("\(worker), replacing worker \(old), exited (\(status)) before it was ready; worker \(old) keeps serving")
+            }
+            return
+        }
+        guard phase == .running, !entry.retiring else { return }
+        let uptime = entry.startedAt.duration(to: clock.now)
+        let decision = ledger.exited(worker: "\(worker)", slot: worker.slot, status: status, uptime: uptime,
+                                     wasReady: entry.readyAt != nil, at: clock.now)
+        switch decision {
+        case .restart(let delay):
+            logger.warning("\(worker) exited (\(status)) after \(RestartLedger<ContinuousClock.Instant>.seconds(uptime)); restarting slot \(worker.slot) in \(RestartLedger<ContinuousClock.Instant>.seconds(delay))")
+            pendingRestarts.append((worker.slot, clock.now.advanced(by: delay)))
+        case .stop(let reason):
+            logger.critical("\(reason)")
+            beginStop(.crashLoop(reason), immediately: false)
+        }
+    }
+
+    /// Drains `id`: its exit is intended.
+    private func retire(_ id: Int) {
+        guard var entry = managed[id], !entry.retiring else { return }
+        entry.retiring = true
+        managed[id] = entry
+        entry.worker.disconnect(timeout: supervision.drainTimeout)
+    }
+
+    private func spawn(slot: Int, replacing old: Int? = nil, generation: Int) async {
+        do {
+            let worker = try await primary.fork(slot: slot)
+            var entry = Managed(worker: worker, generation: generation, startedAt: clock.now, replacing: old)
+            if let maxRequests = supervision.recycling.maxRequests {
+                entry.requestLimit = maxRequests + Int.random(in: 0...supervision.recycling.jitter)
+            }
+            managed[worker.id] = entry
+            if let old { managed[old]?.replacedBy = worker.id }
+        } catch {
+            logger.error("could not start a worker in slot \(slot): \(error)")
+            if old != nil {
+                if rollout != nil { abortReload("a replacement could not start: \(error)") }
+                return
+            }
+            let decision = ledger.exited(worker: "the worker for slot \(slot)", slot: slot, status: .exited(127),
+                                         uptime: .zero, wasReady: false, at: clock.now)
+            switch decision {
+            case .restart(let delay): pendingRestarts.append((slot, clock.now.advanced(by: delay)))
+            case .stop(let reason): beginStop(.crashLoop(reason), immediately: false)
+            }
+        }
+    }
+
+    // MARK: Reconciling
+
+    /// Workers that count toward the desired number: not retiring, and a worker and its
+    /// replacement count once.
+    private var serving: [Managed] {
+        managed.values.filter { !$0.retiring && $0.replacing == nil }
+    }
+
+    private func reconcile() async {
+        switch phase {
+        case .running:
+            break
+        case .stopping(let outcome):
+            if managed.isEmpty { phase = .done(outcome) }
+            return
+        case .done:
+            return
+        }
+        let now = clock.now
+        // Restarts whose backoff has passed.
+        let due = pendingRestarts.filter { $0.due <= now }
+        pendingRestarts.removeAll { $0.due <= now }
+        for restart in due where serving.count + pendingRestarts.count < desired {
+            await spawn(slot: restart.slot, generation: generation)
+        }
+        // Too few: start more, in the lowest free slots.
+        while phase == .running, serving.count + pendingRestarts.count < desired {
+            let used = Set(managed.values.map(\.worker.slot) + pendingRestarts.map(\.slot))
+            await spawn(slot: (0...).first { !used.contains($0) }!, generation: generation)
+        }
+        // Too many: cancel restarts not yet due, then drain the oldest.
+        while serving.count + pendingRestarts.count > desired, !pendingRestarts.isEmpty {
+            pendingRestarts.removeLast()
+        }
+        let surplus = serving.count - desired
+        if surplus > 0 {
+            for entry in serving.sorted(by: { $0.worker.id < $1.worker.id }).prefix(surplus) {
+                logger.info("scaling down: retiring \(entry.worker)")
+                retire(entry.worker.id)
+            }
+        }
+        // Workers to recycle: each replacement starts now, the worker retires when it is ready.
+        let recycle = recycleQueue
+        recycleQueue.removeAll()
+        for id in recycle {
+            guard phase == .running, let entry = managed[id], !entry.retiring, entry.replacedBy == nil else { continue }
+            await spawn(slot: entry.worker.slot, replacing: id, generation: entry.generation)
+        }
+        await advanceReload()
+    }
+
+    // MARK: Reload
+
+    private func startReload() {
+        guard phase == .running else { return }
+        guard rollout == nil else {
+            reloadQueued = true
+            logger.notice("reload requested during a reload: it runs when this one ends")
+            return
+        }
+        let old = managed.values.filter { !$0.retiring && $0.replacing == nil }.sorted { $0.worker.id < $1.worker.id }.map(\.worker.id)
+        rollout = (generation + 1, old)
+        logger.notice("reloading: replacing \(old.count) workers with generation \(generation + 1), \(supervision.reload.maxSurge) at a time")
+    }
+
+    private func advanceReload() async {
+        guard var current = rollout, phase == .running else { return }
+        var inFlight = managed.values.filter { $0.replacing != nil }.count
+        while inFlight < supervision.reload.maxSurge, !current.queue.isEmpty {
+            let old = current.queue.removeFirst()
+            guard let entry = managed[old], !entry.retiring, entry.replacedBy == nil else { continue }
+            rollout = current
+            await spawn(slot: entry.worker.slot, replacing: old, generation: current.generation)
+            guard rollout != nil else { return } // aborted while spawning
+            inFlight += 1
+        }
+        rollout = current
+        if current.queue.isEmpty, inFlight == 0 {
+            generation = current.generation
+            rollout = nil
+            logger.notice("reload complete: every worker is generation \(generation)")
+            if reloadQueued {
+                reloadQueued = false
+                startReload()
+                await advanceReload()
+            }
+        }
+    }
+
+    private func abortReload(_ reason: String) {
+        guard let current = rollout else { return }
+        rollout = nil
+        reloadQueued = false
+        for (id, entry) in managed where entry.replacing != nil {
+            managed[id]?.retiring = true
+            if let old = entry.replacing { managed[old]?.replacedBy = nil }
+            managed[id]?.replacing = nil
+            entry.worker.kill(.kill)
+        }
+        logger.error("reload to generation \(current.generation) aborted: \(reason); the workers still running keep serving")
+    }
+
+    // MARK: Scaling and stopping
+
+    private func scale(_ count: Int) {
+        guard phase == .running else { return }
+        let count = max(0, min(count, 4096))
+        guard count != desired else { return }
+        logger.notice("scaling from \(desired) to \(count) workers")
+        desired = count
+    }
+
+    private func beginStop(_ outcome: Outcome, immediately: Bool) {
+        switch phase {
+        case .done:
+            return
+        case .stopping(let current):
+            guard immediately else { return }
+            phase = .stopping(current)
+        case .running:
+            phase = .stopping(outcome)
+        }
+        pendingRestarts.removeAll()
+        rollout = nil
+        reloadQueued = false
+        for (id, entry) in managed {
+            if immediately {
+                managed[id]?.retiring = true
+                entry.worker.kill(.kill)
+            } else {
+                retire(id)
+            }
+        }
+    }
+
+    // MARK: The tick
+
+    private func tick() {
+        let now = clock.now
+        for (id, entry) in managed {
+            checkReadiness(entry, now: now)
+            checkWatchdog(id, entry, now: now)
+        }
+        if supervision.recycling.isEnabled, phase == .running {
+            if lastSample.map({ $0.duration(to: now) >= .seconds(1) }) ?? true {
+                lastSample = now
+                for entry in managed.values { checkRecycling(entry, now: now) }
+            }
+        }
+    }
+
+    private func checkReadiness(_ entry: Managed, now: ContinuousClock.Instant) {
+        guard entry.readyAt == nil, !entry.retiring else { return }
+        let limit = entry.replacing == nil ? supervision.bootTimeout : supervision.reload.readyTimeout
+        guard entry.startedAt.duration(to: now) > limit else { return }
+        if entry.replacing != nil, rollout != nil {
+            abortReload("\(entry.worker) of generation \(entry.generation) was not ready within \(RestartLedger<ContinuousClock.Instant>.seconds(limit))")
+            return
+        }
+        logger.error("\(entry.worker) was not ready within \(RestartLedger<ContinuousClock.Instant>.seconds(limit)); killing it")
+        entry.worker.signal(.kill)
+    }
+
+    private func checkWatchdog(_ id: Int, _ entry: Managed, now: ContinuousClock.Instant) {
+        guard let watchdog = supervision.watchdog, entry.readyAt != nil else { return }
+        if let abortedAt = entry.abortedAt {
+            if abortedAt.duration(to: now) >= watchdog.killAfter { entry.worker.signal(.kill) }
+            return
+        }
+        let silence = entry.worker.sinceLastHeartbeat ?? entry.readyAt!.duration(to: now)
+        let lag = entry.worker.eventLoopLag
+        guard silence > watchdog.timeout || lag > watchdog.timeout else { return }
+        let why = lag > watchdog.timeout ? "its event loop has been blocked for \(lag)" : "it has not sent a heartbeat for \(silence)"
+        logger.error("\(entry.worker) is hung: \(why) (watchdog timeout \(watchdog.timeout)); sending SIGABRT, then SIGKILL after \(watchdog.killAfter)")
+        managed[id]?.abortedAt = now
+        entry.worker.signal(.abort)
+    }
+
+    private func checkRecycling(_ entry: Managed, now: ContinuousClock.Instant) {
+        guard entry.readyAt != nil, !entry.retiring, entry.replacedBy == nil, entry.abortedAt == nil else { return }
+        let recycling = supervision.recycling
+        var reason: String?
+        if let limit = entry.requestLimit, entry.worker.requestsServed >= limit {
+            reason = "it served \(entry.worker.requestsServed) requests (limit \(limit))"
+        } else if let maxRSS = recycling.maxRSS, let rss = entry.worker.residentMemory, rss > maxRSS {
+            reason = "its resident memory is \(rss / 1_048_576) MiB (limit \(maxRSS / 1_048_576) MiB)"
+        } else if let maxAge = recycling.maxAge, entry.startedAt.duration(to: now) > maxAge {
+            reason = "it is older than \(RestartLedger<ContinuousClock.Instant>.seconds(maxAge))"
+        }
+        guard let reason else { return }
+        logger.notice("recycling \(entry.worker): \(reason); its replacement starts first")
+        if !recycleQueue.contains(entry.worker.id) { recycleQueue.append(entry.worker.id) }
+    }
+
+    // MARK: PID 1
+
+    /// As PID 1 (a container's init) the primary inherits orphans; reap those it did not
+    /// spawn, and ignore how they ended.
+    private nonisolated func reapOrphans() {
+        guard getpid() == 1 else { return }
+        // On the I/O thread, where workers are spawned and reaped: none can start or end
+        // between the list of ours and the reaping of the others.
+        primary.loop.execute { [primary] in
+            let ours = primary.workers.values.map(\.pid)
+            _ = ours.withUnsafeBufferPointer { cluster_reap_others($0.baseAddress, Int32($0.count)) }
+        }
+    }
+}

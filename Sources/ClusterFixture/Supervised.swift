@@ -1,0 +1,105 @@
+// The "supervised" scenario: a primary under a Supervisor configured from the
+// environment, and HTTP workers with routes that misbehave on purpose.
+//
+// Primary environment: WORKERS, PORT, DISTRIBUTION (default shared), READINESS=explicit,
+// RESTART_DELAY_MS, MAX_BOOT_FAILURES, BOOT_PERIOD_MS, BOOT_TIMEOUT_MS, DRAIN_TIMEOUT_MS,
+// READY_TIMEOUT_MS, MAX_SURGE, WATCHDOG_MS, KILL_AFTER_MS, MAX_REQUESTS, MAX_RSS_MB,
+// MAX_AGE_MS. Commands on standard input: "reload", "scale N", "stop", "stop now".
+// It prints the events as JSON lines, and {"event":"outcome",...} before it exits.
+//
+// Worker: when the file FAIL_FILE names exists at start, its content says how to fail:
+// "exit N" exits with code N, "hang" never gets ready. With READINESS=explicit it calls
+// ready() after READY_DELAY_MS. Routes: / (who answers), /slow?ms=N, /spin (blocks its
+// event loop forever), /leak?mb=N (keeps N MiB), /crash (traps).
+import Cluster
+import ClusterNIO
+import Foundation
+import NIOCore
+import Synchronization
+
+private func duration(_ name: String) -> Duration? {
+    environment[name].flatMap(Int.init).map { .milliseconds($0) }
+}
+
+private func integer(_ name: String) -> Int? {
+    environment[name].flatMap(Int.init)
+}
+
+func runSupervisedPrimary(_ primary: Primary) async throws {
+    let distribution = try Cluster.environmentDistribution(default: .shared)
+    try await primary.listen(.tcp(host: "0.0.0.0", port: integer("PORT") ?? 0), distribution: distribution)
+    let defaults = Supervision()
+    let supervision = Supervision(
+        workers: integer("WORKERS") ?? 2,
+        restart: RestartPolicy(initialDelay: duration("RESTART_DELAY_MS") ?? .milliseconds(100),
+                               maxBootFailures: integer("MAX_BOOT_FAILURES") ?? 5,
+                               period: duration("BOOT_PERIOD_MS") ?? .seconds(30)),
+        readiness: environment["READINESS"] == "explicit" ? .explicit : .listening,
+        bootTimeout: duration("BOOT_TIMEOUT_MS") ?? defaults.bootTimeout,
+        drainTimeout: duration("DRAIN_TIMEOUT_MS") ?? defaults.drainTimeout,
+        reload: .init(maxSurge: integer("MAX_SURGE") ?? 1, readyTimeout: duration("READY_TIMEOUT_MS") ?? .seconds(60)),
+        watchdog: .init(timeout: duration("WATCHDOG_MS") ?? .seconds(30), killAfter: duration("KILL_AFTER_MS") ?? .seconds(1)),
+        recycling: .init(maxRequests: integer("MAX_REQUESTS"), maxRSS: integer("MAX_RSS_MB").map { $0 << 20 },
+                         maxAge: duration("MAX_AGE_MS")))
+    let supervisor = Supervisor(primary: primary, supervision: supervision)
+    let events = primary.events
+    Task {
+        for await event in events {
+            if case .message = event { continue }
+            emit(describe(event))
+        }
+    }
+    Thread.detachNewThread {
+        while let line = readLine() {
+            let words = line.split(separator: " ").map(String.init)
+            switch words.first {
+            case "reload": supervisor.reload()
+            case "scale": supervisor.scale(to: Int(words.last ?? "") ?? 1)
+            case "stop": supervisor.stop(immediately: words.last == "now")
+            default: emit(["error": "unknown command \(line)"])
+            }
+        }
+    }
+    emit(["event": "supervising", "pid": Int(getpid())])
+    let outcome = await supervisor.run()
+    emit(["event": "outcome", "outcome": outcome.description, "code": Int(outcome.exitCode)])
+    exit(outcome.exitCode)
+}
+
+/// Memory /leak keeps, so the RSS limit has something to find.
+private let leaked = Mutex<[[UInt8]]>([])
+
+func runSupervisedWorker(_ worker: ClusterWorker) async throws {
+    if let path = environment["FAIL_FILE"], let failure = try? String(contentsOfFile: path, encoding: .utf8) {
+        let words = failure.split(whereSeparator: \.isWhitespace)
+        if words.first == "exit" { exit(Int32(words.last ?? "1") ?? 1) }
+        if words.first == "hang" { while true { sleep(60) } }
+    }
+    emit(["event": "started", "id": worker.id, "pid": Int(getpid())])
+    if environment["READINESS"] == "explicit" {
+        let delay = duration("READY_DELAY_MS") ?? .zero
+        Task {
+            try await Task.sleep(for: delay)
+            worker.ready()
+        }
+    }
+    try await worker.serveHTTP(.tcp(host: "0.0.0.0", port: integer("PORT") ?? 0)) { request, loop in
+        let components = URLComponents(string: request.head.uri)
+        let query = { (name: String) in components?.queryItems?.first { $0.name == name }?.value.flatMap(Int.init) }
+        let body = "worker \(worker.id) pid \(getpid())\n"
+        switch components?.path {
+        case "/slow":
+            return loop.scheduleTask(in: .milliseconds(Int64(query("ms") ?? 1000))) { HTTPResponse(body: "slow " + body) }.futureResult
+        case "/spin":
+            while true { usleep(1000) }
+        case "/leak":
+            let megabytes = query("mb") ?? 16
+            leaked.withLock { $0.append([UInt8](repeating: 1, count: megabytes << 20)) }
+            return loop.makeSucceededFuture(HTTPResponse(body: "leaked \(megabytes) MiB " + body))
+        case "/crash":
+            fatalError("the /crash route traps on purpose")
+        default:
+            return loop.makeSucceededFuture(HTTPResponse(body: body))
+        }
+    }
+}
