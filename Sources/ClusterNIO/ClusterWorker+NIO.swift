@@ -42,23 +42,27 @@ extension ClusterWorker {
             return
         }
         let acceptor = try accept(on: listener, maxConnections: maxConnections) { connection in
+            // Counted from here, so a drain waits for connections still on their way to a loop.
+            connections.expect()
             // NIO closes the descriptor itself when it cannot adopt it.
             ClientBootstrap(group: group.next())
                 .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
-                    connections.add(channel)
+                    connections.add(channel, expected: true)
                     return childChannelInitializer(channel)
                 }
                 .withConnectedSocket(connection.descriptor)
                 .whenComplete { result in
                     switch result {
                     case .success(let channel): channel.closeFuture.whenComplete { _ in connection.closed() }
-                    case .failure: connection.closed()
+                    case .failure:
+                        connections.abandon()
+                        connection.closed()
                     }
                 }
         }
         await drainRequested()
-        acceptor.stop()
+        await acceptor.stopAndWait()
         await connections.quiesceAll()
         try await ownGroup?.shutdownGracefully()
     }
@@ -171,14 +175,23 @@ final class AcceptLimiter: ChannelDuplexHandler {
 final class ConnectionTracker: Sendable {
     private struct State {
         var open: [ObjectIdentifier: any Channel] = [:]
+        /// Accepted, handed to an event loop, not yet added.
+        var expected = 0
         var quiescing = false
     }
     private let state = Mutex(State())
 
-    func add(_ channel: any Channel) {
+    /// A connection is on its way: ``add(_:expected:)`` or ``abandon()`` follows.
+    func expect() { state.withLock { $0.expected += 1 } }
+
+    /// An expected connection could not be adopted.
+    func abandon() { state.withLock { $0.expected -= 1 } }
+
+    func add(_ channel: any Channel, expected: Bool = false) {
         let key = ObjectIdentifier(channel)
         let quiescing = state.withLock { state in
             state.open[key] = channel
+            if expected { state.expected -= 1 }
             return state.quiescing
         }
         channel.closeFuture.whenComplete { [self] _ in
@@ -200,7 +213,16 @@ final class ConnectionTracker: Sendable {
             channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
         }
         for channel in channels { _ = try? await channel.closeFuture.get() }
-        // Connections adopted while the first ones closed.
-        while let next = state.withLock({ $0.open.values.first }) { _ = try? await next.closeFuture.get() }
+        // Connections adopted while the first ones closed, and those still on their way.
+        while true {
+            let (next, expected) = state.withLock { ($0.open.values.first, $0.expected) }
+            if let next {
+                _ = try? await next.closeFuture.get()
+            } else if expected > 0 {
+                try? await Task.sleep(for: .milliseconds(5))
+            } else {
+                return
+            }
+        }
     }
 }

@@ -24,8 +24,8 @@ enum Control: Codable, Sendable, Equatable {
     /// Worker → primary: it is ready for traffic (``ClusterWorker/ready()``).
     case ready
     /// Worker → primary, every heartbeat: requests served so far, and how late the app's
-    /// event loops answer (µs; the age of an unanswered probe counts).
-    case heartbeat(requests: Int, lagMicroseconds: Int)
+    /// event loops answer (µs); `waiting`: a probe is still unanswered, so the lag grows.
+    case heartbeat(requests: Int, lagMicroseconds: Int, waiting: Bool)
 
     var frame: Frame { frame(descriptors: []) }
 

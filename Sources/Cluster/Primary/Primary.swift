@@ -316,8 +316,8 @@ public final class Primary: Sendable {
             dispatcher(id)?.closed(on: worker.id, count: count)
         case .ready:
             hub.publish(.ready(worker))
-        case .heartbeat(let requests, let lag):
-            worker.recordHeartbeat(requests: requests, lagMicroseconds: lag)
+        case .heartbeat(let requests, let lag, let waiting):
+            worker.recordHeartbeat(requests: requests, lagMicroseconds: lag, waiting: waiting)
         case .disconnect, .connection:
             protocolViolation(by: worker, ClusterError(.malformedFrame, "it sent '\(control)', which only the primary sends"))
         }

@@ -37,6 +37,7 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
         var killTimer: UInt64?
         var requests = 0
         var lagMicroseconds = 0
+        var lagGrowing = false
         var lastHeartbeat: UInt64?
     }
     private let mutable: Mutex<Mutable>
@@ -130,12 +131,23 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
     /// Requests the worker reported serving (its adapters count them).
     public var requestsServed: Int { mutable.withLock { $0.requests } }
 
-    /// How late the worker's event loops answered its last probe, as it reported.
-    public var eventLoopLag: Duration { .microseconds(mutable.withLock { $0.lagMicroseconds }) }
+    /// How late the worker's event loops answer: as it last reported, plus the time since
+    /// when a probe was still waiting then (a blocked loop's lag keeps growing).
+    public var eventLoopLag: Duration {
+        let (lag, growing, last) = mutable.withLock { ($0.lagMicroseconds, $0.lagGrowing, $0.lastHeartbeat) }
+        let reported = Duration.microseconds(lag)
+        guard growing, let last else { return reported }
+        return reported + Worker.elapsed(since: last)
+    }
 
-    /// Time since the worker's last heartbeat (every 500 ms), or nil before the first.
+    /// Time since the worker's last heartbeat (every 250 ms), or nil before the first.
     public var sinceLastHeartbeat: Duration? {
-        mutable.withLock { $0.lastHeartbeat }.map { .nanoseconds(Int64(IOLoop.now() - min($0, IOLoop.now()))) }
+        mutable.withLock { $0.lastHeartbeat }.map(Worker.elapsed(since:))
+    }
+
+    private static func elapsed(since instant: UInt64) -> Duration {
+        let now = IOLoop.now()
+        return .nanoseconds(Int64(now - min(instant, now)))
     }
 
     /// Its resident memory in bytes (from /proc), or nil once it has exited.
@@ -148,10 +160,11 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
     // MARK: Runtime
 
     /// A heartbeat arrived. A worker that lies (negative numbers) is clamped, not believed.
-    func recordHeartbeat(requests: Int, lagMicroseconds: Int) {
+    func recordHeartbeat(requests: Int, lagMicroseconds: Int, waiting: Bool) {
         mutable.withLock { state in
             state.requests = max(0, requests)
             state.lagMicroseconds = max(0, lagMicroseconds)
+            state.lagGrowing = waiting
             state.lastHeartbeat = IOLoop.now()
         }
     }

@@ -460,8 +460,11 @@ public actor Supervisor {
         let lag = entry.worker.eventLoopLag
         guard silence > watchdog.timeout || lag > watchdog.timeout else { return }
         let why = lag > watchdog.timeout ? "its event loop has been blocked for \(lag)" : "it has not sent a heartbeat for \(silence)"
-        logger.error("\(entry.worker) is hung: \(why) (watchdog timeout \(watchdog.timeout)); sending SIGABRT, then SIGKILL after \(watchdog.killAfter)")
+        logger.error("\(entry.worker) is hung: \(why) (watchdog timeout \(watchdog.timeout)); replacing it: SIGABRT, then SIGKILL after \(watchdog.killAfter)")
         managed[id]?.abortedAt = now
+        // Its runtime thread still works: stop it taking connections it cannot serve, and
+        // start the replacement now rather than after it died.
+        retire(id)
         entry.worker.signal(.abort)
     }
 

@@ -88,6 +88,13 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
         }
     }
 
+    /// Stops accepting and returns once the I/O thread has finished any accept it was in:
+    /// after this, the handler is not called again.
+    public func stopAndWait() async {
+        stop()
+        _ = try? await loop.submit { () throws(ClusterError) in }
+    }
+
     /// One connection the handler took has closed (``AcceptedConnection/closed()``).
     func connectionClosed() {
         let (resume, report) = state.withLock { state -> (Bool, Bool) in

@@ -3,10 +3,11 @@ import Synchronization
 /// A worker's pulse, sent by the runtime's I/O thread (never an app event loop) every
 /// ``interval``: the requests served so far and the event-loop lag. The lag is how long
 /// the last probe took to run on each watched event loop, or how long an unanswered probe
-/// has waited: a loop stuck in an infinite loop shows a lag that grows with every beat.
+/// has waited (then the report says so, and the primary adds the time since): a loop stuck
+/// in an infinite loop shows a lag that grows without bound.
 final class Heartbeat: Sendable {
     /// How often the worker reports.
-    static let interval: Duration = .milliseconds(500)
+    static let interval: Duration = .milliseconds(250)
 
     private struct Probe {
         let schedule: @Sendable (@escaping @Sendable () -> Void) -> Void
@@ -29,11 +30,13 @@ final class Heartbeat: Sendable {
     func beat() -> Control {
         let now = IOLoop.now()
         var send: [(Int, @Sendable (@escaping @Sendable () -> Void) -> Void)] = []
+        var waiting = false
         let lag = probes.withLock { probes -> UInt64 in
             var worst: UInt64 = 0
             for index in probes.indices {
                 if let sentAt = probes[index].sentAt {
                     worst = max(worst, now - sentAt)
+                    waiting = true
                 } else {
                     worst = max(worst, probes[index].lastLag)
                     probes[index].sentAt = now
@@ -51,6 +54,6 @@ final class Heartbeat: Sendable {
                 }
             }
         }
-        return .heartbeat(requests: requests.load(ordering: .relaxed), lagMicroseconds: Int(lag / 1000))
+        return .heartbeat(requests: requests.load(ordering: .relaxed), lagMicroseconds: Int(lag / 1000), waiting: waiting)
     }
 }

@@ -139,9 +139,14 @@ final class SpawnedProcess: Sendable {
         return process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
     }
 
-    /// SIGKILLs the program and every adopted pid.
+    /// SIGKILLs the program, every adopted pid, and every worker it reported forking
+    /// that is still its child (checked, so a recycled pid is never hit).
     func stop() {
         for pid in others.withLock({ $0 }) { kill(pid, SIGKILL) }
+        for event in events(["event": "fork"]) {
+            guard let pid = (event["pid"] as? Int).map(Int32.init), parent(of: pid) == self.pid else { continue }
+            kill(pid, SIGKILL)
+        }
         if process.isRunning { kill(pid, SIGKILL) }
     }
 }
@@ -182,4 +187,21 @@ func status(of pid: Int32, _ field: String) -> String? {
         return line.dropFirst(field.count + 1).trimmingCharacters(in: .whitespaces)
     }
     return nil
+}
+
+/// The parent of `pid`, from /proc, or nil when it is gone.
+func parent(of pid: Int32) -> Int32? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return nil }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    return fields.count > 1 ? Int32(fields[1]) : nil
+}
+
+/// CPU seconds (user + system) `pid` has used, from /proc, or nil when it is gone.
+func cpuSeconds(of pid: Int32) -> Double? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return nil }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }

@@ -1,0 +1,202 @@
+import Foundation
+import Testing
+
+extension IntegrationTests {
+    /// The supervisor with real processes, real load on loopback and real signals,
+    /// Puma-style: every failed request is counted and classified.
+    @Suite(.timeLimit(.minutes(3)))
+    struct SupervisionTests {
+        /// Starts the fixture's supervised primary and waits until `workers` workers listen.
+        private func start(workers: Int = 2, _ environment: [String: String] = [:]) async throws -> (SpawnedProcess, port: Int) {
+            var variables = ["WORKERS": String(workers)]
+            variables.merge(environment) { $1 }
+            let primary = try SpawnedProcess("ClusterFixture", ["supervised"], environment: variables)
+            let listening = try await primary.waitForEvents(["event": "listening"], count: workers)
+            return (primary, listening[0]["port"] as! Int)
+        }
+
+        private func failures(_ outcomes: [Outcome: Int]) -> [Outcome: Int] {
+            outcomes.filter { if case .ok = $0.key { false } else { true } }
+        }
+
+        @Test(arguments: [("shared", false), ("shared", true), ("leastConnections", false), ("reusePort", false)])
+        func threeRollingReloadsUnderLoadFailNothing(strategy: String, keepAlive: Bool) async throws {
+            let (primary, port) = try await start(["DISTRIBUTION": strategy])
+            defer { primary.stop() }
+            let outcomes = try await load(port: port, clients: 8, duration: .seconds(5), keepAlive: keepAlive) {
+                try await Task.sleep(for: .milliseconds(500))
+                // The second reload asked for during the first is queued, not interleaved.
+                primary.send("reload")
+                primary.send("reload")
+                try await primary.waitForLine { $0.contains("reload complete: every worker is generation 3") }
+                primary.send("reload")
+                try await primary.waitForLine { $0.contains("reload complete: every worker is generation 4") }
+            }
+            let served = outcomes[.ok(worker: "any")] ?? 0
+            print("\(strategy) \(keepAlive ? "keep-alive" : "close"): 3 rolling reloads under load: \(served) served, failures \(failures(outcomes))")
+            #expect(served > 500)
+            #expect(failures(outcomes).isEmpty, "failed requests: \(failures(outcomes))")
+            #expect(primary.output.contains { $0.contains("reload requested during a reload") })
+            #expect(primary.events(["event": "exit"]).allSatisfy { ($0["code"] as? Int) == 0 }, "every old worker drained and exited 0")
+            #expect(primary.events(["event": "fork"]).count == 2 + 3 * 2)
+        }
+
+        @Test func killingAWorkerEverySecondRefusesNothing() async throws {
+            let (primary, port) = try await start()
+            defer { primary.stop() }
+            let kills = 10
+            let outcomes = try await load(port: port, clients: 8, duration: .seconds(Double(kills) + 1.5)) {
+                for _ in 0..<kills {
+                    try await Task.sleep(for: .seconds(1))
+                    // The oldest worker still running.
+                    let exited = Set(primary.events(["event": "exit"]).map { $0["id"] as! Int })
+                    guard let victim = primary.events(["event": "listening"]).first(where: { !exited.contains($0["id"] as! Int) }) else { continue }
+                    kill(Int32(victim["pid"] as! Int), SIGKILL)
+                }
+            }
+            let served = outcomes[.ok(worker: "any")] ?? 0
+            let failed = failures(outcomes).values.reduce(0, +)
+            let killed = primary.events(["event": "exit", "signal": "SIGKILL"]).count
+            print("a worker SIGKILLed every second for \(kills) s under load: \(served) served, \(killed) killed, failures \(failures(outcomes)), \(Double(failed) / Double(max(killed, 1))) per kill")
+            #expect(killed >= kills - 1)
+            #expect(outcomes[.refused] == nil, "connections refused: \(failures(outcomes))")
+            // At most the requests in flight on the killed worker: one per client.
+            #expect(failed <= killed * 8, "failures: \(failures(outcomes))")
+            #expect(served > 1000)
+        }
+
+        @Test func aWorkerThatCannotStartStopsThePrimaryWithOneMessage() async throws {
+            let failFile = FileManager.default.temporaryDirectory.appendingPathComponent("fail-\(UUID())").path
+            try "exit 3".write(toFile: failFile, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(atPath: failFile) }
+            let primary = try SpawnedProcess("ClusterFixture", ["supervised"], environment: [
+                "WORKERS": "1", "FAIL_FILE": failFile, "RESTART_DELAY_MS": "500", "MAX_BOOT_FAILURES": "3",
+            ])
+            defer { primary.stop() }
+            try await primary.waitForEvent(["event": "exit", "code": "3"])
+            // While it backs off (0.5, 1, 2 s), the primary sleeps.
+            let before = try #require(cpuSeconds(of: primary.pid))
+            let start = ContinuousClock.now
+            try await Task.sleep(for: .seconds(2))
+            let after = try #require(cpuSeconds(of: primary.pid))
+            let share = (after - before) / (start.duration(to: .now) / .seconds(1))
+            print("primary CPU while backing off: \(Int(share * 1000) / 10)%")
+            #expect(share < 0.05)
+            let code = try await primary.waitForExit(timeout: .seconds(10))
+            #expect(code == 1)
+            let message = try #require(primary.output.first { $0.contains("failed to boot") })
+            #expect(message.contains("exit code 3") && message.contains("4 workers failed to boot within 30 s"), "\(message)")
+            #expect(primary.events(["event": "exit"]).count == 4)
+        }
+
+        @Test func exitCode78MeansCannotBootAndStopsAtOnce() async throws {
+            let failFile = FileManager.default.temporaryDirectory.appendingPathComponent("fail-\(UUID())").path
+            try "exit 78".write(toFile: failFile, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(atPath: failFile) }
+            let primary = try SpawnedProcess("ClusterFixture", ["supervised"], environment: ["WORKERS": "2", "FAIL_FILE": failFile])
+            defer { primary.stop() }
+            #expect(try await primary.waitForExit(timeout: .seconds(10)) == 1)
+            #expect(primary.output.contains { $0.contains("exited with code 78: it cannot boot") })
+            #expect(primary.events(["event": "fork"]).count == 2, "no restart after a worker said it cannot boot")
+        }
+
+        @Test func aHandlerStuckInAnInfiniteLoopIsReplacedWithinTheTimeoutPlusASecond() async throws {
+            let (primary, port) = try await start(workers: 1, ["WATCHDOG_MS": "1000", "KILL_AFTER_MS": "300"])
+            defer { primary.stop() }
+            let hung = try ClientConnection(port: port, timeout: 5)
+            let start = ContinuousClock.now
+            #expect(hung.send("/spin", keepAlive: false) == nil)
+            let replacement = try await primary.waitForEvent(["event": "listening", "id": "2"], timeout: .seconds(5))
+            let elapsed = start.duration(to: .now)
+            print("a blocked event loop: replacement listening after \(elapsed) (watchdog timeout 1 s)")
+            #expect(elapsed < .seconds(2))
+            let (outcome, _) = try ClientConnection(port: port).get(keepAlive: false)
+            #expect(outcome == .ok(worker: "2"))
+            let exit = try await primary.waitForEvent(["event": "exit", "id": "1"])
+            #expect(["SIGABRT", "SIGKILL"].contains(exit["signal"] as? String), "\(exit)")
+            #expect(primary.output.contains { $0.contains("worker 1") && $0.contains("is hung: its event loop has been blocked") })
+            _ = replacement
+        }
+
+        @Test func aRouteThatKeepsAllocatingIsRecycledAtTheMemoryLimit() async throws {
+            let (primary, port) = try await start(workers: 1, ["MAX_RSS_MB": "160"])
+            defer { primary.stop() }
+            for _ in 0..<6 {
+                let (outcome, _) = try ClientConnection(port: port).get("/leak?mb=32", keepAlive: false)
+                guard case .ok = outcome else { break } // recycled while we were still leaking
+            }
+            let replacement = try await primary.waitForEvent(["event": "listening", "id": "2"], timeout: .seconds(10))
+            #expect(replacement["slot"] as? Int == 0)
+            let exit = try await primary.waitForEvent(["event": "exit", "id": "1"])
+            #expect(exit["code"] as? Int == 0 && exit["exitedAfterDisconnect"] as? Bool == true, "recycled by draining: \(exit)")
+            #expect(primary.output.contains { $0.contains("recycling worker 1") && $0.contains("resident memory") })
+            let (outcome, _) = try ClientConnection(port: port).get(keepAlive: false)
+            #expect(outcome == .ok(worker: "2"))
+        }
+
+        @Test func sigtermLetsSlowRequestsFinishAndExitsZero() async throws {
+            let (primary, port) = try await start()
+            defer { primary.stop() }
+            let connections = try (0..<4).map { _ in try ClientConnection(port: port, timeout: 10) }
+            for connection in connections { #expect(connection.send("/slow?ms=1500", keepAlive: true) == nil) }
+            try await Task.sleep(for: .milliseconds(300))
+            primary.signal(SIGTERM)
+            for connection in connections {
+                let (outcome, response) = connection.receive()
+                guard case .ok = outcome else {
+                    Issue.record("a request in flight at SIGTERM failed: \(outcome)")
+                    continue
+                }
+                #expect(response?.headers["connection"]?.lowercased() == "close")
+            }
+            #expect(try await primary.waitForExit(timeout: .seconds(10)) == 0)
+            #expect(primary.events(["event": "exit"]).allSatisfy { ($0["code"] as? Int) == 0 })
+        }
+
+        @Test func aReplacementThatIsNeverReadyAbortsTheReloadAndTheOldWorkersServe() async throws {
+            let failFile = FileManager.default.temporaryDirectory.appendingPathComponent("fail-\(UUID())").path
+            defer { try? FileManager.default.removeItem(atPath: failFile) }
+            let (primary, port) = try await start(["FAIL_FILE": failFile, "READY_TIMEOUT_MS": "1000"])
+            defer { primary.stop() }
+            try "hang".write(toFile: failFile, atomically: true, encoding: .utf8) // the deploy is broken
+            primary.send("reload")
+            try await primary.waitForLine { $0.contains("reload to generation 2 aborted") }
+            let killed = try await primary.waitForEvent(["event": "exit", "id": "3"])
+            #expect(killed["signal"] as? String == "SIGKILL")
+            var served: Set<String> = []
+            for _ in 0..<20 {
+                let (outcome, _) = try ClientConnection(port: port).get(keepAlive: false)
+                if case .ok(let worker) = outcome { served.insert(worker) } else { Issue.record("\(outcome)") }
+            }
+            #expect(served.isSubset(of: ["1", "2"]) && !served.isEmpty, "the old generation keeps serving: \(served)")
+            #expect(primary.events(["event": "exit", "id": "1"]).isEmpty && primary.events(["event": "exit", "id": "2"]).isEmpty)
+        }
+
+        @Test func explicitReadinessHoldsTheOldWorkerUntilTheNewOneSaysReady() async throws {
+            let (primary, _) = try await start(workers: 1, ["READINESS": "explicit", "READY_DELAY_MS": "800"])
+            defer { primary.stop() }
+            try await primary.waitForEvent(["event": "ready", "id": "1"])
+            primary.send("reload")
+            try await primary.waitForEvent(["event": "listening", "id": "2"])
+            let listeningAt = ContinuousClock.now
+            try await primary.waitForEvent(["event": "disconnect", "id": "1"])
+            let waited = listeningAt.duration(to: .now)
+            #expect(waited >= .milliseconds(600), "worker 1 retired \(waited) after worker 2 listened, before it said ready")
+            #expect(primary.events(["event": "ready", "id": "2"]).count == 1)
+        }
+
+        @Test func sigttinAndSigttouScaleAndScalingDownDrainsTheOldest() async throws {
+            let (primary, _) = try await start()
+            defer { primary.stop() }
+            primary.signal(SIGTTIN)
+            try await primary.waitForEvent(["event": "listening", "id": "3"])
+            primary.signal(SIGTTOU)
+            let exit = try await primary.waitForEvent(["event": "exit", "id": "1"])
+            #expect(exit["code"] as? Int == 0 && exit["exitedAfterDisconnect"] as? Bool == true)
+            primary.send("scale 1")
+            try await primary.waitForEvent(["event": "exit", "id": "2"])
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(primary.events(["event": "fork"]).count == 3, "no restart after scaling down")
+        }
+    }
+}
