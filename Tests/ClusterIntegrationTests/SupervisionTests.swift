@@ -41,6 +41,31 @@ extension IntegrationTests {
             #expect(primary.events(["event": "fork"]).count == 2 + 3 * 2)
         }
 
+        @Test(arguments: [("shared", false), ("shared", true), ("leastConnections", false), ("reusePort", false)])
+        func aHotUpgradeUnderLoadFailsNothing(strategy: String, keepAlive: Bool) async throws {
+            let (primary, port) = try await start(["DISTRIBUTION": strategy])
+            defer { primary.stop() }
+            var successor: Int32 = 0
+            let outcomes = try await load(port: port, clients: 8, duration: .seconds(4), keepAlive: keepAlive) {
+                try await Task.sleep(for: .milliseconds(500))
+                primary.signal(SIGUSR2)
+                let started = try await primary.waitForEvents(["event": "supervising"], count: 2)
+                successor = Int32(started[1]["pid"] as! Int)
+                primary.adopt(successor) // its workers die with it (PR_SET_PDEATHSIG)
+                #expect(try await primary.waitForExit(timeout: .seconds(10)) == 0, "the old primary drains and exits 0")
+            }
+            let served = outcomes[.ok(worker: "any")] ?? 0
+            print("\(strategy) \(keepAlive ? "keep-alive" : "close"): hot upgrade under load: \(served) served, failures \(failures(outcomes))")
+            #expect(served > 500)
+            #expect(failures(outcomes).isEmpty, "failed requests: \(failures(outcomes))")
+            #expect(isRunning(successor), "the new primary carries on")
+            let (outcome, _) = try ClientConnection(port: port).get(keepAlive: false)
+            guard case .ok = outcome else {
+                Issue.record("the new primary does not serve: \(outcome)")
+                return
+            }
+        }
+
         @Test func killingAWorkerEverySecondRefusesNothing() async throws {
             let (primary, port) = try await start()
             defer { primary.stop() }

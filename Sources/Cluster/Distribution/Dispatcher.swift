@@ -29,6 +29,7 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     private var waiting: [Handoff] = []
     private var nextHandoff: UInt64 = 1
     private var acceptPaused = false
+    private var stopped = false
     /// Above this many waiting connections, the rest wait in the kernel's backlog.
     static let waitingLimit = 256
 
@@ -141,13 +142,21 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     }
 
     private func pauseAccepting() {
-        guard !acceptPaused else { return }
+        guard !acceptPaused, !stopped else { return }
         acceptPaused = true
         try? loop.modify(fd, events: 0)
     }
 
+    /// Accepts no more, for good: the primary is stopping or handing over. Connections not
+    /// yet accepted stay in the socket's queue, for a new primary that shares the socket.
+    func stopAccepting() {
+        guard !stopped else { return }
+        stopped = true
+        loop.deregister(fd)
+    }
+
     private func resumeAccepting() {
-        guard acceptPaused, waiting.count < Dispatcher.waitingLimit else { return }
+        guard acceptPaused, !stopped, waiting.count < Dispatcher.waitingLimit else { return }
         acceptPaused = false
         try? loop.modify(fd, events: EPOLLIN.rawValue)
     }

@@ -42,10 +42,15 @@ public final class Primary: Sendable {
     let loop: IOLoop
     let logger = Logger(label: "cluster.primary")
 
+    /// The pid of the primary this one took over from in a hot upgrade, if it did.
+    public let upgradedFrom: Int32?
+
     init(loop: IOLoop = .shared) {
         self.loop = loop
         // A worker that dies mid-write must not kill the primary.
         signal(SIGPIPE, SIG_IGN)
+        upgradedFrom = cluster_startup_env("CLUSTER_UPGRADE_FROM").flatMap { Int32(String(cString: $0)) }
+        if upgradedFrom != nil { adoptInheritedListeners() }
     }
 
     /// This process's id.
@@ -138,6 +143,64 @@ public final class Primary: Sendable {
         }
         logger.debug("listening", metadata: ["address": "\(bound)", "distribution": "\(chosen)"])
         return listener
+    }
+
+    /// Stops accepting on the listeners the primary distributes itself (it is stopping or
+    /// handing over); connections not yet accepted wait in the sockets' queues.
+    func stopAccepting() {
+        loop.execute { [self] in dispatchers.forEach { $0.stopAccepting() } }
+    }
+
+    // MARK: Hot upgrade
+
+    /// The listeners, as a new primary inherits them: descriptors from 3 and one line per
+    /// socket, `fd TAB slot TAB distribution TAB bound TAB address asked for` (slot -1: the
+    /// listener's own socket; others: a reusePort slot's). I/O thread.
+    func handover() -> (descriptors: [(source: Int32, target: Int32)], spec: String) {
+        let listeners = state.withLock { state in state.listenerOrder.map { ($0, state.listeners[$0]!) } }
+        var descriptors: [(source: Int32, target: Int32)] = []
+        var lines: [String] = []
+        for (address, listener) in listeners {
+            let sockets = [(-1, listener.fd)] + listener.slotSockets.sorted { $0.key < $1.key }.filter { $0.value != listener.fd }
+            for (slot, fd) in sockets {
+                let target = Int32(3 + descriptors.count)
+                descriptors.append((fd, target))
+                lines.append("\(target)\t\(slot)\t\(listener.distribution)\t\(listener.bound)\t\(address)")
+            }
+        }
+        return (descriptors, lines.joined(separator: "\n"))
+    }
+
+    /// Takes the listeners an old primary handed over, so `listen` finds them bound.
+    private func adoptInheritedListeners() {
+        let spec = cluster_startup_env("CLUSTER_UPGRADE_LISTENERS").map { String(cString: $0) } ?? ""
+        for line in spec.split(separator: "\n") {
+            let fields = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+            do throws(ClusterError) {
+                guard fields.count == 5, let fd = Int32(fields[0]), let slot = Int(fields[1]) else {
+                    throw ClusterError(.invalidConfiguration, "CLUSTER_UPGRADE_LISTENERS has a line '\(line)' this primary cannot read")
+                }
+                let distribution = try Distribution(parsing: fields[2])
+                let bound = try ListenAddress(parsing: fields[3])
+                let address = try ListenAddress(parsing: fields[4])
+                try Syscall.setCloseOnExec(fd)
+                if slot >= 0 {
+                    state.withLock { $0.listeners[address]?.slotSockets[slot] = fd }
+                    continue
+                }
+                let id = state.withLock { $0.listenerOrder.count }
+                let dispatcher = distribution.primaryAccepts
+                    ? try Dispatcher(id: id, fd: fd, distribution: distribution, loop: loop, logger: logger) : nil
+                var listener = BoundListener(id: id, fd: fd, bound: bound, distribution: distribution, dispatcher: dispatcher)
+                if distribution.kind == .reusePort { listener.slotSockets[0] = fd }
+                state.withLock { state in
+                    state.listeners[address] = listener
+                    state.listenerOrder.append(address)
+                }
+            } catch {
+                logger.error("cannot take over a listener from primary \(upgradedFrom ?? 0): \(error)")
+            }
+        }
     }
 
     /// The descriptor a worker in `slot` accepts on, or nil when the primary accepts.

@@ -40,6 +40,8 @@ public actor Supervisor {
         case reload
         case scale(Int)
         case stop(immediately: Bool)
+        case upgrade
+        case upgradeEnded(ExitStatus)
         case tick
     }
 
@@ -90,6 +92,10 @@ public actor Supervisor {
     private var interrupts = 0
     private var lastSample: ContinuousClock.Instant?
     private var signals: SignalWatcher?
+    /// The new primary of a hot upgrade in progress.
+    private var upgradeChild: Int32?
+    /// Whether this primary, started by a hot upgrade, has told the old one to stop.
+    private var tookOver = false
 
     /// A supervisor for `primary`; nothing starts until ``run()``.
     public init(primary: Primary, supervision: Supervision = Supervision()) {
@@ -103,7 +109,7 @@ public actor Supervisor {
     /// The signals ``run()`` handles when ``Supervision/handlesSignals`` is on (and
     /// SIGCHLD as PID 1, to reap orphans).
     public static let handledSignals: [Signal] = [
-        .terminate, .interrupt, .quit, .hangup, Signal(rawValue: SIGTTIN), Signal(rawValue: SIGTTOU),
+        .terminate, .interrupt, .quit, .hangup, Signal(rawValue: SIGTTIN), Signal(rawValue: SIGTTOU), .user2,
     ]
 
     private static var watchedSignals: [Signal] {
@@ -123,6 +129,11 @@ public actor Supervisor {
     /// Stops the cluster: drains every worker (SIGKILL after the drain timeout), or kills
     /// them at once. ``run()`` returns when all have exited.
     public nonisolated func stop(immediately: Bool = false) { feed.yield(.stop(immediately: immediately)) }
+
+    /// Hands over to a new primary started from the executable now on disk, which inherits
+    /// the listeners; when its workers are ready it stops this one (see
+    /// ``Primary/upgrade(exited:)``). SIGUSR2 does the same.
+    public nonisolated func upgrade() { feed.yield(.upgrade) }
 
     /// The number of workers the supervisor keeps.
     public var desiredWorkers: Int { desired }
@@ -173,6 +184,12 @@ public actor Supervisor {
         case .reload: startReload()
         case .scale(let count): scale(count)
         case .stop(let immediately): beginStop(.stopped, immediately: immediately)
+        case .upgrade: await startUpgrade()
+        case .upgradeEnded(let status):
+            upgradeChild = nil
+            if phase == .running {
+                logger.error("hot upgrade failed: the new primary exited (\(status)) before it took over; this primary carries on")
+            }
         case .tick: tick()
         }
     }
@@ -209,6 +226,8 @@ public actor Supervisor {
             scale(max(1, desired - 1))
         case SIGCHLD:
             reapOrphans()
+        case SIGUSR2:
+            await startUpgrade()
         default:
             break
         }
@@ -336,6 +355,7 @@ public actor Supervisor {
             await spawn(slot: entry.worker.slot, replacing: id, generation: entry.generation)
         }
         await advanceReload()
+        takeOverIfReady()
     }
 
     // MARK: Reload
@@ -389,6 +409,35 @@ public actor Supervisor {
         logger.error("reload to generation \(current.generation) aborted: \(reason); the workers still running keep serving")
     }
 
+    // MARK: Hot upgrade
+
+    private func startUpgrade() async {
+        guard phase == .running else { return }
+        if let upgradeChild {
+            logger.notice("hot upgrade already in progress (new primary \(upgradeChild))")
+            return
+        }
+        do {
+            let pid = try await primary.upgrade { [feed] status in feed.yield(.upgradeEnded(status)) }
+            upgradeChild = pid
+            logger.notice("hot upgrade: started a new primary (pid \(pid)) on the same listeners; this one drains when its workers are ready")
+        } catch {
+            logger.error("hot upgrade failed: \(error); this primary carries on")
+        }
+    }
+
+    /// Started by a hot upgrade: once every worker is ready, the old primary may go.
+    private func takeOverIfReady() {
+        guard !tookOver, let old = primary.upgradedFrom, phase == .running else { return }
+        let ready = managed.values.filter { $0.readyAt != nil && !$0.retiring }.count
+        guard ready >= desired else { return }
+        tookOver = true
+        // Only our parent: a pid that is no longer the old primary's is never signalled.
+        guard getppid() == old else { return }
+        logger.notice("took over from primary \(old): its workers drain now")
+        kill(old, SIGTERM)
+    }
+
     // MARK: Scaling and stopping
 
     private func scale(_ count: Int) {
@@ -412,6 +461,8 @@ public actor Supervisor {
         pendingRestarts.removeAll()
         rollout = nil
         reloadQueued = false
+        // Connections not yet accepted stay queued (for a new primary after a hot upgrade).
+        primary.stopAccepting()
         for (id, entry) in managed {
             if immediately {
                 managed[id]?.retiring = true
