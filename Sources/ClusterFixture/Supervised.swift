@@ -4,13 +4,14 @@
 // Primary environment: WORKERS, PORT, DISTRIBUTION (default shared), READINESS=explicit,
 // RESTART_DELAY_MS, MAX_BOOT_FAILURES, BOOT_PERIOD_MS, BOOT_TIMEOUT_MS, DRAIN_TIMEOUT_MS,
 // READY_TIMEOUT_MS, MAX_SURGE, WATCHDOG_MS, KILL_AFTER_MS, MAX_REQUESTS, MAX_RSS_MB,
-// MAX_AGE_MS. Commands on standard input: "reload", "scale N", "stop", "stop now".
+// MAX_AGE_MS, RUN_AS (a user), LIMIT_NOFILE. Commands on standard input: "reload", "scale N", "stop", "stop now".
 // It prints the events as JSON lines, and {"event":"outcome",...} before it exits.
 //
 // Worker: when the file FAIL_FILE names exists at start, its content says how to fail:
 // "exit N" exits with code N, "hang" never gets ready. With READINESS=explicit it calls
 // ready() after READY_DELAY_MS. Routes: / (who answers), /slow?ms=N, /spin (blocks its
-// event loop forever), /leak?mb=N (keeps N MiB), /crash (traps).
+// event loop forever), /leak?mb=N (keeps N MiB), /orphan (leaves an orphan for PID 1),
+// /crash (traps).
 import Cluster
 import ClusterNIO
 import Foundation
@@ -26,6 +27,7 @@ private func integer(_ name: String) -> Int? {
 }
 
 func runSupervisedPrimary(_ primary: Primary) async throws {
+    primary.setup(PrimarySettings(user: environment["RUN_AS"], limits: ResourceLimits(openFiles: integer("LIMIT_NOFILE"))))
     let distribution = try Cluster.environmentDistribution(default: .shared)
     try await primary.listen(.tcp(host: "0.0.0.0", port: integer("PORT") ?? 0), distribution: distribution)
     let defaults = Supervision()
@@ -96,6 +98,17 @@ func runSupervisedWorker(_ worker: ClusterWorker) async throws {
             let megabytes = query("mb") ?? 16
             leaked.withLock { $0.append([UInt8](repeating: 1, count: megabytes << 20)) }
             return loop.makeSucceededFuture(HTTPResponse(body: "leaked \(megabytes) MiB " + body))
+        case "/orphan":
+            // A grandchild whose parent exits at once: the kernel hands it to PID 1.
+            var pid: pid_t = 0
+            let words = ["/bin/sh", "-c", "sleep 1 & exit 0"]
+            let argv: [UnsafeMutablePointer<CChar>?] = words.map { word in word.withCString { strdup($0) } } + [nil]
+            if posix_spawn(&pid, "/bin/sh", nil, nil, argv, environ) == 0 {
+                var status: Int32 = 0
+                waitpid(pid, &status, 0)
+            }
+            argv.forEach { free($0) }
+            return loop.makeSucceededFuture(HTTPResponse(body: body))
         case "/crash":
             fatalError("the /crash route traps on purpose")
         default:

@@ -126,7 +126,10 @@ extension IntegrationTests {
         }
 
         @Test func aHandlerStuckInAnInfiniteLoopIsReplacedWithinTheTimeoutPlusASecond() async throws {
-            let (primary, port) = try await start(workers: 1, ["WATCHDOG_MS": "1000", "KILL_AFTER_MS": "300"])
+            // Without the runtime's backtracer: SIGKILL 300 ms after SIGABRT would cut it
+            // short and leave its helper process behind.
+            let (primary, port) = try await start(workers: 1, ["WATCHDOG_MS": "1000", "KILL_AFTER_MS": "300",
+                                                               "SWIFT_BACKTRACE": "enable=no"])
             defer { primary.stop() }
             let hung = try ClientConnection(port: port, timeout: 5)
             let start = ContinuousClock.now
@@ -222,6 +225,57 @@ extension IntegrationTests {
             try await primary.waitForEvent(["event": "exit", "id": "2"])
             try await Task.sleep(for: .milliseconds(300))
             #expect(primary.events(["event": "fork"]).count == 3, "no restart after scaling down")
+        }
+
+        @Test func aWorkerIsRecycledAfterItsRequestLimit() async throws {
+            let (primary, port) = try await start(workers: 1, ["MAX_REQUESTS": "50"])
+            defer { primary.stop() }
+            for _ in 0..<60 {
+                let (outcome, _) = try ClientConnection(port: port).get(keepAlive: false)
+                guard case .ok = outcome else {
+                    Issue.record("a request failed while the worker was recycled: \(outcome)")
+                    return
+                }
+            }
+            try await primary.waitForEvent(["event": "listening", "id": "2"], timeout: .seconds(5))
+            let exit = try await primary.waitForEvent(["event": "exit", "id": "1"])
+            #expect(exit["code"] as? Int == 0)
+            #expect(primary.output.contains { $0.contains("recycling worker 1") && $0.contains("requests (limit 50)") })
+        }
+
+        @Test(.enabled(if: getuid() == 0, "switching users needs root"))
+        func workersGetTheirLimitsAndUserAfterThePrimaryBoundAPrivilegedPort() async throws {
+            let (primary, port) = try await start(workers: 1, ["PORT": "1001", "RUN_AS": "nobody", "LIMIT_NOFILE": "321"])
+            defer { primary.stop() }
+            #expect(port == 1001)
+            let worker = try #require(primary.events(["event": "listening"]).first?["pid"] as? Int).map(Int32.init)!
+            let limits = try String(contentsOfFile: "/proc/\(worker)/limits", encoding: .utf8)
+            let openFiles = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max open files") })
+            #expect(openFiles.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).prefix(2) == ["321", "321"], "\(openFiles)")
+            #expect(status(of: worker, "Uid")?.split(separator: "\t").first == "65534", "the worker runs as nobody")
+            let (outcome, _) = try ClientConnection(port: port).get(keepAlive: false)
+            #expect(outcome == .ok(worker: "1"))
+        }
+
+        @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare"), "a PID namespace needs root and unshare"))
+        func asPID1ThePrimaryReapsOrphansItDidNotSpawn() async throws {
+            let primary = try SpawnedProcess("ClusterFixture", ["supervised"], environment: ["WORKERS": "1"],
+                                             launcher: ["/usr/bin/unshare", "--pid", "--fork", "--kill-child", "--mount-proc"])
+            defer { primary.stop() }
+            let listening = try await primary.waitForEvent(["event": "listening"])
+            #expect(primary.events(["event": "supervising"]).first?["pid"] as? Int == 1, "the primary is PID 1 in its namespace")
+            // The primary as the host sees it: unshare's child.
+            let host = try #require(children(of: primary.pid).first)
+            let worker = try #require(children(of: host).first)
+            let port = listening["port"] as! Int
+            #expect(try ClientConnection(port: port).get("/orphan", keepAlive: false).0 == .ok(worker: "1"))
+            let adopted = children(of: host).filter { $0 != worker }
+            #expect(!adopted.isEmpty, "the orphan became the primary's child")
+            try await Task.sleep(for: .seconds(2)) // it exits after 1 s
+            let zombies = children(of: host).filter { processState($0) == "Z" }
+            #expect(zombies.isEmpty, "orphans left as zombies: \(zombies)")
+            #expect(children(of: host) == [worker], "only the worker is left")
+            #expect(try ClientConnection(port: port).get(keepAlive: false).0 == .ok(worker: "1"), "its own worker was not reaped away")
         }
     }
 }

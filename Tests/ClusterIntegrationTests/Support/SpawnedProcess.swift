@@ -24,10 +24,15 @@ final class SpawnedProcess: Sendable {
 
     /// Starts a product of this package with `arguments` and `environment` added to ours.
     /// With `shellPrefix`, it runs as `/bin/sh -c "PREFIX; exec PRODUCT ARGS"`.
-    init(_ product: String, _ arguments: [String] = [], environment: [String: String] = [:], shellPrefix: String? = nil) throws {
+    /// With `launcher`, it runs as `LAUNCHER... PRODUCT ARGS` (`unshare`, `taskset`).
+    init(_ product: String, _ arguments: [String] = [], environment: [String: String] = [:], shellPrefix: String? = nil,
+         launcher: [String] = []) throws {
         let path = SpawnedProcess.product(product)
         let process = Process()
-        if let shellPrefix {
+        if let program = launcher.first {
+            process.executableURL = URL(fileURLWithPath: program)
+            process.arguments = Array(launcher.dropFirst()) + [path] + arguments
+        } else if let shellPrefix {
             process.executableURL = URL(fileURLWithPath: "/bin/sh")
             process.arguments = ["-c", "\(shellPrefix); exec \(([path] + arguments).joined(separator: " "))"]
         } else {
@@ -187,6 +192,22 @@ func status(of pid: Int32, _ field: String) -> String? {
         return line.dropFirst(field.count + 1).trimmingCharacters(in: .whitespaces)
     }
     return nil
+}
+
+/// The children of `pid` (every thread's), from /proc.
+func children(of pid: Int32) -> [Int32] {
+    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+    return tasks.flatMap { task in
+        ((try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/children", encoding: .utf8)) ?? "")
+            .split(separator: " ").compactMap { Int32($0) }
+    }
+}
+
+/// The state letter of `pid` (R, S, Z...), from /proc.
+func processState(_ pid: Int32) -> Character? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return nil }
+    return stat[stat.index(close, offsetBy: 2)]
 }
 
 /// The parent of `pid`, from /proc, or nil when it is gone.
