@@ -95,14 +95,14 @@ extension IntegrationTests {
             try "exit 3".write(toFile: failFile, atomically: true, encoding: .utf8)
             defer { try? FileManager.default.removeItem(atPath: failFile) }
             let primary = try SpawnedProcess("ClusterFixture", ["supervised"], environment: [
-                "WORKERS": "1", "FAIL_FILE": failFile, "RESTART_DELAY_MS": "500", "MAX_BOOT_FAILURES": "3",
+                "WORKERS": "1", "FAIL_FILE": failFile, "RESTART_DELAY_MS": "1000", "MAX_BOOT_FAILURES": "3",
             ])
             defer { primary.stop() }
             try await primary.waitForEvent(["event": "exit", "code": "3"])
-            // While it backs off (0.5, 1, 2 s), the primary sleeps.
+            // While it backs off (at once, then 1 s, then 2 s), the primary sleeps.
             let before = try #require(cpuSeconds(of: primary.pid))
             let start = ContinuousClock.now
-            try await Task.sleep(for: .seconds(2))
+            try await Task.sleep(for: .seconds(1.5))
             let after = try #require(cpuSeconds(of: primary.pid))
             let share = (after - before) / (start.duration(to: .now) / .seconds(1))
             print("primary CPU while backing off: \(Int(share * 1000) / 10)%")

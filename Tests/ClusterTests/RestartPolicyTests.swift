@@ -13,7 +13,7 @@ struct ManualInstant: InstantProtocol, Sendable {
 @Suite struct RestartPolicyTests {
     typealias Ledger = RestartLedger<ManualInstant>
 
-    @Test func aSlotBacksOffExponentiallyUpToTheCeiling() {
+    @Test func aSlotRestartsAtOnceThenBacksOffExponentiallyUpToTheCeiling() {
         var ledger = Ledger(policy: RestartPolicy(initialDelay: .milliseconds(100), factor: 2, maxDelay: .seconds(1),
                                                   resetAfter: .seconds(10)))
         var delays: [RestartDecision] = []
@@ -21,19 +21,21 @@ struct ManualInstant: InstantProtocol, Sendable {
             delays.append(ledger.exited(worker: "worker 1", slot: 0, status: .signaled(.kill), uptime: .seconds(1),
                                         wasReady: true, at: .seconds(Double(second))))
         }
-        #expect(delays == [.restart(after: .milliseconds(100)), .restart(after: .milliseconds(200)),
+        #expect(delays == [.restart(after: .zero), .restart(after: .milliseconds(100)), .restart(after: .milliseconds(200)),
                            .restart(after: .milliseconds(400)), .restart(after: .milliseconds(800)),
-                           .restart(after: .seconds(1)), .restart(after: .seconds(1))])
+                           .restart(after: .seconds(1))])
     }
 
     @Test func backoffIsPerSlotAndResetsAfterAWorkerStayedUp() {
         var ledger = Ledger(policy: RestartPolicy(initialDelay: .milliseconds(100), resetAfter: .seconds(10)))
         _ = ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(1), wasReady: true, at: .seconds(0))
         _ = ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(1), wasReady: true, at: .seconds(1))
+        #expect(ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(1), wasReady: true, at: .seconds(2))
+                == .restart(after: .milliseconds(200)), "the third restart of slot 0 in a row")
         #expect(ledger.exited(worker: "w", slot: 1, status: .exited(1), uptime: .seconds(1), wasReady: true, at: .seconds(2))
-                == .restart(after: .milliseconds(100)), "another slot starts its own count")
+                == .restart(after: .zero), "another slot starts its own count")
         #expect(ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(11), wasReady: true, at: .seconds(20))
-                == .restart(after: .milliseconds(100)), "a worker up longer than resetAfter resets its slot")
+                == .restart(after: .zero), "a worker up longer than resetAfter resets its slot")
     }
 
     @Test func moreBootFailuresThanAllowedWithinThePeriodStopTheCluster() {

@@ -1,8 +1,9 @@
 /// When a worker that died is started again, and when the primary gives up instead.
 ///
-/// - **Backoff per slot.** A slot's first restart waits ``initialDelay``; each further one
-///   waits ``factor`` times longer, up to ``maxDelay``. A worker that stayed up for
-///   ``resetAfter`` starts its slot's count over.
+/// - **Backoff per slot.** A slot's first restart is immediate (a trap in one request
+///   costs one worker's in-flight requests, not seconds of capacity); the next waits
+///   ``initialDelay``, and each further one ``factor`` times longer, up to ``maxDelay``.
+///   A worker that stayed up for ``resetAfter`` starts its slot's count over.
 /// - **Crash-loop intensity.** A worker that exits before it is ready failed to boot. More
 ///   than ``maxBootFailures`` boot failures within ``period`` stop the cluster: the primary
 ///   drains the other workers and exits non-zero. A worker that was ready and then died
@@ -11,7 +12,7 @@
 /// - **Cannot boot.** A worker that exits with ``cannotBootExitCode`` (78, `EX_CONFIG`)
 ///   says retrying is pointless (a missing file, a bad config): the cluster stops at once.
 public struct RestartPolicy: Sendable, Hashable {
-    /// The delay before a slot's first restart.
+    /// The delay before a slot's second restart in a row (the first is immediate).
     public var initialDelay: Duration
     /// How much longer each further restart of the same slot waits.
     public var factor: Double
@@ -28,10 +29,10 @@ public struct RestartPolicy: Sendable, Hashable {
     /// rather than retry: 78, `EX_CONFIG` from sysexits.h.
     public static let cannotBootExitCode: Int32 = 78
 
-    /// A policy; every parameter has a default: 100 ms doubling to 15 s, reset after 10 s
-    /// up, and more than 5 boot failures within 30 s stop the cluster.
+    /// A policy; every parameter has a default: immediate, then 100 ms doubling to 15 s,
+    /// reset after 1 s up, and more than 5 boot failures within 30 s stop the cluster.
     public init(initialDelay: Duration = .milliseconds(100), factor: Double = 2, maxDelay: Duration = .seconds(15),
-                resetAfter: Duration = .seconds(10), maxBootFailures: Int = 5, period: Duration = .seconds(30)) {
+                resetAfter: Duration = .seconds(1), maxBootFailures: Int = 5, period: Duration = .seconds(30)) {
         self.initialDelay = initialDelay
         self.factor = max(1, factor)
         self.maxDelay = max(initialDelay, maxDelay)
@@ -83,8 +84,9 @@ struct RestartLedger<Instant: InstantProtocol>: Sendable where Instant.Duration 
 
     /// The delay before restart number `attempt` (0-based) of one slot.
     func delay(attempt: Int) -> Duration {
+        guard attempt > 0 else { return .zero }
         var delay = policy.initialDelay
-        for _ in 0..<min(attempt, 64) {
+        for _ in 0..<min(attempt - 1, 64) {
             delay = delay * policy.factor
             if delay >= policy.maxDelay { return policy.maxDelay }
         }
