@@ -227,6 +227,22 @@ extension IntegrationTests {
             #expect(primary.events(["event": "fork"]).count == 3, "no restart after scaling down")
         }
 
+        @Test func scalingAReusePortListenerDownLeavesNoSocketWithoutAWorker() async throws {
+            let (primary, port) = try await start(["DISTRIBUTION": "reusePort"])
+            defer { primary.stop() }
+            primary.send("scale 1")
+            try await primary.waitForEvent(["event": "exit", "id": "1"])
+            // Each new connection has a new source port, so the kernel's hash spreads them
+            // over every socket still in the group: none may be one nobody accepts on.
+            for _ in 0..<40 {
+                let (outcome, _) = try ClientConnection(port: port, timeout: 2).get(keepAlive: false)
+                guard outcome == .ok(worker: "2") else {
+                    Issue.record("a connection after scaling down: \(outcome)")
+                    return
+                }
+            }
+        }
+
         @Test func aWorkerIsRecycledAfterItsRequestLimit() async throws {
             let (primary, port) = try await start(workers: 1, ["MAX_REQUESTS": "50"])
             defer { primary.stop() }

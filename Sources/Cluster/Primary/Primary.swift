@@ -18,8 +18,8 @@ import Glibc
 public final class Primary: Sendable {
     struct BoundListener {
         let id: Int
-        /// The primary's socket; for reusePort, slot 0's.
-        let fd: Int32
+        /// The primary's socket; for reusePort, one of the slots' (slot 0's at first).
+        var fd: Int32
         let bound: ListenAddress
         let distribution: Distribution
         /// reusePort: one socket per slot, kept across that slot's restarts.
@@ -149,6 +149,29 @@ public final class Primary: Sendable {
     /// handing over); connections not yet accepted wait in the sockets' queues.
     func stopAccepting() {
         loop.execute { [self] in dispatchers.forEach { $0.stopAccepting() } }
+    }
+
+    /// Closes the `reusePort` sockets of slots no worker will use again (any slot not in
+    /// `slots`; the last socket of a listener stays): the kernel would go on giving such a
+    /// socket its share of connections with nobody to accept them. Connections already
+    /// queued on it are reset. A later worker in that slot gets a new socket.
+    public func releaseSlots(keeping slots: Set<Int>) {
+        loop.execute { [self] in
+            let closed = state.withLock { state -> [Int32] in
+                var closed: [Int32] = []
+                for (address, var listener) in state.listeners where listener.distribution.kind == .reusePort {
+                    for (slot, fd) in listener.slotSockets.sorted(by: { $0.key < $1.key })
+                    where !slots.contains(slot) && listener.slotSockets.count > 1 {
+                        closed.append(fd)
+                        listener.slotSockets.removeValue(forKey: slot)
+                        if fd == listener.fd { listener.fd = listener.slotSockets.sorted { $0.key < $1.key }.first!.value }
+                    }
+                    state.listeners[address] = listener
+                }
+                return closed
+            }
+            closed.forEach(Syscall.close)
+        }
     }
 
     // MARK: Hot upgrade

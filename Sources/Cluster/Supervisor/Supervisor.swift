@@ -356,6 +356,9 @@ public actor Supervisor {
         }
         await advanceReload()
         takeOverIfReady()
+        if phase == .running {
+            primary.releaseSlots(keeping: Set(managed.values.filter { !$0.retiring }.map(\.worker.slot) + pendingRestarts.map(\.slot)))
+        }
     }
 
     // MARK: Reload
