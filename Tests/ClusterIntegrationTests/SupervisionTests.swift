@@ -181,6 +181,23 @@ extension IntegrationTests {
             #expect(primary.events(["event": "exit"]).allSatisfy { ($0["code"] as? Int) == 0 })
         }
 
+        @Test(arguments: [[SIGINT, SIGINT], [SIGQUIT]])
+        func aSecondSigintOrSigquitStopsAtOnce(signals: [Int32]) async throws {
+            let (primary, port) = try await start()
+            defer { primary.stop() }
+            let slow = try ClientConnection(port: port, timeout: 10)
+            #expect(slow.send("/slow?ms=5000", keepAlive: false) == nil)
+            try await Task.sleep(for: .milliseconds(200))
+            let start = ContinuousClock.now
+            for signal in signals {
+                primary.signal(signal)
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(try await primary.waitForExit(timeout: .seconds(4)) == 0)
+            #expect(start.duration(to: .now) < .seconds(2), "stopped without waiting for the 5 s request")
+            if case .ok = slow.receive().0 { Issue.record("the 5 s request was answered: the workers were not killed at once") }
+        }
+
         @Test func aReplacementThatIsNeverReadyAbortsTheReloadAndTheOldWorkersServe() async throws {
             let failFile = FileManager.default.temporaryDirectory.appendingPathComponent("fail-\(UUID())").path
             defer { try? FileManager.default.removeItem(atPath: failFile) }
@@ -257,6 +274,20 @@ extension IntegrationTests {
             let exit = try await primary.waitForEvent(["event": "exit", "id": "1"])
             #expect(exit["code"] as? Int == 0)
             #expect(primary.output.contains { $0.contains("recycling worker 1") && $0.contains("requests (limit 50)") })
+        }
+
+        @Test func aWorkerIsRecycledAtItsMaximumAge() async throws {
+            let (primary, port) = try await start(workers: 1, ["MAX_AGE_MS": "1000"])
+            defer { primary.stop() }
+            try await primary.waitForEvent(["event": "listening", "id": "2"], timeout: .seconds(4))
+            let exit = try await primary.waitForEvent(["event": "exit", "id": "1"])
+            #expect(exit["code"] as? Int == 0)
+            #expect(primary.output.contains { $0.contains("recycling worker 1") && $0.contains("older than 1 s") })
+            // Worker 2 ages too, so whichever worker is current answers.
+            guard case .ok = try ClientConnection(port: port).get(keepAlive: false).0 else {
+                Issue.record("no worker answers after recycling by age")
+                return
+            }
         }
 
         @Test(.enabled(if: getuid() == 0, "switching users needs root"))
