@@ -31,7 +31,7 @@ extension ClusterWorker {
         let listener = try await self.listener(address)
         let ownGroup = group == nil ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
         let group = group ?? ownGroup!
-        let connections = ConnectionTracker()
+        let connections = ConnectionTracker { [self] opened in countConnection(opened: opened) }
         for loop in group.makeIterator() {
             watchEventLoop { loop.execute($0) }
         }
@@ -180,6 +180,12 @@ final class ConnectionTracker: Sendable {
         var quiescing = false
     }
     private let state = Mutex(State())
+    private let count: @Sendable (_ opened: Bool) -> Void
+
+    /// `count` hears of every connection opened and closed.
+    init(count: @escaping @Sendable (_ opened: Bool) -> Void = { _ in }) {
+        self.count = count
+    }
 
     /// A connection is on its way: ``add(_:expected:)`` or ``abandon()`` follows.
     func expect() { state.withLock { $0.expected += 1 } }
@@ -194,8 +200,10 @@ final class ConnectionTracker: Sendable {
             if expected { state.expected -= 1 }
             return state.quiescing
         }
+        count(true)
         channel.closeFuture.whenComplete { [self] _ in
             _ = state.withLock { $0.open.removeValue(forKey: key) }
+            count(false)
         }
         // Adopted after the drain began: quiesce as soon as the pipeline exists.
         if quiescing {

@@ -23,9 +23,9 @@ enum Control: Codable, Sendable, Equatable {
 
     /// Worker → primary: it is ready for traffic (``ClusterWorker/ready()``).
     case ready
-    /// Worker → primary, every heartbeat: requests served so far, and how late the app's
-    /// event loops answer (µs); `waiting`: a probe is still unanswered, so the lag grows.
-    case heartbeat(requests: Int, lagMicroseconds: Int, waiting: Bool)
+    /// Worker → primary, every heartbeat: what it served, its connections, CPU, memory and
+    /// event-loop lag.
+    case heartbeat(HeartbeatReport)
 
     var frame: Frame { frame(descriptors: []) }
 

@@ -67,6 +67,11 @@ public final class Primary: Sendable {
     /// The live workers, by id (Node's `cluster.workers`). A worker leaves when it exits.
     public var workers: [Int: Worker] { state.withLock { $0.workers } }
 
+    /// The cluster's figures from the workers' last heartbeats.
+    public var stats: ClusterStats {
+        ClusterStats(workers.values.filter { !$0.isDead }.sorted { $0.id < $1.id }.map(\.stats))
+    }
+
     /// Events from now on (fork, online, listening, message, disconnect, exit).
     public var events: ClusterEvents { hub.subscribe() }
 
@@ -402,8 +407,8 @@ public final class Primary: Sendable {
             dispatcher(id)?.closed(on: worker.id, count: count)
         case .ready:
             hub.publish(.ready(worker))
-        case .heartbeat(let requests, let lag, let waiting):
-            worker.recordHeartbeat(requests: requests, lagMicroseconds: lag, waiting: waiting)
+        case .heartbeat(let report):
+            worker.recordHeartbeat(report)
         case .disconnect, .connection:
             protocolViolation(by: worker, ClusterError(.malformedFrame, "it sent '\(control)', which only the primary sends"))
         }

@@ -35,10 +35,7 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
         var exitStatus: ExitStatus?
         var pidfd: Int32
         var killTimer: UInt64?
-        var requests = 0
-        var lagMicroseconds = 0
-        var lagGrowing = false
-        var lastHeartbeat: UInt64?
+        var reports = StatsWindow()
     }
     private let mutable: Mutex<Mutable>
     let channel: Channel
@@ -128,21 +125,23 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
         if send { try? channel.sendNow(Control.disconnect.frame, force: true) }
     }
 
+    /// What the worker reported in its last heartbeat, with rates over the last second.
+    public var stats: WorkerStats { mutable.withLock { $0.reports.stats } }
+
     /// Requests the worker reported serving (its adapters count them).
-    public var requestsServed: Int { mutable.withLock { $0.requests } }
+    public var requestsServed: Int { mutable.withLock { $0.reports.last?.report.requests ?? 0 } }
 
     /// How late the worker's event loops answer: as it last reported, plus the time since
     /// when a probe was still waiting then (a blocked loop's lag keeps growing).
     public var eventLoopLag: Duration {
-        let (lag, growing, last) = mutable.withLock { ($0.lagMicroseconds, $0.lagGrowing, $0.lastHeartbeat) }
-        let reported = Duration.microseconds(lag)
-        guard growing, let last else { return reported }
-        return reported + Worker.elapsed(since: last)
+        guard let (at, report) = mutable.withLock({ $0.reports.last }) else { return .zero }
+        let reported = Duration.microseconds(report.lag)
+        return report.waiting ? reported + Worker.elapsed(since: at) : reported
     }
 
     /// Time since the worker's last heartbeat (every 250 ms), or nil before the first.
     public var sinceLastHeartbeat: Duration? {
-        mutable.withLock { $0.lastHeartbeat }.map(Worker.elapsed(since:))
+        mutable.withLock { $0.reports.last?.at }.map(Worker.elapsed(since:))
     }
 
     private static func elapsed(since instant: UInt64) -> Duration {
@@ -160,13 +159,17 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
     // MARK: Runtime
 
     /// A heartbeat arrived. A worker that lies (negative numbers) is clamped, not believed.
-    func recordHeartbeat(requests: Int, lagMicroseconds: Int, waiting: Bool) {
-        mutable.withLock { state in
-            state.requests = max(0, requests)
-            state.lagMicroseconds = max(0, lagMicroseconds)
-            state.lagGrowing = waiting
-            state.lastHeartbeat = IOLoop.now()
-        }
+    func recordHeartbeat(_ report: HeartbeatReport) {
+        var report = report
+        report.requests = max(0, report.requests)
+        report.connections = max(0, report.connections)
+        report.connectionsTotal = max(0, report.connectionsTotal)
+        report.lag = max(0, report.lag)
+        report.lagP50 = max(0, report.lagP50)
+        report.lagP99 = max(0, report.lagP99)
+        report.cpu = max(0, report.cpu)
+        report.rss = max(0, report.rss)
+        mutable.withLock { $0.reports.record(report, at: IOLoop.now()) }
     }
 
     /// Moves forward only: a worker never goes back to an earlier state.

@@ -50,12 +50,20 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
         try channel.start()
         try channel.sendNow(Control.online.frame, force: true)
         scheduleHeartbeat()
+        scheduleProbe()
     }
 
     private func scheduleHeartbeat() {
         loop.schedule(after: Heartbeat.interval) { [self] in
-            try? channel.sendNow(heartbeat.beat().frame, force: true)
+            try? channel.sendNow(Control.heartbeat(heartbeat.report()).frame, force: true)
             scheduleHeartbeat()
+        }
+    }
+
+    private func scheduleProbe() {
+        loop.schedule(after: Heartbeat.probeInterval) { [self] in
+            heartbeat.probe()
+            scheduleProbe()
         }
     }
 
@@ -128,6 +136,12 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
     /// ``Supervision/Recycling/maxRequests``. The HTTP adapters count for you.
     public func countRequest() {
         heartbeat.countRequest()
+    }
+
+    /// Counts a connection opened (`true`) or closed: the primary's stats and the
+    /// autoscaler see them. The adapters count for you.
+    public func countConnection(opened: Bool) {
+        heartbeat.countConnection(opened: opened)
     }
 
     /// Lets the watchdog see whether an event loop of the app turns: `schedule` must run

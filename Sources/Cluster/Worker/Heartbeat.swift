@@ -1,13 +1,38 @@
+import CClusterShims
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a worker reports with each heartbeat.
+struct HeartbeatReport: Codable, Sendable, Hashable {
+    /// Requests served since the worker started.
+    var requests = 0
+    /// Connections open now, and since the worker started.
+    var connections = 0
+    var connectionsTotal = 0
+    /// How late the event loops answer now (µs): the worst of the last probe of each loop,
+    /// or the age of one still unanswered (then `waiting`, and the lag is still growing).
+    var lag = 0
+    var waiting = false
+    /// Event-loop lag over the last second (µs).
+    var lagP50 = 0
+    var lagP99 = 0
+    /// CPU time the process has used (µs), and its resident memory (bytes).
+    var cpu = 0
+    var rss = 0
+}
 
 /// A worker's pulse, sent by the runtime's I/O thread (never an app event loop) every
-/// ``interval``: the requests served so far and the event-loop lag. The lag is how long
-/// the last probe took to run on each watched event loop, or how long an unanswered probe
-/// has waited (then the report says so, and the primary adds the time since): a loop stuck
-/// in an infinite loop shows a lag that grows without bound.
+/// ``interval``: what it served, its connections, CPU and memory, and the event-loop lag.
+/// Every ``probeInterval`` a probe is sent to each watched event loop; the lag is how late
+/// it ran, or how long an unanswered one has waited: a loop stuck in an infinite loop
+/// shows a lag that grows without bound.
 final class Heartbeat: Sendable {
     /// How often the worker reports.
     static let interval: Duration = .milliseconds(250)
+    /// How often each watched loop is probed.
+    static let probeInterval: Duration = .milliseconds(100)
 
     private struct Probe {
         let schedule: @Sendable (@escaping @Sendable () -> Void) -> Void
@@ -15,45 +40,87 @@ final class Heartbeat: Sendable {
         var lastLag: UInt64 = 0
     }
 
-    private let probes = Mutex<[Probe]>([])
+    private struct Lags {
+        var probes: [Probe] = []
+        /// (answered at, lag) of the last second, oldest first.
+        var samples: [(at: UInt64, lag: UInt64)] = []
+    }
+
+    private let lags = Mutex(Lags())
     private let requests = Atomic<Int>(0)
+    private let connections = Atomic<Int>(0)
+    private let connectionsTotal = Atomic<Int>(0)
 
     /// Counts one request served.
     func countRequest() { requests.add(1, ordering: .relaxed) }
 
-    /// Watches an event loop: `schedule` must run its argument on that loop, soon.
-    func watch(_ schedule: @escaping @Sendable (@escaping @Sendable () -> Void) -> Void) {
-        probes.withLock { $0.append(Probe(schedule: schedule)) }
+    /// Counts a connection opened or closed.
+    func countConnection(opened: Bool) {
+        connections.add(opened ? 1 : -1, ordering: .relaxed)
+        if opened { connectionsTotal.add(1, ordering: .relaxed) }
     }
 
-    /// The report for now, and a new probe sent to every loop that answered the last.
-    func beat() -> Control {
+    /// Watches an event loop: `schedule` must run its argument on that loop, soon.
+    func watch(_ schedule: @escaping @Sendable (@escaping @Sendable () -> Void) -> Void) {
+        lags.withLock { $0.probes.append(Probe(schedule: schedule)) }
+    }
+
+    /// Sends a probe to every loop that answered the last one.
+    func probe() {
         let now = IOLoop.now()
         var send: [(Int, @Sendable (@escaping @Sendable () -> Void) -> Void)] = []
-        var waiting = false
-        let lag = probes.withLock { probes -> UInt64 in
-            var worst: UInt64 = 0
-            for index in probes.indices {
-                if let sentAt = probes[index].sentAt {
-                    worst = max(worst, now - sentAt)
-                    waiting = true
-                } else {
-                    worst = max(worst, probes[index].lastLag)
-                    probes[index].sentAt = now
-                    send.append((index, probes[index].schedule))
-                }
+        lags.withLock { lags in
+            for index in lags.probes.indices where lags.probes[index].sentAt == nil {
+                lags.probes[index].sentAt = now
+                send.append((index, lags.probes[index].schedule))
             }
-            return worst
         }
         for (index, schedule) in send {
             schedule { [self] in
                 let answered = IOLoop.now()
-                probes.withLock { probes in
-                    if let sentAt = probes[index].sentAt { probes[index].lastLag = answered - sentAt }
-                    probes[index].sentAt = nil
+                lags.withLock { lags in
+                    guard let sentAt = lags.probes[index].sentAt else { return }
+                    let lag = answered - min(sentAt, answered)
+                    lags.probes[index].lastLag = lag
+                    lags.probes[index].sentAt = nil
+                    lags.samples.append((answered, lag))
+                    lags.samples.removeAll { answered - min($0.at, answered) > 1_000_000_000 }
                 }
             }
         }
-        return .heartbeat(requests: requests.load(ordering: .relaxed), lagMicroseconds: Int(lag / 1000), waiting: waiting)
+    }
+
+    /// The report for now.
+    func report() -> HeartbeatReport {
+        let now = IOLoop.now()
+        var report = HeartbeatReport(requests: requests.load(ordering: .relaxed),
+                                     connections: max(0, connections.load(ordering: .relaxed)),
+                                     connectionsTotal: connectionsTotal.load(ordering: .relaxed))
+        var recent: [UInt64] = []
+        lags.withLock { lags in
+            var worst: UInt64 = 0
+            for probe in lags.probes {
+                if let sentAt = probe.sentAt {
+                    let waited = now - min(sentAt, now)
+                    worst = max(worst, waited)
+                    recent.append(waited)
+                    report.waiting = true
+                } else {
+                    worst = max(worst, probe.lastLag)
+                }
+            }
+            report.lag = Int(worst / 1000)
+            recent += lags.samples.filter { now - min($0.at, now) <= 1_000_000_000 }.map(\.lag)
+        }
+        recent.sort()
+        if !recent.isEmpty {
+            report.lagP50 = Int(recent[recent.count / 2] / 1000)
+            report.lagP99 = Int(recent[min(recent.count - 1, recent.count * 99 / 100)] / 1000)
+        }
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        report.cpu = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1_000_000 + usage.ru_utime.tv_usec + usage.ru_stime.tv_usec
+        report.rss = max(0, cluster_self_rss())
+        return report
     }
 }

@@ -1,0 +1,187 @@
+/// One sample of the cluster's load, which the supervisor takes every
+/// ``AutoscalePolicy/interval`` and hands to the policy.
+public struct ClusterLoad: Sendable, Hashable {
+    /// Workers serving (ready, not retiring).
+    public var workers: Int
+    /// Mean CPU seconds per second per worker over about the last second (1.0: each
+    /// worker keeps a core busy).
+    public var utilization: Double
+    /// The worst worker's p99 event-loop lag over the last second.
+    public var lagP99: Duration
+    /// Connections the primary holds because no worker could take them (primary-accept
+    /// strategies).
+    public var waitingConnections: Int
+    /// Memory the host has available (`MemAvailable`), in bytes; nil when unknown.
+    public var memoryAvailable: Int?
+    /// The mean resident memory of one worker, in bytes.
+    public var workerMemory: Int
+    /// The host's 1-minute load average.
+    public var loadAverage: Double
+    /// CPUs available to the cluster.
+    public var cores: Int
+
+    public init(workers: Int, utilization: Double, lagP99: Duration = .zero, waitingConnections: Int = 0,
+                memoryAvailable: Int? = nil, workerMemory: Int = 0, loadAverage: Double = 0, cores: Int = Cluster.availableCores) {
+        self.workers = workers
+        self.utilization = utilization
+        self.lagP99 = lagP99
+        self.waitingConnections = waitingConnections
+        self.memoryAvailable = memoryAvailable
+        self.workerMemory = workerMemory
+        self.loadAverage = loadAverage
+        self.cores = cores
+    }
+}
+
+/// A new worker count, and why.
+public struct AutoscaleDecision: Sendable, Hashable, CustomStringConvertible {
+    public var workers: Int
+    public var reason: String
+    public var description: String { "\(workers) workers: \(reason)" }
+}
+
+/// A pure decision from load samples to a worker count. The supervisor calls
+/// ``decide(_:at:)`` every ``interval`` with the time elapsed since it started, so a
+/// policy can be driven by a recorded trace and a hand-set clock.
+public protocol AutoscalePolicy: Sendable {
+    /// How often the supervisor samples the load and asks.
+    var interval: Duration { get }
+    /// The worker count to move to and why, or nil to keep `load.workers`.
+    mutating func decide(_ load: ClusterLoad, at now: Duration) -> AutoscaleDecision?
+}
+
+/// swift-cluster's autoscaler: keeps the workers' CPU utilization near a target between
+/// ``minWorkers`` and ``maxWorkers``.
+///
+/// - **Up, fast, and as far as needed.** When utilization stays above
+///   ``scaleUpUtilization``, or the p99 event-loop lag above ``maxLag``, or connections wait
+///   in the primary, for ``scaleUpAfter``, it moves to the count that would bring
+///   utilization back to ``targetUtilization`` (`ceil(workers × utilization / target)`,
+///   at least one more), and doubles when the workers are saturated (their utilization
+///   cannot show how far behind they are): several workers at once when far behind.
+/// - **Down, slowly.** Only when utilization stays below ``scaleDownUtilization`` (and
+///   nothing lags or waits) for ``scaleDownAfter``, to the count the target needs: after
+///   the load stops it returns to ``minWorkers`` in one step.
+/// - **No flapping.** The band between the two thresholds holds the count; after a change,
+///   ``cooldown`` passes before it scales up again (new workers need a moment to take
+///   load) and ``scaleDownAfter`` before it scales down.
+/// - **Memory.** It adds no worker that would leave less than ``memoryHeadroom`` bytes
+///   available, and removes one when less than half of that is left.
+public struct Autoscaler: AutoscalePolicy, Hashable {
+    public var minWorkers: Int
+    public var maxWorkers: Int
+    public var targetUtilization: Double
+    public var scaleUpUtilization: Double
+    public var scaleDownUtilization: Double
+    public var maxLag: Duration
+    public var scaleUpAfter: Duration
+    public var scaleDownAfter: Duration
+    public var cooldown: Duration
+    public var memoryHeadroom: Int
+    public var interval: Duration
+
+    private var pressureSince: Duration?
+    private var idleSince: Duration?
+    private var lastChange: Duration?
+
+    /// An autoscaler between `minWorkers` and `maxWorkers` (default: the core count and
+    /// twice that); the other parameters' defaults suit most servers.
+    public init(minWorkers: Int = Cluster.availableCores, maxWorkers: Int? = nil,
+                targetUtilization: Double = 0.6, scaleUpUtilization: Double = 0.8, scaleDownUtilization: Double = 0.3,
+                maxLag: Duration = .milliseconds(100), scaleUpAfter: Duration = .seconds(1),
+                scaleDownAfter: Duration = .seconds(30), cooldown: Duration = .seconds(3),
+                memoryHeadroom: Int = 256 << 20, interval: Duration = .milliseconds(500)) {
+        self.minWorkers = max(1, minWorkers)
+        self.maxWorkers = max(self.minWorkers, maxWorkers ?? 2 * self.minWorkers)
+        self.targetUtilization = min(max(targetUtilization, 0.05), 1)
+        self.scaleUpUtilization = max(scaleUpUtilization, self.targetUtilization)
+        self.scaleDownUtilization = min(scaleDownUtilization, self.targetUtilization)
+        self.maxLag = maxLag
+        self.scaleUpAfter = scaleUpAfter
+        self.scaleDownAfter = scaleDownAfter
+        self.cooldown = cooldown
+        self.memoryHeadroom = memoryHeadroom
+        self.interval = interval
+    }
+
+    public mutating func decide(_ load: ClusterLoad, at now: Duration) -> AutoscaleDecision? {
+        let workers = load.workers
+        if workers < minWorkers { return change(to: minWorkers, at: now, "below the minimum of \(minWorkers)") }
+        if workers > maxWorkers { return change(to: maxWorkers, at: now, "above the maximum of \(maxWorkers)") }
+        let utilization = load.utilization.isFinite ? max(0, load.utilization) : 0
+        let needed = Int((Double(workers) * utilization / targetUtilization).rounded(.up))
+
+        if let available = load.memoryAvailable, available < memoryHeadroom / 2, workers > minWorkers {
+            return change(to: workers - 1, at: now, "memory available \(available >> 20) MiB is under half the headroom of \(memoryHeadroom >> 20) MiB")
+        }
+
+        var pressure: [String] = []
+        if utilization > scaleUpUtilization { pressure.append("utilization \(Self.format(utilization)) > \(Self.format(scaleUpUtilization))") }
+        if load.lagP99 > maxLag { pressure.append("event-loop lag p99 \(Self.milliseconds(load.lagP99)) > \(Self.milliseconds(maxLag))") }
+        if load.waitingConnections > 0 { pressure.append("\(load.waitingConnections) connections waiting in the primary") }
+        let idle = utilization < scaleDownUtilization && load.lagP99 <= maxLag / 2 && load.waitingConnections == 0
+
+        pressureSince = pressure.isEmpty ? nil : (pressureSince ?? now)
+        idleSince = idle ? (idleSince ?? now) : nil
+
+        if let since = pressureSince, now - since >= scaleUpAfter, lastChange.map({ now - $0 >= cooldown }) ?? true {
+            // A saturated worker hides how far behind it is: double, as far as allowed.
+            let saturated = utilization >= 0.95 ? 2 * workers : 0
+            var target = min(maxWorkers, max(workers + 1, needed, saturated))
+            if let available = load.memoryAvailable, load.workerMemory > 0 {
+                let affordable = max(0, (available - memoryHeadroom) / load.workerMemory)
+                target = min(target, workers + affordable)
+            }
+            guard target > workers else { return nil }
+            return change(to: target, at: now, pressure.joined(separator: ", ") + " for \(Self.milliseconds(now - since))")
+        }
+        if let since = idleSince, now - since >= scaleDownAfter, lastChange.map({ now - $0 >= scaleDownAfter }) ?? true {
+            let target = max(minWorkers, min(workers - 1, needed))
+            guard target < workers else { return nil }
+            return change(to: target, at: now, "utilization \(Self.format(utilization)) < \(Self.format(scaleDownUtilization)) for \(Self.milliseconds(now - since))")
+        }
+        return nil
+    }
+
+    private mutating func change(to workers: Int, at now: Duration, _ reason: String) -> AutoscaleDecision {
+        lastChange = now
+        pressureSince = nil
+        idleSince = nil
+        return AutoscaleDecision(workers: workers, reason: reason)
+    }
+
+    static func format(_ value: Double) -> String {
+        let hundredths = Int((value * 100).rounded())
+        return "\(hundredths / 100).\(hundredths % 100 < 10 ? "0" : "")\(hundredths % 100)"
+    }
+
+    static func milliseconds(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        let total = seconds * 1000 + attoseconds / 1_000_000_000_000_000
+        return total >= 1000 ? "\(Self.format(Double(total) / 1000)) s" : "\(total) ms"
+    }
+}
+
+/// The seed project's autoscaler, kept to compare against: every 10 s it samples the load
+/// average and the event-loop lag and adds or removes one worker, between the core count
+/// and twice that. Up when the load average exceeds the cores or the lag exceeds 100 ms;
+/// down when the load average is under half the cores and the lag under 20 ms (the seed
+/// gave no numbers; these are its description's plainest reading).
+public struct SeedAutoscaler: AutoscalePolicy, Hashable {
+    public var interval: Duration = .seconds(10)
+
+    public init() {}
+
+    public mutating func decide(_ load: ClusterLoad, at now: Duration) -> AutoscaleDecision? {
+        let low = load.cores, high = 2 * load.cores
+        let cores = Double(load.cores)
+        if load.workers < low { return AutoscaleDecision(workers: low, reason: "below the core count") }
+        if (load.loadAverage > cores || load.lagP99 > .milliseconds(100)) && load.workers < high {
+            return AutoscaleDecision(workers: load.workers + 1, reason: "load average \(Autoscaler.format(load.loadAverage)) or lag \(Autoscaler.milliseconds(load.lagP99)) high")
+        }
+        if load.loadAverage < cores / 2 && load.lagP99 < .milliseconds(20) && load.workers > low {
+            return AutoscaleDecision(workers: load.workers - 1, reason: "load average \(Autoscaler.format(load.loadAverage)) low")
+        }
+        return nil
+    }
+}
