@@ -16,15 +16,19 @@ let package = Package(
         .library(name: "Cluster", targets: ["Cluster"]),
         .library(name: "ClusterNIO", targets: ["ClusterNIO"]),
         .library(name: "ClusterHummingbird", targets: ["ClusterHummingbird"]),
+        .library(name: "ClusterAdmin", targets: ["ClusterAdmin"]),
         .executable(name: "hello", targets: ["hello"]),
         .executable(name: "messages", targets: ["messages"]),
         .executable(name: "express", targets: ["express"]),
+        .executable(name: "autoscale", targets: ["autoscale"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.0"),
     ],
     targets: [
         // C only here: the few things Swift cannot import from Glibc.
@@ -34,6 +38,7 @@ let package = Package(
             dependencies: [
                 "CClusterShims",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             // Async functions run on their caller's executor: a channel call made on the
             // I/O thread stays there, with no executor switch per message.
@@ -65,15 +70,34 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The primary's admin listener: /metrics (Prometheus), /healthz, /readyz.
+        .target(
+            name: "ClusterAdmin",
+            dependencies: [
+                "Cluster",
+                "ClusterNIO",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "hello",
-            dependencies: ["Cluster", "ClusterNIO"],
+            dependencies: ["Cluster", "ClusterNIO", "ClusterAdmin"],
             path: "Sources/Examples/hello",
             swiftSettings: swiftSettings
         ),
         .executableTarget(
+            name: "autoscale",
+            dependencies: ["Cluster", "ClusterNIO", "ClusterAdmin"],
+            path: "Sources/Examples/autoscale",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
             name: "messages",
-            dependencies: ["Cluster", "ClusterNIO"],
+            dependencies: ["Cluster", "ClusterNIO", "ClusterAdmin"],
             path: "Sources/Examples/messages",
             swiftSettings: swiftSettings
         ),
@@ -81,6 +105,7 @@ let package = Package(
             name: "express",
             dependencies: [
                 "Cluster",
+                "ClusterAdmin",
                 "ClusterHummingbird",
                 .product(name: "Hummingbird", package: "hummingbird"),
             ],
@@ -90,7 +115,7 @@ let package = Package(
         // A program the integration tests spawn as a primary and its workers.
         .executableTarget(
             name: "ClusterFixture",
-            dependencies: ["Cluster", "ClusterNIO"],
+            dependencies: ["Cluster", "ClusterNIO", "ClusterAdmin"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -35,6 +35,7 @@ extension ClusterWorker {
         for loop in group.makeIterator() {
             watchEventLoop { loop.execute($0) }
         }
+        onRebalance { fraction in connections.shed(fraction) }
         if Self.swiftNIOAccepts(listener.distribution) {
             try await serveAcceptingInNIO(listener, group: group, maxConnections: maxConnections,
                                           connections: connections, childChannelInitializer: childChannelInitializer)
@@ -207,6 +208,19 @@ final class ConnectionTracker: Sendable {
         }
         // Adopted after the drain began: quiesce as soon as the pipeline exists.
         if quiescing {
+            channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
+        }
+    }
+
+    /// Asks `fraction` of the open connections to finish and close (a keep-alive client
+    /// then reconnects, perhaps to another worker).
+    func shed(_ fraction: Double) {
+        let chosen = state.withLock { state -> [any Channel] in
+            guard !state.quiescing else { return [] }
+            let count = Int((Double(state.open.count) * fraction).rounded())
+            return Array(state.open.values.shuffled().prefix(count))
+        }
+        for channel in chosen {
             channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
         }
     }

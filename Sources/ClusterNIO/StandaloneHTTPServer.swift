@@ -10,6 +10,14 @@ public enum StandaloneHTTPServer {
     /// the process ends.
     public static func serve(_ address: ListenAddress, group: (any EventLoopGroup)? = nil,
                              responder: @escaping HTTPResponder) async throws {
+        let channel = try await bind(address, group: group, responder: responder)
+        try await channel.closeFuture.get()
+    }
+
+    /// Binds `address` and serves `responder` on it in the background; close the returned
+    /// channel to stop. Its `localAddress` has the port chosen for port 0.
+    public static func bind(_ address: ListenAddress, group: (any EventLoopGroup)? = nil,
+                            responder: @escaping HTTPResponder) async throws -> any Channel {
         let group = group ?? MultiThreadedEventLoopGroup.singleton
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
@@ -20,12 +28,9 @@ public enum StandaloneHTTPServer {
                     try channel.pipeline.syncOperations.addHandler(LeanHTTPHandler(responder: responder))
                 }
             }
-        let channel: any Channel
         if let path = address.path {
-            channel = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
-        } else {
-            channel = try await bootstrap.bind(host: address.host ?? "0.0.0.0", port: address.port ?? 0).get()
+            return try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
         }
-        try await channel.closeFuture.get()
+        return try await bootstrap.bind(host: address.host ?? "0.0.0.0", port: address.port ?? 0).get()
     }
 }

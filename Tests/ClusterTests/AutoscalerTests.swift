@@ -122,6 +122,19 @@ import Testing
         #expect(shortage?.workers == 3 && shortage?.reason.contains("memory available 100 MiB") == true)
     }
 
+    @Test func aHostWithNoIdleCPUGetsNoMoreWorkersAndTheHoldIsExplainedOnce() {
+        var policy = Autoscaler(minWorkers: 1, maxWorkers: 4)
+        // Two saturated workers on two cores, 3% of the host idle: more would not help.
+        let full = Array(repeating: { (workers: Int) in ClusterLoad(workers: workers, utilization: 0.97, hostIdle: 0.03, cores: 2) }, count: 20)
+        let held = Self.run(&policy, workers: 2, full).decisions
+        #expect(held.count == 1 && held.first?.1.workers == 2, "\(held.map(\.1))")
+        #expect(held.first?.1.reason.contains("only 0.06 of 2 cores are idle") == true, "\(held.map(\.1))")
+        // With idle CPU the same pressure adds workers.
+        let spare = Array(repeating: { (workers: Int) in ClusterLoad(workers: workers, utilization: 0.97, hostIdle: 0.5, cores: 4) }, count: 4)
+        var fresh = Autoscaler(minWorkers: 1, maxWorkers: 4)
+        #expect(Self.run(&fresh, workers: 2, spare).decisions.first?.1.workers == 4)
+    }
+
     @Test func itKeepsWithinItsBounds() {
         var policy = Autoscaler(minWorkers: 2, maxWorkers: 3)
         #expect(policy.decide(ClusterLoad(workers: 1, utilization: 0, cores: 2), at: .zero)?.workers == 2)

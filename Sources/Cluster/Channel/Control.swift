@@ -21,6 +21,9 @@ enum Control: Codable, Sendable, Equatable {
     /// Worker → primary: `count` connections from listener `listener` have closed.
     case closed(listener: Int, count: Int)
 
+    /// Primary → worker: close `fraction` of your long-lived connections gracefully, so
+    /// their clients reconnect and spread over the workers (one has just joined).
+    case rebalance(fraction: Double)
     /// Worker → primary: it is ready for traffic (``ClusterWorker/ready()``).
     case ready
     /// Worker → primary, every heartbeat: what it served, its connections, CPU, memory and

@@ -147,6 +147,9 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
         try? loop.modify(fd, events: 0)
     }
 
+    /// Connections accepted and waiting for a worker to take them.
+    var waitingCount: Int { waiting.count }
+
     /// Accepts no more, for good: the primary is stopping or handing over. Connections not
     /// yet accepted stay in the socket's queue, for a new primary that shares the socket.
     func stopAccepting() {

@@ -67,6 +67,12 @@ public final class Primary: Sendable {
     /// The live workers, by id (Node's `cluster.workers`). A worker leaves when it exits.
     public var workers: [Int: Worker] { state.withLock { $0.workers } }
 
+    /// Connections the primary has accepted and holds because no worker could take them
+    /// (the primary-accept strategies).
+    public var waitingConnections: Int {
+        get async { (try? await loop.submit { [self] () throws(ClusterError) in dispatchers.reduce(0) { $0 + $1.waitingCount } }) ?? 0 }
+    }
+
     /// The cluster's figures from the workers' last heartbeats.
     public var stats: ClusterStats {
         ClusterStats(workers.values.filter { !$0.isDead }.sorted { $0.id < $1.id }.map(\.stats))
@@ -409,7 +415,7 @@ public final class Primary: Sendable {
             hub.publish(.ready(worker))
         case .heartbeat(let report):
             worker.recordHeartbeat(report)
-        case .disconnect, .connection:
+        case .disconnect, .connection, .rebalance:
             protocolViolation(by: worker, ClusterError(.malformedFrame, "it sent '\(control)', which only the primary sends"))
         }
     }

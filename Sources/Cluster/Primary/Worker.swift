@@ -156,6 +156,13 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
         return rss >= 0 ? rss : nil
     }
 
+    /// Asks the worker to close `fraction` (0...1) of its long-lived connections
+    /// gracefully, so their clients reconnect and spread over every worker.
+    public func rebalance(fraction: Double) {
+        guard !isDead else { return }
+        try? channel.sendNow(Control.rebalance(fraction: fraction).frame, force: true)
+    }
+
     // MARK: Runtime
 
     /// A heartbeat arrived. A worker that lies (negative numbers) is clamped, not believed.

@@ -17,11 +17,15 @@ public struct ClusterLoad: Sendable, Hashable {
     public var workerMemory: Int
     /// The host's 1-minute load average.
     public var loadAverage: Double
+    /// The fraction of the host's CPU time that was idle over the last interval (every
+    /// process counts, not only the cluster's); nil when unknown.
+    public var hostIdle: Double?
     /// CPUs available to the cluster.
     public var cores: Int
 
     public init(workers: Int, utilization: Double, lagP99: Duration = .zero, waitingConnections: Int = 0,
-                memoryAvailable: Int? = nil, workerMemory: Int = 0, loadAverage: Double = 0, cores: Int = Cluster.availableCores) {
+                memoryAvailable: Int? = nil, workerMemory: Int = 0, loadAverage: Double = 0, hostIdle: Double? = nil,
+                cores: Int = Cluster.availableCores) {
         self.workers = workers
         self.utilization = utilization
         self.lagP99 = lagP99
@@ -29,11 +33,13 @@ public struct ClusterLoad: Sendable, Hashable {
         self.memoryAvailable = memoryAvailable
         self.workerMemory = workerMemory
         self.loadAverage = loadAverage
+        self.hostIdle = hostIdle
         self.cores = cores
     }
 }
 
-/// A new worker count, and why.
+/// A new worker count, and why. A decision that keeps the count explains why the policy
+/// holds although it is under pressure (the supervisor logs it).
 public struct AutoscaleDecision: Sendable, Hashable, CustomStringConvertible {
     public var workers: Int
     public var reason: String
@@ -67,6 +73,9 @@ public protocol AutoscalePolicy: Sendable {
 ///   load) and ``scaleDownAfter`` before it scales down.
 /// - **Memory.** It adds no worker that would leave less than ``memoryHeadroom`` bytes
 ///   available, and removes one when less than half of that is left.
+/// - **CPU.** It adds no more workers than the host's idle CPU (averaged over the episode
+///   of pressure) can run at the target utilization: more processes than the cores can
+///   run add no capacity, only switching. When that stops it, it says so once.
 public struct Autoscaler: AutoscalePolicy, Hashable {
     public var minWorkers: Int
     public var maxWorkers: Int
@@ -80,6 +89,10 @@ public struct Autoscaler: AutoscalePolicy, Hashable {
     public var memoryHeadroom: Int
     public var interval: Duration
 
+    private var heldAtCapacity = false
+    /// The host's idle fraction summed over this episode of pressure, and its samples.
+    private var idleSum = 0.0
+    private var idleSamples = 0
     private var pressureSince: Duration?
     private var idleSince: Duration?
     private var lastChange: Duration?
@@ -122,12 +135,29 @@ public struct Autoscaler: AutoscalePolicy, Hashable {
         let idle = utilization < scaleDownUtilization && load.lagP99 <= maxLag / 2 && load.waitingConnections == 0
 
         pressureSince = pressure.isEmpty ? nil : (pressureSince ?? now)
+        if pressureSince == nil {
+            heldAtCapacity = false
+            (idleSum, idleSamples) = (0, 0)
+        } else if let idle = load.hostIdle {
+            (idleSum, idleSamples) = (idleSum + idle, idleSamples + 1)
+        }
         idleSince = idle ? (idleSince ?? now) : nil
 
         if let since = pressureSince, now - since >= scaleUpAfter, lastChange.map({ now - $0 >= cooldown }) ?? true {
             // A saturated worker hides how far behind it is: double, as far as allowed.
             let saturated = utilization >= 0.95 ? 2 * workers : 0
             var target = min(maxWorkers, max(workers + 1, needed, saturated))
+            guard target > workers else { return nil }
+            if idleSamples > 0 {
+                let idle = idleSum / Double(idleSamples)
+                let runnable = Int((idle * Double(load.cores) / targetUtilization).rounded())
+                if runnable == 0 {
+                    guard !heldAtCapacity else { return nil }
+                    heldAtCapacity = true
+                    return AutoscaleDecision(workers: workers, reason: pressure.joined(separator: ", ") + ", but only \(Self.format(idle * Double(load.cores))) of \(load.cores) cores are idle: more workers would add no capacity")
+                }
+                target = min(target, workers + runnable)
+            }
             if let available = load.memoryAvailable, load.workerMemory > 0 {
                 let affordable = max(0, (available - memoryHeadroom) / load.workerMemory)
                 target = min(target, workers + affordable)
@@ -146,6 +176,7 @@ public struct Autoscaler: AutoscalePolicy, Hashable {
     private mutating func change(to workers: Int, at now: Duration, _ reason: String) -> AutoscaleDecision {
         lastChange = now
         pressureSince = nil
+        (idleSum, idleSamples) = (0, 0)
         idleSince = nil
         return AutoscaleDecision(workers: workers, reason: reason)
     }

@@ -80,6 +80,9 @@ public struct Supervision: Sendable {
     public var watchdog: Watchdog?
     /// When workers are recycled.
     public var recycling: Recycling
+    /// Scales the workers with load between the policy's bounds; nil: the count is fixed
+    /// (``Supervisor/scale(to:)`` and SIGTTIN/SIGTTOU still change it).
+    public var autoscale: (any AutoscalePolicy)?
     /// Whether the supervisor handles the primary's signals: TERM and INT drain and stop,
     /// QUIT (or a second INT) stops at once, HUP reloads, TTIN and TTOU add and remove a
     /// worker, USR2 hands over to a new primary. Default: yes.
@@ -90,7 +93,7 @@ public struct Supervision: Sendable {
                 readiness: Readiness = .listening, bootTimeout: Duration = .seconds(60),
                 drainTimeout: Duration = .seconds(30), reload: Reload = Reload(),
                 watchdog: Watchdog? = Watchdog(), recycling: Recycling = Recycling(),
-                handlesSignals: Bool = true) {
+                autoscale: (any AutoscalePolicy)? = nil, handlesSignals: Bool = true) {
         self.workers = max(0, workers)
         self.restart = restart
         self.readiness = readiness
@@ -99,6 +102,7 @@ public struct Supervision: Sendable {
         self.reload = reload
         self.watchdog = watchdog
         self.recycling = recycling
+        self.autoscale = autoscale
         self.handlesSignals = handlesSignals
     }
 }

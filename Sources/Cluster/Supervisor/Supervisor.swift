@@ -91,6 +91,12 @@ public actor Supervisor {
     private var phase = Phase.running
     private var interrupts = 0
     private var lastSample: ContinuousClock.Instant?
+    private var autoscaler: (any AutoscalePolicy)?
+    private var metrics = MetricsPublisher()
+    private var lastPublished: ContinuousClock.Instant?
+    private var lastLoadSample: ContinuousClock.Instant?
+    private var hostIdle = HostIdleSampler()
+    private let startedAt = ContinuousClock.now
     private var signals: SignalWatcher?
     /// The new primary of a hot upgrade in progress.
     private var upgradeChild: Int32?
@@ -103,6 +109,7 @@ public actor Supervisor {
         self.supervision = supervision
         desired = supervision.workers
         ledger = RestartLedger(policy: supervision.restart)
+        autoscaler = supervision.autoscale
         (inputs, feed) = AsyncStream.makeStream(of: Input.self)
     }
 
@@ -190,7 +197,9 @@ public actor Supervisor {
             if phase == .running {
                 logger.error("hot upgrade failed: the new primary exited (\(status)) before it took over; this primary carries on")
             }
-        case .tick: tick()
+        case .tick:
+            tick()
+            await autoscale()
         }
     }
 
@@ -239,7 +248,16 @@ public actor Supervisor {
         guard var entry = managed[id], entry.readyAt == nil else { return }
         entry.readyAt = clock.now
         managed[id] = entry
-        guard let old = entry.replacing else { return }
+        guard let old = entry.replacing else {
+            // A worker joined (scaling up, or a restart): keep-alive clients stay where
+            // they connected, so each other worker gives back its share of connections.
+            let others = managed.values.filter { $0.readyAt != nil && !$0.retiring && $0.worker.id != id }
+            if phase == .running, !others.isEmpty {
+                let fraction = 1 / Double(others.count + 1)
+                others.forEach { $0.worker.rebalance(fraction: fraction) }
+            }
+            return
+        }
         managed[id]?.replacing = nil
         if managed[old] != nil {
             logger.info("\(entry.worker) (generation \(entry.generation)) is ready; retiring worker \(old)")
@@ -266,6 +284,7 @@ public actor Supervisor {
                                      wasReady: entry.readyAt != nil, at: clock.now)
         switch decision {
         case .restart(let delay):
+            metrics.countRestart()
             logger.warning("\(worker) exited (\(status)) after \(RestartLedger<ContinuousClock.Instant>.seconds(uptime)); restarting slot \(worker.slot) in \(RestartLedger<ContinuousClock.Instant>.seconds(delay))")
             pendingRestarts.append((worker.slot, clock.now.advanced(by: delay)))
         case .stop(let reason):
@@ -484,6 +503,11 @@ public actor Supervisor {
             checkReadiness(entry, now: now)
             checkWatchdog(id, entry, now: now)
         }
+        if lastPublished.map({ $0.duration(to: now) >= .seconds(1) }) ?? true {
+            lastPublished = now
+            let ready = managed.values.filter { $0.readyAt != nil && !$0.retiring }.sorted { $0.worker.id < $1.worker.id }
+            metrics.publish(ready.map { ($0.worker.id, $0.worker.slot, $0.worker.stats) }, desired: desired)
+        }
         if supervision.recycling.isEnabled, phase == .running {
             if lastSample.map({ $0.duration(to: now) >= .seconds(1) }) ?? true {
                 lastSample = now
@@ -536,6 +560,43 @@ public actor Supervisor {
         guard let reason else { return }
         logger.notice("recycling \(entry.worker): \(reason); its replacement starts first")
         if !recycleQueue.contains(entry.worker.id) { recycleQueue.append(entry.worker.id) }
+    }
+
+    // MARK: Autoscaling
+
+    /// Samples the load every policy interval and applies the policy's decision.
+    private func autoscale() async {
+        guard var policy = autoscaler, phase == .running else { return }
+        let now = clock.now
+        if let last = lastLoadSample, last.duration(to: now) < policy.interval { return }
+        lastLoadSample = now
+        let load = await currentLoad()
+        guard load.workers > 0 || desired == 0 else { return }
+        let decision = policy.decide(load, at: startedAt.duration(to: now))
+        autoscaler = policy
+        guard let decision else { return }
+        guard decision.workers != desired else {
+            logger.info("autoscale: holding at \(desired) workers: \(decision.reason)")
+            return
+        }
+        logger.notice("autoscale: \(desired) → \(decision.workers) workers: \(decision.reason)")
+        desired = decision.workers
+    }
+
+    /// The load as the autoscaler sees it: ready workers' stats, the primary's queue, the host.
+    private func currentLoad() async -> ClusterLoad {
+        let ready = managed.values.filter { $0.readyAt != nil && !$0.retiring }.map(\.worker.stats)
+        let count = Double(max(1, ready.count))
+        return ClusterLoad(
+            workers: ready.count,
+            utilization: ready.reduce(0) { $0 + $1.utilization } / count,
+            lagP99: ready.map(\.eventLoopLagP99).max() ?? .zero,
+            waitingConnections: await primary.waitingConnections,
+            memoryAvailable: Host.memoryAvailable(),
+            workerMemory: ready.reduce(0) { $0 + $1.residentMemory } / max(1, ready.count),
+            loadAverage: Host.loadAverage(),
+            hostIdle: hostIdle.sample(),
+            cores: Cluster.availableCores)
     }
 
     // MARK: PID 1

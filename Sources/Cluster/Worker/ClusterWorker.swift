@@ -19,6 +19,7 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
         var listeners: [ListenAddress: Listener] = [:]
         var draining = false
         var drainHandlers: [@Sendable () -> Void] = []
+        var rebalanceHandlers: [@Sendable (Double) -> Void] = []
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
         var messageHandler: (@Sendable (ClusterMessage) -> Void)?
         /// Acceptors of listeners the primary hands connections over for, by listener id.
@@ -209,7 +210,16 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
     /// True once the primary asked this worker to drain, or went away.
     public var isDraining: Bool { state.withLock { $0.draining } }
 
-    /// Runs `handler` when the primary asks this worker to drain (at once if it already has).
+    /// Calls `handler` when the primary asks this worker to give back a `fraction` (0...1)
+    /// of its long-lived connections: a worker has joined, and keep-alive clients stay
+    /// where they first connected unless some reconnect. Close that share of connections
+    /// gracefully (SwiftNIO: `ChannelShouldQuiesceEvent`); ``serve`` does it for you.
+    public func onRebalance(_ handler: @escaping @Sendable (_ fraction: Double) -> Void) {
+        state.withLock { $0.rebalanceHandlers.append(handler) }
+    }
+
+    /// Calls `handler` when the primary asks this worker to drain (once; at once if it
+    /// already has).
     public func onDrain(_ handler: @escaping @Sendable () -> Void) {
         let now = state.withLock { state -> Bool in
             if state.draining { return true }
@@ -258,6 +268,9 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
             switch try? Control(frame) {
             case .disconnect:
                 beginDrain()
+            case .rebalance(let fraction):
+                let share = fraction.isFinite ? min(max(fraction, 0), 1) : 0
+                state.withLock { $0.rebalanceHandlers }.forEach { $0(share) }
             case .connection(let id, let handoff):
                 guard let connection = frame.descriptors.first else { return }
                 let acceptor = state.withLock { $0.handoffAcceptors[id] }

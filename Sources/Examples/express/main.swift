@@ -7,6 +7,7 @@
 //     swift run express   # PORT=3000, WORKERS=cores, WORK=10000000 iterations, DISTRIBUTION=leastConnections
 //     curl 'localhost:3000/?n=1000'
 import Cluster
+import ClusterAdmin
 import ClusterHummingbird
 import Dispatch
 import Glibc
@@ -78,6 +79,10 @@ do {
         let workers = try Cluster.environmentInteger("WORKERS", default: Cluster.availableCores, in: 1...1024)
         primary.setup(PrimarySettings(distribution: try Cluster.environmentDistribution()))
         log("Primary \(primary.pid) is running")
+        // ADMIN_PORT=9090: /metrics (Prometheus), /healthz, /readyz on the primary.
+        if let admin = try await AdminServer.startFromEnvironment(primary: primary) {
+            log("Admin endpoints on \(admin.localAddress.map { "\($0)" } ?? "?")")
+        }
         let events = primary.events
         var live: Set<Int> = []  // ids of the workers whose exit has not been seen yet
         for _ in 0..<workers { live.insert(try await primary.fork().id) }

@@ -7,6 +7,7 @@
 //     curl localhost:8000
 //     kill -HUP <primary pid>    # rolling reload
 import Cluster
+import ClusterAdmin
 import ClusterNIO
 import Glibc
 
@@ -29,6 +30,10 @@ do {
         }
         primary.setup(PrimarySettings(distribution: try Cluster.environmentDistribution()))
         log("Primary \(primary.pid) is running")
+        // ADMIN_PORT=9090: /metrics (Prometheus), /healthz, /readyz on the primary.
+        if let admin = try await AdminServer.startFromEnvironment(primary: primary) {
+            log("Admin endpoints on \(admin.localAddress.map { "\($0)" } ?? "?")")
+        }
         // The supervisor restarts dead workers with backoff, drains on SIGTERM/SIGINT,
         // reloads worker by worker on SIGHUP and scales on SIGTTIN/SIGTTOU.
         let supervisor = Supervisor(primary: primary, supervision: Supervision(workers: workers))

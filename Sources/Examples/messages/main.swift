@@ -5,6 +5,7 @@
 //     swift run messages         # PORT=8000, WORKERS=cores, DISTRIBUTION=leastConnections
 //     curl localhost:8000
 import Cluster
+import ClusterAdmin
 import ClusterNIO
 import Glibc
 
@@ -33,6 +34,10 @@ do {
         let workers = try Cluster.environmentInteger("WORKERS", default: Cluster.availableCores, in: 1...1024)
         primary.setup(PrimarySettings(distribution: try Cluster.environmentDistribution()))
         log("Primary \(primary.pid) is running")
+        // ADMIN_PORT=9090: /metrics (Prometheus), /healthz, /readyz on the primary.
+        if let admin = try await AdminServer.startFromEnvironment(primary: primary) {
+            log("Admin endpoints on \(admin.localAddress.map { "\($0)" } ?? "?")")
+        }
         let events = primary.events
         for _ in 0..<workers { try await primary.fork() }
 

@@ -1,0 +1,73 @@
+public import Cluster
+import ClusterNIO
+import Metrics
+public import NIOCore
+import NIOHTTP1
+public import Prometheus
+
+/// The primary's admin listener, for operators and orchestrators:
+///
+/// - `GET /metrics`: every metric in the Prometheus text format (the cluster's own,
+///   which the ``Supervisor`` publishes every second, and any the program records
+///   through swift-metrics);
+/// - `GET /healthz`: 200 while the primary runs;
+/// - `GET /readyz`: 200 when at least one worker is ready to serve, 503 otherwise.
+///
+/// ```swift
+/// let registry = AdminServer.bootstrapMetrics()        // once, before anything records
+/// let admin = try await AdminServer.start(on: .tcp(host: "127.0.0.1", port: 9090),
+///                                         primary: primary, registry: registry)
+/// ```
+public enum AdminServer {
+    /// Makes swift-metrics record into a new Prometheus registry and returns it. Call once
+    /// per process, before any metric is created (swift-metrics allows one bootstrap).
+    public static func bootstrapMetrics() -> PrometheusCollectorRegistry {
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        return registry
+    }
+
+    /// Serves the admin endpoints on `address` in the background. Close the returned
+    /// channel to stop; its `localAddress` has the port chosen for port 0.
+    public static func start(on address: ListenAddress, primary: Primary,
+                             registry: PrometheusCollectorRegistry) async throws -> any Channel {
+        try await StandaloneHTTPServer.bind(address) { request, loop in
+            loop.makeSucceededFuture(respond(to: request, primary: primary, registry: registry))
+        }
+    }
+
+    static func respond(to request: HTTPRequest, primary: Primary, registry: PrometheusCollectorRegistry) -> HTTPResponse {
+        let path = request.head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? "/"
+        guard request.head.method == .GET || request.head.method == .HEAD else {
+            return HTTPResponse(status: .methodNotAllowed, body: "only GET and HEAD\n")
+        }
+        switch path {
+        case "/metrics":
+            var buffer = ByteBuffer()
+            buffer.writeBytes(registry.emitToBuffer())
+            return HTTPResponse(headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"], body: buffer)
+        case "/healthz":
+            return HTTPResponse(body: "ok\n")
+        case "/readyz":
+            let ready = primary.workers.values.filter { $0.state == .listening }.count
+            return ready > 0
+                ? HTTPResponse(body: "ready: \(ready) workers\n")
+                : HTTPResponse(status: .serviceUnavailable, body: "not ready: no worker is ready to serve\n")
+        default:
+            return HTTPResponse(status: .notFound, body: "not found: try /metrics, /healthz or /readyz\n")
+        }
+    }
+}
+
+extension AdminServer {
+    /// For the examples: when the environment variable `ADMIN_PORT` is set, bootstraps
+    /// metrics and serves the admin endpoints on that port (all interfaces; `ADMIN_HOST`
+    /// overrides). Returns the channel, or nil when the variable is not set.
+    @discardableResult
+    public static func startFromEnvironment(primary: Primary) async throws -> (any Channel)? {
+        guard Cluster.environmentValue("ADMIN_PORT") != nil else { return nil }
+        let port = try Cluster.environmentInteger("ADMIN_PORT", default: 0, in: 0...65535)
+        let host = Cluster.environmentValue("ADMIN_HOST") ?? "0.0.0.0"
+        return try await start(on: .tcp(host: host, port: port), primary: primary, registry: bootstrapMetrics())
+    }
+}
