@@ -135,7 +135,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterIntegrationTests",
-            dependencies: ["Cluster", "ClusterFixture", "hello", "messages", "express"],
+            dependencies: ["Cluster", "ClusterFixture", "hello", "messages", "express", "autoscale"],
             swiftSettings: swiftSettings
         ),
     ]

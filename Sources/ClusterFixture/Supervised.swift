@@ -4,7 +4,7 @@
 // Primary environment: WORKERS, PORT, DISTRIBUTION (default shared), READINESS=explicit,
 // RESTART_DELAY_MS, MAX_BOOT_FAILURES, BOOT_PERIOD_MS, BOOT_TIMEOUT_MS, DRAIN_TIMEOUT_MS,
 // READY_TIMEOUT_MS, MAX_SURGE, WATCHDOG_MS, KILL_AFTER_MS, MAX_REQUESTS, MAX_RSS_MB,
-// MAX_AGE_MS, RUN_AS (a user), LIMIT_NOFILE. Commands on standard input: "reload", "scale N", "stop", "stop now".
+// MAX_AGE_MS, RUN_AS (a user), LIMIT_NOFILE, ADMIN_PORT (prints {"event":"admin","port":N}). Commands on standard input: "reload", "scale N", "stop", "stop now".
 // It prints the events as JSON lines, and {"event":"outcome",...} before it exits.
 //
 // Worker: when the file FAIL_FILE names exists at start, its content says how to fail:
@@ -13,6 +13,7 @@
 // event loop forever), /leak?mb=N (keeps N MiB), /orphan (leaves an orphan for PID 1),
 // /crash (traps).
 import Cluster
+import ClusterAdmin
 import ClusterNIO
 import Foundation
 import NIOCore
@@ -61,6 +62,9 @@ func runSupervisedPrimary(_ primary: Primary) async throws {
             default: emit(["error": "unknown command \(line)"])
             }
         }
+    }
+    if let admin = try await AdminServer.startFromEnvironment(primary: primary) {
+        emit(["event": "admin", "port": admin.localAddress?.port ?? 0])
     }
     emit(["event": "supervising", "pid": Int(getpid())])
     let outcome = await supervisor.run()

@@ -3,16 +3,15 @@ import Metrics
 /// Publishes the cluster's figures through swift-metrics, every second, for whatever
 /// backend the program bootstrapped (`ClusterAdmin` serves them as Prometheus text).
 /// Per-worker figures are labelled by slot, which a replacement reuses, so the number of
-/// series stays bounded however many workers come and go.
+/// series stays bounded however many workers come and go. Each metric is made on first
+/// use, so a backend bootstrapped after the supervisor was created still gets them all.
 struct MetricsPublisher {
     private var counted: [Int: (requests: Int, connections: Int)] = [:]
     private var gauges: [String: Gauge] = [:]
-    private let requests = Counter(label: "cluster_requests_total")
-    private let connectionsTotal = Counter(label: "cluster_connections_total")
-    private let restarts = Counter(label: "cluster_worker_restarts_total")
+    private var counters: [String: Counter] = [:]
 
     /// A worker died unexpectedly and is restarted.
-    func countRestart() { restarts.increment() }
+    mutating func countRestart() { counter("cluster_worker_restarts_total").increment() }
 
     /// Publishes `workers` (id, slot, stats) and the desired count.
     mutating func publish(_ workers: [(id: Int, slot: Int, stats: WorkerStats)], desired: Int) {
@@ -23,6 +22,8 @@ struct MetricsPublisher {
         gauge("cluster_event_loop_lag_p99_seconds").record(Self.seconds(cluster.eventLoopLagP99))
         gauge("cluster_cpu_utilization").record(cluster.utilization)
         gauge("cluster_resident_memory_bytes").record(cluster.residentMemory)
+        let requests = counter("cluster_requests_total"), connectionsTotal = counter("cluster_connections_total")
+        _ = counter("cluster_worker_restarts_total") // 0 until the first restart, not absent
         var seen: [Int: (requests: Int, connections: Int)] = [:]
         for (id, slot, stats) in workers {
             let before = counted[id] ?? (0, 0)
@@ -43,6 +44,13 @@ struct MetricsPublisher {
         if let existing = gauges[key] { return existing }
         let made = Gauge(label: label, dimensions: slot.map { [("slot", String($0))] } ?? [])
         gauges[key] = made
+        return made
+    }
+
+    private mutating func counter(_ label: String) -> Counter {
+        if let existing = counters[label] { return existing }
+        let made = Counter(label: label)
+        counters[label] = made
         return made
     }
 
