@@ -21,6 +21,7 @@ let package = Package(
         .executable(name: "messages", targets: ["messages"]),
         .executable(name: "express", targets: ["express"]),
         .executable(name: "autoscale", targets: ["autoscale"]),
+        .executable(name: "cluster", targets: ["ClusterCommand"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
@@ -29,6 +30,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.0"),
     ],
     targets: [
         // C only here: the few things Swift cannot import from Glibc.
@@ -80,6 +83,18 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // `cluster`: any server program as a supervised cluster, with a control socket.
+        .executableTarget(
+            name: "ClusterCommand",
+            dependencies: [
+                "Cluster",
+                "CClusterShims",
+                "ClusterAdmin",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -135,7 +150,8 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterIntegrationTests",
-            dependencies: ["Cluster", "ClusterFixture", "hello", "messages", "express", "autoscale"],
+            dependencies: ["Cluster", "ClusterFixture", "hello", "messages", "express", "autoscale", "ClusterCommand"],
+            exclude: ["Programs"], // servers in Python and Node that the tests run as workers
             swiftSettings: swiftSettings
         ),
     ]

@@ -283,3 +283,77 @@ int cluster_reap_others(const pid_t *keep, int nkeep) {
     closedir(tasks);
     return reaped;
 }
+
+long long cluster_process_cpu_us(pid_t pid) {
+    char path[64], buffer[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buffer, sizeof(buffer) - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buffer[n] = 0;
+    // The command name may hold spaces and parentheses: fields count from the last ')'.
+    char *end = strrchr(buffer, ')');
+    if (end == NULL) return -1;
+    unsigned long long utime = 0, stime = 0;
+    // After ')': state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime(14) stime(15)
+    if (sscanf(end + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2) return -1;
+    long ticks = sysconf(_SC_CLK_TCK);
+    if (ticks <= 0) ticks = 100;
+    return (long long)((utime + stime) * 1000000ULL / (unsigned long long)ticks);
+}
+
+/// Writes `value` in decimal at `out` (async-signal-safe); returns the end.
+static char *write_decimal(char *out, long value) {
+    char digits[24];
+    int count = 0;
+    do { digits[count++] = (char)('0' + value % 10); value /= 10; } while (value > 0);
+    while (count > 0) *out++ = digits[--count];
+    *out = 0;
+    return out;
+}
+
+int cluster_spawn_program(const char *path, char *const argv[], char *const envp[], char *pid_entry,
+                          const int *src_fds, const int *dst_fds, int nfds, pid_t *pid) {
+    int highest = 2;
+    for (int i = 0; i < nfds; i++) if (dst_fds[i] > highest) highest = dst_fds[i];
+    if (nfds > CLUSTER_MAX_FDS) return EINVAL;
+    int copies[CLUSTER_MAX_FDS];
+    int made = 0, err = 0;
+    for (; made < nfds; made++) {
+        copies[made] = fcntl(src_fds[made], F_DUPFD_CLOEXEC, highest + 1);
+        if (copies[made] < 0) { err = errno; goto close_copies; }
+    }
+    pid_t parent = getpid();
+    pid_t child = fork();
+    if (child < 0) { err = errno; goto close_copies; }
+    if (child == 0) {
+        // Only async-signal-safe calls from here to exec.
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
+        if (pid_entry != NULL) write_decimal(pid_entry + strlen("LISTEN_PID="), (long)getpid());
+        for (int i = 0; i < nfds; i++) if (dup2(copies[i], dst_fds[i]) < 0) _exit(127);
+        syscall(SYS_close_range, (unsigned)(highest + 1), ~0U, 0);
+        struct sigaction action;
+        memset(&action, 0, sizeof(action));
+        action.sa_handler = SIG_DFL;
+        for (int sig = 1; sig < 65; sig++) (void)sigaction(sig, &action, NULL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        setsid();
+        execve(path, argv, envp);
+        _exit(127);
+    }
+    *pid = child;
+close_copies:
+    for (int i = 0; i < made; i++) close(copies[i]);
+    return err;
+}
+
+long cluster_peer_uid(int sock) {
+    struct ucred credentials;
+    socklen_t length = sizeof(credentials);
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) return -1;
+    return (long)credentials.uid;
+}

@@ -80,6 +80,20 @@ int cluster_signal_default(int sig);
 /// The resident set size of process `pid` in bytes (from /proc/PID/statm), or -1.
 long cluster_process_rss(pid_t pid);
 
+/// The CPU time (user and system) process `pid` has used, in microseconds, or -1.
+long long cluster_process_cpu_us(pid_t pid);
+
+/// Starts a program that is not a swift-cluster worker, as systemd starts a socket-activated
+/// service: fork, then in the child PR_SET_PDEATHSIG (it dies with this process), its pid
+/// written into `pid_entry` (an `envp` entry "LISTEN_PID=" with room for the digits; may be
+/// NULL), descriptor `src_fds[i]` at `dst_fds[i]` and nothing else above 2, every signal at
+/// its default, a new session, then execve(`path`). Returns 0 or an errno.
+int cluster_spawn_program(const char *path, char *const argv[], char *const envp[], char *pid_entry,
+                          const int *src_fds, const int *dst_fds, int nfds, pid_t *pid);
+
+/// The user id of the process at the other end of Unix socket `sock` (SO_PEERCRED), or -1.
+long cluster_peer_uid(int sock);
+
 /// Sets the soft and hard limit of `resource` for process `pid` (prlimit(2)).
 int cluster_set_limit(pid_t pid, int resource, unsigned long long value);
 

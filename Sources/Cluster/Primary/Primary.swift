@@ -330,7 +330,8 @@ public final class Primary: Sendable {
                 state.watches[id] = watch
             }
             for relay in relays {
-                _ = try? OutputRelay(source: relay.read, destination: relay.target, prefix: "[worker \(id)] ", loop: loop)
+                let observer = settings.onOutput.map { handler in { @Sendable (line: String) in handler(id, line) } }
+                _ = try? OutputRelay(source: relay.read, destination: relay.target, prefix: "[worker \(id)] ", loop: loop, observer: observer)
             }
             relays = []
             // Published here, on the I/O thread, so 'fork' comes before anything the worker says.

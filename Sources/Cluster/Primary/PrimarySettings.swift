@@ -11,6 +11,10 @@ public struct PrimarySettings: Sendable {
         public static let prefixed = Output(mode: .prefixed)
     }
 
+    /// With ``Output/prefixed``, also called on the primary's I/O thread with each whole
+    /// line a worker writes (without the prefix or the newline): for a log view.
+    public var onOutput: (@Sendable (_ worker: Int, _ line: String) -> Void)?
+
     /// The program workers run. Default: the primary's own executable, looked up by path at
     /// each fork, so a binary replaced on disk takes effect for new workers.
     public var executable: String?

@@ -10,8 +10,10 @@ public struct WorkerStats: Sendable, Hashable {
     public var connections = 0
     /// Connections since the worker started.
     public var connectionsTotal = 0
-    /// Event-loop lag over the last second.
+    /// The median event-loop lag over the last second: how late a task scheduled on the
+    /// worker's event loops ran (probed every 100 ms from outside the app's code).
     public var eventLoopLagP50: Duration = .zero
+    /// The 99th-percentile event-loop lag over the last second.
     public var eventLoopLagP99: Duration = .zero
     /// CPU time the worker has used.
     public var cpuTime: Duration = .zero
@@ -25,15 +27,21 @@ public struct WorkerStats: Sendable, Hashable {
 public struct ClusterStats: Sendable, Hashable {
     /// Workers alive (with a heartbeat so far).
     public var workers = 0
+    /// Requests served by the live workers since each started.
     public var requests = 0
+    /// Requests per second, summed over the workers.
     public var requestsPerSecond = 0.0
+    /// Connections open now, summed over the workers.
     public var connections = 0
+    /// Connections the live workers have accepted since each started.
     public var connectionsTotal = 0
     /// The worst worker's p99 event-loop lag.
     public var eventLoopLagP99: Duration = .zero
+    /// CPU time the live workers have used.
     public var cpuTime: Duration = .zero
     /// Mean utilization per worker (CPU seconds per second).
     public var utilization = 0.0
+    /// Resident memory of the workers, summed, in bytes.
     public var residentMemory = 0
 
     /// Sums and worst cases over `workers`.

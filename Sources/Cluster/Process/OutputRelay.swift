@@ -9,12 +9,15 @@ final class OutputRelay: IOHandler, @unchecked Sendable {
     private let destination: Int32
     private let prefix: [UInt8]
     private let loop: IOLoop
+    private let observer: (@Sendable (String) -> Void)?
     // Loop-thread only.
     private var partial: [UInt8] = []
 
     /// Takes ownership of `source`, the read end of the worker's pipe.
-    init(source: Int32, destination: Int32, prefix: String, loop: IOLoop = .shared) throws(ClusterError) {
+    init(source: Int32, destination: Int32, prefix: String, loop: IOLoop = .shared,
+         observer: (@Sendable (String) -> Void)? = nil) throws(ClusterError) {
         self.source = source
+        self.observer = observer
         self.destination = destination
         self.prefix = Array(prefix.utf8)
         self.loop = loop
@@ -26,7 +29,10 @@ final class OutputRelay: IOHandler, @unchecked Sendable {
         let count = buffer.withUnsafeMutableBytes { (try? Syscall.read(source, into: $0)) ?? nil }
         guard let count else { return }
         guard count > 0 else {
-            if !partial.isEmpty { emit(partial + [10]) }
+            if !partial.isEmpty {
+                emit(prefix + partial + [10])
+                observer?(String(decoding: partial, as: UTF8.self))
+            }
             loop.deregister(source)
             Syscall.close(source)
             return
@@ -38,6 +44,7 @@ final class OutputRelay: IOHandler, @unchecked Sendable {
         for index in lines.indices where lines[index] == 10 {
             out.append(contentsOf: prefix)
             out.append(contentsOf: lines[start...index])
+            observer?(String(decoding: lines[start..<index], as: UTF8.self))
             start = index + 1
         }
         partial = Array(lines[start...])

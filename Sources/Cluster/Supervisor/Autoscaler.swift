@@ -23,6 +23,7 @@ public struct ClusterLoad: Sendable, Hashable {
     /// CPUs available to the cluster.
     public var cores: Int
 
+    /// A sample; what a test or a recorded trace does not give is zero or unknown.
     public init(workers: Int, utilization: Double, lagP99: Duration = .zero, waitingConnections: Int = 0,
                 memoryAvailable: Int? = nil, workerMemory: Int = 0, loadAverage: Double = 0, hostIdle: Double? = nil,
                 cores: Int = Cluster.availableCores) {
@@ -41,8 +42,11 @@ public struct ClusterLoad: Sendable, Hashable {
 /// A new worker count, and why. A decision that keeps the count explains why the policy
 /// holds although it is under pressure (the supervisor logs it).
 public struct AutoscaleDecision: Sendable, Hashable, CustomStringConvertible {
+    /// The worker count to move to.
     public var workers: Int
+    /// Why, in words for the log: the signals and for how long they held.
     public var reason: String
+    /// "N workers: reason".
     public var description: String { "\(workers) workers: \(reason)" }
 }
 
@@ -77,16 +81,28 @@ public protocol AutoscalePolicy: Sendable {
 ///   of pressure) can run at the target utilization: more processes than the cores can
 ///   run add no capacity, only switching. When that stops it, it says so once.
 public struct Autoscaler: AutoscalePolicy, Hashable {
+    /// The fewest workers (at least 1).
     public var minWorkers: Int
+    /// The most workers.
     public var maxWorkers: Int
+    /// The utilization a scale-up aims for (0.6).
     public var targetUtilization: Double
+    /// Utilization above which the workers are under pressure (0.8).
     public var scaleUpUtilization: Double
+    /// Utilization below which the workers are idle (0.3).
     public var scaleDownUtilization: Double
+    /// A p99 event-loop lag above which the workers are under pressure (100 ms).
     public var maxLag: Duration
+    /// How long pressure must last before a scale-up (1 s).
     public var scaleUpAfter: Duration
+    /// How long idleness must last before a scale-down, and the least time between a
+    /// change and a scale-down (30 s).
     public var scaleDownAfter: Duration
+    /// The least time between a change and the next scale-up (3 s).
     public var cooldown: Duration
+    /// Memory, in bytes, that scaling up leaves available to the host (256 MiB).
     public var memoryHeadroom: Int
+    /// How often the supervisor samples the load (500 ms).
     public var interval: Duration
 
     private var heldAtCapacity = false
@@ -117,6 +133,7 @@ public struct Autoscaler: AutoscalePolicy, Hashable {
         self.interval = interval
     }
 
+    /// The decision for the sample `load` taken at `now`, by the rules above.
     public mutating func decide(_ load: ClusterLoad, at now: Duration) -> AutoscaleDecision? {
         let workers = load.workers
         if workers < minWorkers { return change(to: minWorkers, at: now, "below the minimum of \(minWorkers)") }
@@ -199,10 +216,13 @@ public struct Autoscaler: AutoscalePolicy, Hashable {
 /// down when the load average is under half the cores and the lag under 20 ms (the seed
 /// gave no numbers; these are its description's plainest reading).
 public struct SeedAutoscaler: AutoscalePolicy, Hashable {
+    /// How often it samples: 10 s.
     public var interval: Duration = .seconds(10)
 
+    /// The seed's policy, with its fixed parameters.
     public init() {}
 
+    /// One worker more, one fewer, or nil, by the rules above.
     public mutating func decide(_ load: ClusterLoad, at now: Duration) -> AutoscaleDecision? {
         let low = load.cores, high = 2 * load.cores
         let cores = Double(load.cores)

@@ -106,3 +106,29 @@ public struct Supervision: Sendable {
         self.handlesSignals = handlesSignals
     }
 }
+
+/// One worker as its supervisor sees it (``Supervisor/status``).
+public struct SupervisedWorker: Sendable {
+    /// Where it is in its supervised life.
+    public enum Role: String, Sendable {
+        /// Started, not ready yet.
+        case starting
+        /// Ready and counted.
+        case ready
+        /// Ready, and its replacement is starting (a reload or a recycle).
+        case replaced
+        /// Told to drain; its exit is intended.
+        case retiring
+    }
+
+    /// The worker: id, pid, slot, state and its last heartbeat's ``Worker/stats``.
+    public let worker: Worker
+    /// The generation it was started in (each reload adds one).
+    public let generation: Int
+    /// Where it is in its supervised life.
+    public let role: Role
+    /// Time since it was started.
+    public let uptime: Duration
+    /// Unplanned restarts of its slot since the supervisor started.
+    public let restarts: Int
+}

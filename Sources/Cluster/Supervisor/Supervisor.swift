@@ -96,6 +96,8 @@ public actor Supervisor {
     private var lastPublished: ContinuousClock.Instant?
     private var lastLoadSample: ContinuousClock.Instant?
     private var hostIdle = HostIdleSampler()
+    /// Unplanned restarts of each slot since the supervisor started.
+    private var restartsBySlot: [Int: Int] = [:]
     private let startedAt = ContinuousClock.now
     private var signals: SignalWatcher?
     /// The new primary of a hot upgrade in progress.
@@ -147,6 +149,20 @@ public actor Supervisor {
 
     /// The generation new workers belong to; each completed reload adds one.
     public var currentGeneration: Int { generation }
+
+    /// Every worker the supervisor manages now, by id: for a status table.
+    public var status: [SupervisedWorker] {
+        let now = clock.now
+        return managed.values.sorted { $0.worker.id < $1.worker.id }.map { entry in
+            let role: SupervisedWorker.Role = if entry.retiring { .retiring }
+                else if entry.readyAt == nil { .starting }
+                else if entry.replacedBy != nil { .replaced }
+                else { .ready }
+            return SupervisedWorker(worker: entry.worker, generation: entry.generation, role: role,
+                                    uptime: entry.startedAt.duration(to: now),
+                                    restarts: restartsBySlot[entry.worker.slot, default: 0])
+        }
+    }
 
     // MARK: The loop
 
@@ -285,6 +301,7 @@ public actor Supervisor {
         switch decision {
         case .restart(let delay):
             metrics.countRestart()
+            restartsBySlot[worker.slot, default: 0] += 1
             logger.warning("\(worker) exited (\(status)) after \(RestartLedger<ContinuousClock.Instant>.seconds(uptime)); restarting slot \(worker.slot) in \(RestartLedger<ContinuousClock.Instant>.seconds(delay))")
             pendingRestarts.append((worker.slot, clock.now.advanced(by: delay)))
         case .stop(let reason):
@@ -552,7 +569,8 @@ public actor Supervisor {
         var reason: String?
         if let limit = entry.requestLimit, entry.worker.requestsServed >= limit {
             reason = "it served \(entry.worker.requestsServed) requests (limit \(limit))"
-        } else if let maxRSS = recycling.maxRSS, let rss = entry.worker.residentMemory, rss > maxRSS {
+        } else if let maxRSS = recycling.maxRSS,
+                  case let rss = max(entry.worker.residentMemory ?? 0, entry.worker.stats.residentMemory), rss > maxRSS {
             reason = "its resident memory is \(rss / 1_048_576) MiB (limit \(maxRSS / 1_048_576) MiB)"
         } else if let maxAge = recycling.maxAge, entry.startedAt.duration(to: now) > maxAge {
             reason = "it is older than \(RestartLedger<ContinuousClock.Instant>.seconds(maxAge))"

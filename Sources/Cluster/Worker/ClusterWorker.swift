@@ -145,6 +145,13 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
         heartbeat.countConnection(opened: opened)
     }
 
+    /// Counts process `pid` (a program this worker started and serves through) as part
+    /// of the worker: its CPU time and memory are added to every heartbeat, so the
+    /// primary's stats, the autoscaler and recycling by memory see it.
+    public func account(process pid: Int32) {
+        heartbeat.account(pid)
+    }
+
     /// Lets the watchdog see whether an event loop of the app turns: `schedule` must run
     /// the closure it is given on that loop. The runtime's thread sends a probe each
     /// heartbeat and reports how late it ran; a loop blocked beyond the watchdog's

@@ -50,6 +50,10 @@ final class Heartbeat: Sendable {
     private let requests = Atomic<Int>(0)
     private let connections = Atomic<Int>(0)
     private let connectionsTotal = Atomic<Int>(0)
+    private let accounted = Mutex<[Int32]>([])
+
+    /// Adds process `pid`'s CPU time and memory to every report from now on.
+    func account(_ pid: Int32) { accounted.withLock { $0.append(pid) } }
 
     /// Counts one request served.
     func countRequest() { requests.add(1, ordering: .relaxed) }
@@ -121,6 +125,11 @@ final class Heartbeat: Sendable {
         getrusage(RUSAGE_SELF.rawValue, &usage)
         report.cpu = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1_000_000 + usage.ru_utime.tv_usec + usage.ru_stime.tv_usec
         report.rss = max(0, cluster_self_rss())
+        // A process this worker runs counts as the worker (the `cluster` command's programs).
+        for pid in accounted.withLock({ $0 }) {
+            report.cpu += max(0, Int(cluster_process_cpu_us(pid)))
+            report.rss += max(0, cluster_process_rss(pid))
+        }
         return report
     }
 }

@@ -6,7 +6,10 @@
 //
 //     swift run autoscale       # PORT=8000, MIN_WORKERS=1 (or WORKERS), MAX_WORKERS=2×cores,
 //                               # IDLE_SECONDS=30, WORK_MS=5 (mean CPU per request),
-//                               # AUTOSCALER=seed for the seed's policy, ADMIN_PORT for /metrics
+//                               # BLOCK_MS=0 (a blocking call per request, as a synchronous
+//                               # database driver makes: the event loop waits, the CPU idles),
+//                               # AUTOSCALER=seed for the seed's policy, ADMIN_PORT for /metrics,
+//                               # AUTOSCALE_TRACE=FILE to record every load sample as CSV
 //     wrk -t2 -c16 -d30s http://127.0.0.1:8000/
 import Cluster
 import ClusterAdmin
@@ -29,21 +32,61 @@ func work(milliseconds: Double) -> UInt64 {
     return value
 }
 
+/// Wraps a policy and appends every load sample it sees to a CSV file, so a real run can
+/// be replayed through any policy (the benchmark does; the unit tests keep one).
+struct Recording: AutoscalePolicy {
+    var policy: any AutoscalePolicy
+    let file: Int32
+    var interval: Duration { policy.interval }
+
+    init(_ policy: any AutoscalePolicy, to path: String) {
+        self.policy = policy
+        file = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        if file < 0 {
+            log("autoscale: AUTOSCALE_TRACE=\(path) cannot be written: \(String(cString: strerror(errno)))")
+            exit(1)
+        }
+        write("seconds,workers,utilization,lag_p99_ms,waiting,host_idle,load_average,decision\n")
+    }
+
+    mutating func decide(_ load: ClusterLoad, at now: Duration) -> AutoscaleDecision? {
+        let decision = policy.decide(load, at: now)
+        let (seconds, attoseconds) = now.components
+        let lag = Double(load.lagP99.components.seconds) * 1000 + Double(load.lagP99.components.attoseconds) / 1e15
+        let fields: [String] = [
+            String(Double(seconds) + Double(attoseconds) / 1e18), String(load.workers), String(load.utilization),
+            String(lag), String(load.waitingConnections), load.hostIdle.map { String($0) } ?? "", String(load.loadAverage),
+            decision.map { String($0.workers) } ?? "",
+        ]
+        write(fields.joined(separator: ",") + "\n")
+        return decision
+    }
+
+    private func write(_ line: String) {
+        var bytes = Array(line.utf8)
+        _ = Glibc.write(file, &bytes, bytes.count)
+    }
+}
+
 do {
     let port = try Cluster.environmentInteger("PORT", default: 8000, in: 0...65535)
     let workMilliseconds = Double(try Cluster.environmentInteger("WORK_MS", default: 5, in: 0...10_000))
+    let blockMilliseconds = try Cluster.environmentInteger("BLOCK_MS", default: 0, in: 0...10_000)
     switch Cluster.role {
     case .primary(let primary):
         let minimum = try Cluster.environmentInteger("MIN_WORKERS", default: try Cluster.environmentInteger("WORKERS", default: 1, in: 1...1024), in: 1...1024)
         let maximum = try Cluster.environmentInteger("MAX_WORKERS", default: max(minimum, 2 * Cluster.availableCores), in: minimum...1024)
         let idle = try Cluster.environmentInteger("IDLE_SECONDS", default: 30, in: 1...86_400)
-        let policy: any AutoscalePolicy
+        var policy: any AutoscalePolicy
         switch Cluster.environmentValue("AUTOSCALER") ?? "cluster" {
         case "seed": policy = SeedAutoscaler()
         case "cluster": policy = Autoscaler(minWorkers: minimum, maxWorkers: maximum, scaleDownAfter: .seconds(idle))
         case let other:
             log("autoscale: AUTOSCALER=\(other) is not a policy; use cluster (the default) or seed")
             exit(1)
+        }
+        if let path = Cluster.environmentValue("AUTOSCALE_TRACE") {
+            policy = Recording(policy, to: path)
         }
         primary.setup(PrimarySettings(distribution: try Cluster.environmentDistribution()))
         log("Primary \(primary.pid) is running: \(minimum) to \(maximum) workers, \(policy is SeedAutoscaler ? "the seed's policy" : "idle after \(idle) s")")
@@ -68,6 +111,7 @@ do {
         try await worker.serveHTTP(.tcp(port: port)) { _, loop in
             // 0.5x to 1.5x the mean, so requests vary as real ones do.
             let result = work(milliseconds: workMilliseconds * Double.random(in: 0.5...1.5))
+            if blockMilliseconds > 0 { usleep(UInt32(blockMilliseconds * 1000)) }
             return loop.makeSucceededFuture(HTTPResponse(body: "worker \(worker.id) result \(result % 1000)\n"))
         }
     }

@@ -1,0 +1,194 @@
+import Foundation
+import Testing
+
+extension IntegrationTests {
+    /// `cluster run` with programs nobody in this project wrote the server of: Python's
+    /// standard-library HTTP server and Node's `http`, each on the socket it inherits by
+    /// systemd socket activation. Real processes, sockets and signals.
+    @Suite(.timeLimit(.minutes(2)))
+    struct CommandTests {
+        static let programs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Programs").path
+
+        /// A cluster of `program` and the port it listens on, with its own control socket.
+        struct Running {
+            let process: SpawnedProcess
+            let port: Int
+            let control: String
+
+            /// Runs `cluster SUBCOMMAND ... --control` and returns its exit code and output.
+            func cluster(_ arguments: String...) throws -> (code: Int32, output: String) {
+                try CommandTests.cluster(arguments + ["--control", control])
+            }
+
+            func status() throws -> [[String: Any]] {
+                let (code, output) = try cluster("status", "--json")
+                guard code == 0, let object = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any],
+                      let workers = object["workers"] as? [[String: Any]] else {
+                    throw TestFailure.unexpected("cluster status --json: \(code) \(output)")
+                }
+                return workers
+            }
+        }
+
+        static func start(_ command: [String], workers: Int = 2, _ flags: [String] = []) async throws -> Running {
+            let control = NSTemporaryDirectory() + "cluster-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+            let process = try SpawnedProcess("cluster", ["run", "--listen", "tcp://127.0.0.1:0", "--workers", String(workers),
+                                                         "--control", control] + flags + ["--"] + command)
+            let listening = try await process.waitForLine { $0.hasPrefix("[cluster] listening on tcp://") }
+            let port = try #require(listening.split(separator: ":").dropFirst(2).first.flatMap { Int($0.prefix { $0.isNumber }) })
+            let running = Running(process: process, port: port, control: control)
+            _ = try await eventually { () throws -> Void in
+                let rows = try running.status()
+                guard rows.count == workers, rows.allSatisfy({ $0["state"] as? String == "ready" }) else { throw TestFailure.unexpected("\(rows)") }
+            }
+            return running
+        }
+
+        /// Runs the `cluster` binary to its end (10 s at most) and returns its exit code and output.
+        static func cluster(_ arguments: [String]) throws -> (code: Int32, output: String) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: SpawnedProcess.product("cluster"))
+            process.arguments = arguments
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = pipe
+            try process.run()
+            let deadline = ContinuousClock.now + .seconds(10)
+            let output = pipe.fileHandleForReading.readDataToEndOfFile()
+            while process.isRunning {
+                if ContinuousClock.now > deadline {
+                    kill(process.processIdentifier, SIGKILL)
+                    throw TestFailure.timeout
+                }
+                usleep(10_000)
+            }
+            return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+        }
+
+        private func failures(_ outcomes: [Outcome: Int]) -> [Outcome: Int] {
+            outcomes.filter { if case .ok = $0.key { false } else { true } }
+        }
+
+        @Test(arguments: [
+            ("python", ["python3", "\(programs)/python_server.py"], [String]()),
+            ("python reusePort", ["python3", "\(programs)/python_server.py"], ["--distribution", "reusePort"]),
+            ("node", ["node", "\(programs)/node_server.js"], [String]()),
+        ])
+        func aProgramServesReloadsUnderLoadWithoutFailuresAndIsReplacedWhenItCrashes(name: String, command: [String], flags: [String]) async throws {
+            let cluster = try await Self.start(command, flags)
+            defer { cluster.process.stop() }
+            // The program got its socket by socket activation, and PORT.
+            let answer = try HTTP.get(port: cluster.port)
+            #expect(answer.status == 200 && answer.body.hasSuffix(" tcp-\(cluster.port) port \(cluster.port)\n"), "\(answer)")
+            let before = try cluster.status()
+            #expect(before.count == 2 && before.allSatisfy { $0["state"] as? String == "ready" }, "\(before)")
+
+            let outcomes = try await load(port: cluster.port, clients: 4, duration: .seconds(6)) {
+                try await Task.sleep(for: .milliseconds(500))
+                let (code, output) = try cluster.cluster("reload")
+                #expect(code == 0 && output.hasPrefix("reload started"), "\(output)")
+                try await cluster.process.waitForLine(timeout: .seconds(10)) { $0.contains("reload complete: every worker is generation 2") }
+            }
+            let served = outcomes[.ok(worker: "any")] ?? 0
+            print("cluster run \(name): a reload under load: \(served) served, failures \(failures(outcomes))")
+            #expect(served > 100)
+            #expect(failures(outcomes).isEmpty, "failed requests: \(failures(outcomes))")
+            let after = try cluster.status()
+            #expect(after.count == 2 && after.allSatisfy { $0["generation"] as? Int == 2 }, "\(after)")
+            #expect(Set(after.compactMap { $0["programPID"] as? Int }).isDisjoint(with: before.compactMap { $0["programPID"] as? Int }))
+
+            // A crash is a restart: the program's exit status is the worker's.
+            _ = try? HTTP.get(port: cluster.port, path: "/crash", timeout: .seconds(2))
+            try await cluster.process.waitForLine { $0.contains("exited (exit code 3)") && $0.contains("restarting slot") }
+            let replaced = try await eventually { () throws -> [[String: Any]] in
+                let rows = try cluster.status()
+                guard rows.count == 2, rows.allSatisfy({ $0["state"] as? String == "ready" }),
+                      rows.contains(where: { $0["restarts"] as? Int == 1 }) else { throw TestFailure.unexpected("\(rows)") }
+                return rows
+            }
+            #expect(replaced.count == 2)
+            #expect(try HTTP.get(port: cluster.port).status == 200)
+
+            // Logs carry each line with its worker's id.
+            let logs = try cluster.cluster("logs").output
+            #expect(logs.split(separator: "\n").contains { $0.hasPrefix("[worker ") && $0.contains(" serving") }, "\(logs)")
+
+            let (code, output) = try cluster.cluster("stop")
+            #expect(code == 0 && output.contains("draining"))
+            #expect(try await cluster.process.waitForExit(timeout: .seconds(15)) == 0)
+            #expect(!FileManager.default.fileExists(atPath: cluster.control), "the control socket is removed on exit")
+        }
+
+        @Test func theStatusTableScaleAndSignalWork() async throws {
+            let cluster = try await Self.start(["python3", "\(Self.programs)/python_server.py"], workers: 1)
+            defer { cluster.process.stop() }
+            let table = try cluster.cluster("status").output.split(separator: "\n").map(String.init)
+            #expect(table.count == 3 && table[1].split(separator: " ") == ["ID", "PID", "SLOT", "GEN", "STATE", "UPTIME", "RESTARTS", "CPU", "RSS", "REQ/S", "CONNS"], "\(table)")
+            #expect(table[2].split(separator: " ").prefix(5).elementsEqual(["1", "\(try cluster.status()[0]["programPID"] as! Int)", "0", "1", "ready"].map { Substring($0) }), "\(table)")
+
+            #expect(try cluster.cluster("scale", "2").output.contains("scaling to 2 workers"))
+            _ = try await cluster.process.waitForLine { $0.contains("[worker 2] python") && $0.contains(" serving") }
+            let pid = try #require(try cluster.status().first { $0["id"] as? Int == 2 }?["programPID"] as? Int)
+            let (code, output) = try cluster.cluster("signal", "2", "TERM")
+            #expect(code == 0 && output.contains("sent SIGTERM to worker 2's program (pid \(pid))"), "\(output)")
+            try await cluster.process.waitForLine { $0 == "[worker 2] python \(pid) drained" }
+
+            let unknown = try cluster.cluster("signal", "99", "TERM")
+            #expect(unknown.code != 0 && unknown.output.contains("no worker 99"), "\(unknown)")
+            // Only the owner may use the control socket.
+            let mode = try FileManager.default.attributesOfItem(atPath: cluster.control)[.posixPermissions] as? Int
+            #expect(mode == 0o600)
+        }
+
+        @Test func readinessBySdNotifyAndAWatchdogThatFires() async throws {
+            // python_server.py says READY=1 when NOTIFY_SOCKET is set; it never pings the
+            // watchdog, so with --watchdog the worker gets SIGABRT and is replaced.
+            let cluster = try await Self.start(["python3", "\(Self.programs)/python_server.py"], workers: 1,
+                                               ["--readiness", "notify", "--watchdog", "1500ms"])
+            defer { cluster.process.stop() }
+            #expect(try cluster.status().first?["state"] as? String == "ready")
+            try await cluster.process.waitForLine(timeout: .seconds(5)) { $0.contains("sent no WATCHDOG=1") }
+            try await cluster.process.waitForLine(timeout: .seconds(5)) { $0.contains("exited (signal 6 (SIGABRT))") }
+        }
+
+        @Test func configFilesAndFlagsAreCheckedWithTheLineAndTheKey() throws {
+            let directory = NSTemporaryDirectory() + "cluster-config-\(getpid())"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let good = directory + "/good.yaml"
+            try """
+                command: [python3, app.py]
+                listen:
+                  - tcp://127.0.0.1:8080
+                workers: 3
+                drain-timeout: 20s
+                env: {LOG_LEVEL: info}
+                """.write(toFile: good, atomically: true, encoding: .utf8)
+            let valid = try Self.cluster(["validate", good])
+            #expect(valid.code == 0 && valid.output == "ok: 3 workers of 'python3 app.py' on tcp://127.0.0.1:8080 (shared)\n", "\(valid)")
+            // Flags override the file.
+            let overridden = try Self.cluster(["validate", good, "--workers", "5", "--distribution", "reusePort"])
+            #expect(overridden.output.hasPrefix("ok: 5 workers") && overridden.output.contains("(reusePort)"), "\(overridden)")
+
+            let bad = directory + "/bad.yaml"
+            try "command: [python3, app.py]\nworkers: 3\nwrokers: 4\n".write(toFile: bad, atomically: true, encoding: .utf8)
+            let unknown = try Self.cluster(["validate", bad])
+            #expect(unknown.code != 0 && unknown.output.contains("\(bad):3: unknown key 'wrokers'"), "\(unknown)")
+
+            try "command: [python3, app.py]\ndrain-timeout: soon\n".write(toFile: bad, atomically: true, encoding: .utf8)
+            let value = try Self.cluster(["validate", bad])
+            #expect(value.output.contains("\(bad):2: key 'drain-timeout': 'soon' is not a duration such as 500ms, 2s, 5m or 1h"), "\(value)")
+
+            try "command: [python3, app.py]\ndistribution: roundRobin\n".write(toFile: bad, atomically: true, encoding: .utf8)
+            let strategy = try Self.cluster(["validate", bad])
+            #expect(strategy.output.contains("\(bad):2: key 'distribution': roundRobin needs the primary to hand each connection"), "\(strategy)")
+
+            let flag = try Self.cluster(["validate", good, "--workers", "many"])
+            #expect(flag.code != 0 && flag.output.contains("--workers: 'many' is not a count from 0 to 1024, or auto"), "\(flag)")
+            let noProgram = try Self.cluster(["run", "--listen", "tcp://127.0.0.1:0"])
+            #expect(noProgram.code != 0 && noProgram.output.contains("no program to run"), "\(noProgram)")
+            let noCluster = try Self.cluster(["status", "--control", directory + "/none.sock"])
+            #expect(noCluster.code != 0 && noCluster.output.contains("no cluster answers on \(directory)/none.sock"), "\(noCluster)")
+        }
+    }
+}

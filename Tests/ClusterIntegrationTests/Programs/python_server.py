@@ -1,0 +1,50 @@
+"""Python's standard-library HTTP server as a `cluster run` worker: it serves on the
+socket it inherits by systemd socket activation (fd 3), says READY=1 when NOTIFY_SOCKET
+is set, and on SIGTERM stops accepting and finishes the requests it has.
+Routes: / (who answers), /slow?ms=N, /crash (exits 3)."""
+import os, signal, socket, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+if int(os.environ.get("LISTEN_PID", "0")) != os.getpid() or os.environ.get("LISTEN_FDS") != "1":
+    sys.exit(f"python_server: expected one socket for pid {os.getpid()}, got LISTEN_PID={os.environ.get('LISTEN_PID')} LISTEN_FDS={os.environ.get('LISTEN_FDS')}")
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        url = urlparse(self.path)
+        if url.path == "/crash":
+            os._exit(3)
+        if url.path == "/slow":
+            time.sleep(int(parse_qs(url.query).get("ms", ["100"])[0]) / 1000)
+        body = f"python {os.getpid()} {os.environ.get('LISTEN_FDNAMES')} port {os.environ.get('PORT')}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):
+        pass
+
+
+class InheritedServer(ThreadingHTTPServer):
+    daemon_threads = False  # server_close() waits for requests in flight
+
+    def __init__(self):
+        super().__init__(("", 0), Handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = socket.socket(fileno=3)
+
+
+server = InheritedServer()
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+if os.environ.get("NOTIFY_SOCKET"):
+    address = os.environ["NOTIFY_SOCKET"]
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.sendto(b"READY=1", "\0" + address[1:] if address.startswith("@") else address)
+print(f"python {os.getpid()} serving", flush=True)
+server.serve_forever(poll_interval=0.05)
+server.server_close()
+print(f"python {os.getpid()} drained", flush=True)
