@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# autoscale.sh — one load trace through swift-cluster's autoscaler and through the seed's
-# (SeedAutoscaler: every 10 s, load average and lag, one worker at a time, cores..2×cores),
-# with the `autoscale` example (release) serving requests of about WORK_MS of CPU each.
+# autoscale.sh — the same load traces through swift-cluster's autoscaler and through the
+# seed's (SeedAutoscaler: every 10 s, load average and lag, one worker at a time,
+# cores..2×cores), with the `autoscale` example (release). Two traces, each IDLE s idle,
+# LOAD s of wrk -t2 -c16 keep-alive, AFTER s idle:
+#   cpu: requests of about 5 ms of CPU each (ours from 1 worker, up to 4);
+#   io:  requests that block their event loop 20 ms on a synchronous call and use 1 ms of
+#        CPU, as with a blocking database driver (ours from 2 workers, up to 8).
 #
-#   Benchmarks/autoscale.sh        (IDLE=5 s, LOAD=60 s of wrk -c16 keep-alive, AFTER=45 s idle)
+#   Benchmarks/autoscale.sh        (IDLE=5, LOAD=60, AFTER=40; about 8 minutes)
 #
 # For each policy: time from the load step to the first scale-up, changes made (all, and
 # after the first 10 s of load: steady load should make none), requests served and p99
@@ -16,8 +20,7 @@ ROOT="$(cd "$HERE/.." && pwd)"
 OUT="$HERE/autoscale/.build"
 IDLE="${IDLE:-5}"
 LOAD="${LOAD:-60}"
-AFTER="${AFTER:-45}"
-WORK_MS="${WORK_MS:-5}"
+AFTER="${AFTER:-40}"
 mkdir -p "$OUT"
 : >"$OUT/results.jsonl"
 command -v wrk >/dev/null || apt-get install -y wrk >&2
@@ -28,11 +31,11 @@ BIN="$ROOT/.build-bench/release/autoscale"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-run() { # name, then environment assignments for the example
+run() { # name, then environment assignments for the example (WORK_MS, BLOCK_MS, policy)
   local name="$1"; shift
   local port; port="$(free_port)"
   local started; started="$(date +%s.%N)"
-  setsid env PORT="$port" WORK_MS="$WORK_MS" IDLE_SECONDS=15 AUTOSCALE_TRACE="$OUT/$name.csv" "$@" "$BIN" >"$OUT/$name.log" 2>&1 &
+  setsid env PORT="$port" IDLE_SECONDS=15 AUTOSCALE_TRACE="$OUT/$name.csv" "$@" "$BIN" >"$OUT/$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 100); do curl -s -o /dev/null "127.0.0.1:$port/" && break; sleep 0.1; done
   sleep "$IDLE"
@@ -47,9 +50,10 @@ run() { # name, then environment assignments for the example
   python3 "$HERE/autoscale/summarize.py" "$name" "$OUT/$name.csv" "$OUT/$name.wrk" "$started" "$step" "$stop" | tee -a "$OUT/results.jsonl"
 }
 
-run cluster-min1 AUTOSCALER=cluster MIN_WORKERS=1 MAX_WORKERS=4
-run cluster-min2 AUTOSCALER=cluster MIN_WORKERS=2 MAX_WORKERS=4
-run seed AUTOSCALER=seed MIN_WORKERS=2
+run cpu-cluster WORK_MS=5 AUTOSCALER=cluster MIN_WORKERS=1 MAX_WORKERS=4
+run cpu-seed WORK_MS=5 AUTOSCALER=seed MIN_WORKERS=2
+run io-cluster WORK_MS=1 BLOCK_MS=20 AUTOSCALER=cluster MIN_WORKERS=2 MAX_WORKERS=8
+run io-seed WORK_MS=1 BLOCK_MS=20 AUTOSCALER=seed MIN_WORKERS=2
 
 python3 - "$OUT/results.jsonl" <<'PY'
 import json, sys

@@ -135,6 +135,21 @@ import Testing
         #expect(Self.run(&fresh, workers: 2, spare).decisions.first?.1.workers == 4)
     }
 
+    @Test func eventLoopsBlockedOnIOCountAsBusyThoughTheCPUIdles() {
+        var policy = Autoscaler(minWorkers: 2, maxWorkers: 8, scaleDownAfter: .seconds(10))
+        // Handlers that wait on a synchronous call: loops always occupied, CPU at 5%.
+        let blocked = Array(repeating: { (workers: Int) in
+            ClusterLoad(workers: workers, utilization: 0.05, eventLoopBusy: 1, lagP99: .milliseconds(60), hostIdle: 0.9, cores: 2)
+        }, count: 30)
+        let idle = Array(repeating: { (workers: Int) in
+            ClusterLoad(workers: workers, utilization: 0.01, eventLoopBusy: 0.02, lagP99: .milliseconds(1), hostIdle: 0.95, cores: 2)
+        }, count: 30)
+        let (workers, decisions) = Self.run(&policy, workers: 2, blocked + idle)
+        #expect(decisions.map(\.1.workers) == [4, 8, 2], "\(decisions.map(\.1))")
+        #expect(decisions.first?.1.reason.hasPrefix("event loops busy 1.00 > 0.80") == true, "\(decisions.map(\.1))")
+        #expect(workers == 2)
+    }
+
     @Test func itKeepsWithinItsBounds() {
         var policy = Autoscaler(minWorkers: 2, maxWorkers: 3)
         #expect(policy.decide(ClusterLoad(workers: 1, utilization: 0, cores: 2), at: .zero)?.workers == 2)

@@ -15,6 +15,10 @@ public struct WorkerStats: Sendable, Hashable {
     public var eventLoopLagP50: Duration = .zero
     /// The 99th-percentile event-loop lag over the last second.
     public var eventLoopLagP99: Duration = .zero
+    /// The share of the last second the worker's event loops were occupied (0...1),
+    /// estimated from the lag probes: a handler blocked on a synchronous call keeps its
+    /// loop busy while the CPU idles.
+    public var eventLoopBusy = 0.0
     /// CPU time the worker has used.
     public var cpuTime: Duration = .zero
     /// CPU seconds per second over about the last second: 1.0 is one core kept busy.
@@ -79,6 +83,7 @@ struct StatsWindow: Sendable {
         var stats = WorkerStats(requests: report.requests, connections: report.connections,
                                 connectionsTotal: report.connectionsTotal,
                                 eventLoopLagP50: .microseconds(report.lagP50), eventLoopLagP99: .microseconds(report.lagP99),
+                                eventLoopBusy: Double(min(1000, max(0, report.busy))) / 1000,
                                 cpuTime: .microseconds(report.cpu), residentMemory: report.rss)
         if let first = reports.first, at > first.at {
             let seconds = Double(at - first.at) / 1e9

@@ -6,6 +6,8 @@ public struct ClusterLoad: Sendable, Hashable {
     /// Mean CPU seconds per second per worker over about the last second (1.0: each
     /// worker keeps a core busy).
     public var utilization: Double
+    /// The mean share of time the workers' event loops were occupied (0...1), CPU or not.
+    public var eventLoopBusy: Double
     /// The worst worker's p99 event-loop lag over the last second.
     public var lagP99: Duration
     /// Connections the primary holds because no worker could take them (primary-accept
@@ -24,11 +26,12 @@ public struct ClusterLoad: Sendable, Hashable {
     public var cores: Int
 
     /// A sample; what a test or a recorded trace does not give is zero or unknown.
-    public init(workers: Int, utilization: Double, lagP99: Duration = .zero, waitingConnections: Int = 0,
+    public init(workers: Int, utilization: Double, eventLoopBusy: Double = 0, lagP99: Duration = .zero, waitingConnections: Int = 0,
                 memoryAvailable: Int? = nil, workerMemory: Int = 0, loadAverage: Double = 0, hostIdle: Double? = nil,
                 cores: Int = Cluster.availableCores) {
         self.workers = workers
         self.utilization = utilization
+        self.eventLoopBusy = eventLoopBusy
         self.lagP99 = lagP99
         self.waitingConnections = waitingConnections
         self.memoryAvailable = memoryAvailable
@@ -78,7 +81,7 @@ public protocol AutoscalePolicy: Sendable {
 /// - **Memory.** It adds no worker that would leave less than ``memoryHeadroom`` bytes
 ///   available, and removes one when less than half of that is left.
 /// - **CPU.** It adds no more workers than the host's idle CPU (averaged over the episode
-///   of pressure) can run at the target utilization: more processes than the cores can
+///   of pressure) can run, each using what a worker uses now (at most the target): more processes than the cores can
 ///   run add no capacity, only switching. When that stops it, it says so once.
 public struct Autoscaler: AutoscalePolicy, Hashable {
     /// The fewest workers (at least 1).
@@ -138,7 +141,12 @@ public struct Autoscaler: AutoscalePolicy, Hashable {
         let workers = load.workers
         if workers < minWorkers { return change(to: minWorkers, at: now, "below the minimum of \(minWorkers)") }
         if workers > maxWorkers { return change(to: maxWorkers, at: now, "above the maximum of \(maxWorkers)") }
-        let utilization = load.utilization.isFinite ? max(0, load.utilization) : 0
+        // Busy is the larger of CPU and event-loop occupancy: a worker blocked on I/O is as
+        // full as one computing.
+        let cpu = load.utilization.isFinite ? max(0, load.utilization) : 0
+        let loops = load.eventLoopBusy.isFinite ? min(1, max(0, load.eventLoopBusy)) : 0
+        let utilization = max(cpu, loops)
+        let measure = loops > cpu ? "event loops busy" : "utilization"
         let needed = Int((Double(workers) * utilization / targetUtilization).rounded(.up))
 
         if let available = load.memoryAvailable, available < memoryHeadroom / 2, workers > minWorkers {
@@ -146,7 +154,7 @@ public struct Autoscaler: AutoscalePolicy, Hashable {
         }
 
         var pressure: [String] = []
-        if utilization > scaleUpUtilization { pressure.append("utilization \(Self.format(utilization)) > \(Self.format(scaleUpUtilization))") }
+        if utilization > scaleUpUtilization { pressure.append("\(measure) \(Self.format(utilization)) > \(Self.format(scaleUpUtilization))") }
         if load.lagP99 > maxLag { pressure.append("event-loop lag p99 \(Self.milliseconds(load.lagP99)) > \(Self.milliseconds(maxLag))") }
         if load.waitingConnections > 0 { pressure.append("\(load.waitingConnections) connections waiting in the primary") }
         let idle = utilization < scaleDownUtilization && load.lagP99 <= maxLag / 2 && load.waitingConnections == 0
@@ -161,13 +169,17 @@ public struct Autoscaler: AutoscalePolicy, Hashable {
         idleSince = idle ? (idleSince ?? now) : nil
 
         if let since = pressureSince, now - since >= scaleUpAfter, lastChange.map({ now - $0 >= cooldown }) ?? true {
-            // A saturated worker hides how far behind it is: double, as far as allowed.
-            let saturated = utilization >= 0.95 ? 2 * workers : 0
+            // A saturated worker hides how far behind it is, and a long lag or a queue says
+            // it is far behind: double, as far as allowed.
+            let farBehind = utilization >= 0.95 || load.lagP99 >= maxLag * 4 || load.waitingConnections >= workers
+            let saturated = farBehind ? 2 * workers : 0
             var target = min(maxWorkers, max(workers + 1, needed, saturated))
             guard target > workers else { return nil }
             if idleSamples > 0 {
                 let idle = idleSum / Double(idleSamples)
-                let runnable = Int((idle * Double(load.cores) / targetUtilization).rounded())
+                // A new worker is expected to use the CPU one uses now, up to the target.
+                let perWorker = max(min(cpu, targetUtilization), 0.05)
+                let runnable = Int((idle * Double(load.cores) / perWorker).rounded())
                 if runnable == 0 {
                     guard !heldAtCapacity else { return nil }
                     heldAtCapacity = true
@@ -185,7 +197,7 @@ public struct Autoscaler: AutoscalePolicy, Hashable {
         if let since = idleSince, now - since >= scaleDownAfter, lastChange.map({ now - $0 >= scaleDownAfter }) ?? true {
             let target = max(minWorkers, min(workers - 1, needed))
             guard target < workers else { return nil }
-            return change(to: target, at: now, "utilization \(Self.format(utilization)) < \(Self.format(scaleDownUtilization)) for \(Self.milliseconds(now - since))")
+            return change(to: target, at: now, "\(measure) \(Self.format(utilization)) < \(Self.format(scaleDownUtilization)) for \(Self.milliseconds(now - since))")
         }
         return nil
     }

@@ -32,6 +32,7 @@ struct MetricsPublisher {
             seen[id] = (max(before.requests, stats.requests), max(before.connections, stats.connectionsTotal))
             gauge("cluster_worker_requests_per_second", slot).record(stats.requestsPerSecond)
             gauge("cluster_worker_utilization", slot).record(stats.utilization)
+            gauge("cluster_worker_event_loop_busy", slot).record(stats.eventLoopBusy)
             gauge("cluster_worker_connections", slot).record(stats.connections)
             gauge("cluster_worker_event_loop_lag_p99_seconds", slot).record(Self.seconds(stats.eventLoopLagP99))
             gauge("cluster_worker_resident_memory_bytes", slot).record(stats.residentMemory)

@@ -608,6 +608,7 @@ public actor Supervisor {
         return ClusterLoad(
             workers: ready.count,
             utilization: ready.reduce(0) { $0 + $1.utilization } / count,
+            eventLoopBusy: ready.reduce(0) { $0 + $1.eventLoopBusy } / count,
             lagP99: ready.map(\.eventLoopLagP99).max() ?? .zero,
             waitingConnections: await primary.waitingConnections,
             memoryAvailable: Host.memoryAvailable(),

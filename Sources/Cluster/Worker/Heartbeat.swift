@@ -18,6 +18,10 @@ struct HeartbeatReport: Codable, Sendable, Hashable {
     /// Event-loop lag over the last second (µs).
     var lagP50 = 0
     var lagP99 = 0
+    /// The share of last second's probes (per mille) that found their event loop busy
+    /// (answered more than 1 ms late): how much of the time the loops are occupied, CPU
+    /// or not (a handler blocked on a synchronous call occupies its loop, not a core).
+    var busy = 0
     /// CPU time the process has used (µs), and its resident memory (bytes).
     var cpu = 0
     var rss = 0
@@ -118,6 +122,7 @@ final class Heartbeat: Sendable {
         }
         recent.sort()
         if !recent.isEmpty {
+            report.busy = recent.filter { $0 > 1_000_000 }.count * 1000 / recent.count
             report.lagP50 = Int(recent[recent.count / 2] / 1000)
             report.lagP99 = Int(recent[min(recent.count - 1, recent.count * 99 / 100)] / 1000)
         }

@@ -46,7 +46,7 @@ struct Recording: AutoscalePolicy {
             log("autoscale: AUTOSCALE_TRACE=\(path) cannot be written: \(String(cString: strerror(errno)))")
             exit(1)
         }
-        write("seconds,workers,utilization,lag_p99_ms,waiting,host_idle,load_average,decision\n")
+        write("seconds,workers,utilization,loop_busy,lag_p99_ms,waiting,host_idle,load_average,decision\n")
     }
 
     mutating func decide(_ load: ClusterLoad, at now: Duration) -> AutoscaleDecision? {
@@ -54,7 +54,7 @@ struct Recording: AutoscalePolicy {
         let (seconds, attoseconds) = now.components
         let lag = Double(load.lagP99.components.seconds) * 1000 + Double(load.lagP99.components.attoseconds) / 1e15
         let fields: [String] = [
-            String(Double(seconds) + Double(attoseconds) / 1e18), String(load.workers), String(load.utilization),
+            String(Double(seconds) + Double(attoseconds) / 1e18), String(load.workers), String(load.utilization), String(load.eventLoopBusy),
             String(lag), String(load.waitingConnections), load.hostIdle.map { String($0) } ?? "", String(load.loadAverage),
             decision.map { String($0.workers) } ?? "",
         ]
