@@ -136,6 +136,7 @@ let package = Package(
         .testTarget(
             name: "ClusterTests",
             dependencies: ["Cluster"],
+            exclude: ["Traces"], // load samples recorded by Benchmarks/autoscale.sh, read by path
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -22,7 +22,7 @@ struct RunOptions: ParsableArguments {
     @Option(name: .long, help: "Where to listen: tcp://HOST:PORT or unix:PATH. Repeatable.") var listen: [String] = []
     @Option(name: .long, help: "How many workers, or auto (one per core).") var workers: String?
     @Option(name: .long, help: "shared (default) or reusePort.") var distribution: String?
-    @Option(name: .long, help: "started (default) or notify (sd_notify READY=1).") var readiness: String?
+    @Option(name: .long, help: "accepting (default: waiting on its sockets), started (running for --ready-after) or notify (sd_notify READY=1).") var readiness: String?
     @Option(name: .customLong("ready-after"), help: "With readiness started: how long a program must run to be ready (1s).") var readyAfter: String?
     @Option(name: .customLong("boot-timeout"), help: "How long a worker may take to be ready (60s).") var bootTimeout: String?
     @Option(name: .customLong("drain-timeout"), help: "How long a draining program may take before SIGKILL (30s).") var drainTimeout: String?
@@ -115,7 +115,8 @@ extension ClusterCommand {
                 let channel = try await AdminServer.start(on: address, primary: primary, registry: registry)
                 say("admin endpoints on \(channel.localAddress.map { "\($0)" } ?? "\(address)")")
             }
-            let control = try ControlServer(path: configuration.control, supervisor: supervisor, logs: logs)
+            let control = try ControlServer(path: configuration.control, supervisor: supervisor, logs: logs,
+                                            takingOver: primary.upgradedFrom != nil)
             control.start()
             say("control socket \(control.path); primary \(getpid()) runs \(configuration.command.joined(separator: " "))")
             let events = primary.events

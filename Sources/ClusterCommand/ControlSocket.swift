@@ -44,14 +44,17 @@ struct ClusterStatus: Codable, Sendable {
 final class ControlServer: Sendable {
     let path: String
     private let fd: Int32
+    /// The socket file's inode, so this primary removes only its own file.
+    private let inode: UInt
     private let supervisor: Supervisor
     private let programs: Mutex<[Int: Int32]>
     private let logs: LogBuffer
 
     /// Binds `path`. A socket file left by a primary that is gone is replaced; one that a
     /// live primary answers on is an error.
-    init(path: String, supervisor: Supervisor, logs: LogBuffer) throws {
-        if let probe = try? ControlClient.connect(path) {
+    /// With `takingOver` (a hot upgrade), the old primary's socket is replaced.
+    init(path: String, supervisor: Supervisor, logs: LogBuffer, takingOver: Bool = false) throws {
+        if !takingOver, let probe = try? ControlClient.connect(path) {
             close(probe)
             throw CommandError("another cluster answers on the control socket \(path); stop it, or give this one --control PATH")
         }
@@ -65,6 +68,9 @@ final class ControlServer: Sendable {
             close(fd)
             throw CommandError("cannot listen on the control socket \(path): \(reason); give --control a path in a directory you can write")
         }
+        var info = stat()
+        stat(path, &info)
+        self.inode = info.st_ino
         self.path = path
         self.fd = fd
         self.supervisor = supervisor
@@ -86,8 +92,11 @@ final class ControlServer: Sendable {
         }
     }
 
-    /// Removes the socket file.
-    func remove() { unlink(path) }
+    /// Removes the socket file, unless another primary (a hot upgrade's) has replaced it.
+    func remove() {
+        var info = stat()
+        if stat(path, &info) == 0, info.st_ino == inode { unlink(path) }
+    }
 
     private func serve(_ client: Int32) {
         defer { close(client) }

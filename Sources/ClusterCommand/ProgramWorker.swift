@@ -55,7 +55,21 @@ struct ProgramWorker {
             notify.watch(readiness: configuration.readiness == .notify ? ready : nil,
                          watchdog: configuration.watchdog, program: pid)
         }
-        if configuration.readiness == .started {
+        switch configuration.readiness {
+        case .notify:
+            break
+        case .accepting where !listeners.isEmpty:
+            let watch = AcceptWatch(pid: pid, descriptors: listeners.map(\.descriptor))
+            Task { [readyAfter = configuration.readyAfter] in
+                guard watch.isReadable else {
+                    say("cannot see what program \(pid) waits on in /proc (is ptrace forbidden here?); it counts as ready after \(readyAfter)")
+                    try? await Task.sleep(for: readyAfter)
+                    return ready()
+                }
+                while !watch.isAccepting() { try? await Task.sleep(for: .milliseconds(20)) }
+                ready()
+            }
+        case .accepting, .started:
             Task {
                 try? await Task.sleep(for: configuration.readyAfter)
                 ready()

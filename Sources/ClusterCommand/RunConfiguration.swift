@@ -9,6 +9,8 @@ import Glibc
 struct RunConfiguration: Sendable, Equatable {
     /// How a worker's program says it is ready.
     enum Readiness: String, Sendable, Equatable {
+        /// Waiting for connections on its sockets, as /proc shows (``AcceptWatch``).
+        case accepting
         /// Running for `ready-after` without exiting (einhorn's timer ACK).
         case started
         /// `READY=1` on `NOTIFY_SOCKET` (systemd's sd_notify).
@@ -20,7 +22,7 @@ struct RunConfiguration: Sendable, Equatable {
     /// Nil: one per core.
     var workers: Int?
     var distribution = Distribution.shared
-    var readiness = Readiness.started
+    var readiness = Readiness.accepting
     var readyAfter: Duration = .seconds(1)
     var bootTimeout: Duration = .seconds(60)
     var drainTimeout: Duration = .seconds(30)
@@ -106,8 +108,8 @@ struct RunConfiguration: Sendable, Equatable {
             }
             c.distribution = distribution
         }),
-        Setting(name: "readiness", help: "started (running for ready-after) or notify (READY=1 on NOTIFY_SOCKET)", apply: { values, c throws in
-            guard let readiness = Readiness(rawValue: values[0]) else { throw invalid(values[0], "started or notify") }
+        Setting(name: "readiness", help: "accepting (waiting on its sockets), started (running for ready-after) or notify (READY=1 on NOTIFY_SOCKET)", apply: { values, c throws in
+            guard let readiness = Readiness(rawValue: values[0]) else { throw invalid(values[0], "accepting, started or notify") }
             c.readiness = readiness
         }),
         Setting(name: "ready-after", help: "with readiness started: how long the program must run (default 1s)", apply: { v, c throws in c.readyAfter = try duration(v[0]) }),

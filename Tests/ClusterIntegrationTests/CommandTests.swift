@@ -30,13 +30,14 @@ extension IntegrationTests {
             }
         }
 
-        static func start(_ command: [String], workers: Int = 2, _ flags: [String] = []) async throws -> Running {
+        static func start(_ command: [String], workers: Int = 2, _ flags: [String] = [], waitForReady: Bool = true) async throws -> Running {
             let control = NSTemporaryDirectory() + "cluster-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
             let process = try SpawnedProcess("cluster", ["run", "--listen", "tcp://127.0.0.1:0", "--workers", String(workers),
                                                          "--control", control] + flags + ["--"] + command)
             let listening = try await process.waitForLine { $0.hasPrefix("[cluster] listening on tcp://") }
             let port = try #require(listening.split(separator: ":").dropFirst(2).first.flatMap { Int($0.prefix { $0.isNumber }) })
             let running = Running(process: process, port: port, control: control)
+            if !waitForReady { return running }
             _ = try await eventually { () throws -> Void in
                 let rows = try running.status()
                 guard rows.count == workers, rows.allSatisfy({ $0["state"] as? String == "ready" }) else { throw TestFailure.unexpected("\(rows)") }
@@ -119,6 +120,29 @@ extension IntegrationTests {
             #expect(!FileManager.default.fileExists(atPath: cluster.control), "the control socket is removed on exit")
         }
 
+        @Test func aHotUpgradeUnderLoadFailsNothingAndTheNewPrimaryAnswersTheControlSocket() async throws {
+            let cluster = try await Self.start(["python3", "\(Self.programs)/python_server.py"])
+            defer { cluster.process.stop() }
+            var successor: Int32 = 0
+            let outcomes = try await load(port: cluster.port, clients: 4, duration: .seconds(5)) {
+                try await Task.sleep(for: .milliseconds(500))
+                cluster.process.signal(SIGUSR2)
+                let line = try await cluster.process.waitForLine {
+                    $0.hasPrefix("[cluster] control socket") && !$0.contains("primary \(cluster.process.pid) ")
+                }
+                successor = try #require(line.split(separator: " ").firstIndex(of: "primary").map { Int32(line.split(separator: " ")[$0 + 1])! })
+                cluster.process.adopt(successor)
+                #expect(try await cluster.process.waitForExit(timeout: .seconds(15)) == 0, "the old primary drains and exits 0")
+            }
+            let served = outcomes[.ok(worker: "any")] ?? 0
+            print("cluster run: hot upgrade under load: \(served) served, failures \(failures(outcomes))")
+            #expect(served > 100)
+            #expect(failures(outcomes).isEmpty, "failed requests: \(failures(outcomes))")
+            let (code, output) = try cluster.cluster("status", "--json")
+            #expect(code == 0 && output.contains("\"primaryPID\" : \(successor)"), "\(output)")
+            kill(successor, SIGTERM)
+        }
+
         @Test func theStatusTableScaleAndSignalWork() async throws {
             let cluster = try await Self.start(["python3", "\(Self.programs)/python_server.py"], workers: 1)
             defer { cluster.process.stop() }
@@ -138,6 +162,23 @@ extension IntegrationTests {
             // Only the owner may use the control socket.
             let mode = try FileManager.default.attributesOfItem(atPath: cluster.control)[.posixPermissions] as? Int
             #expect(mode == 0o600)
+        }
+
+        @Test func aProgramIsReadyWhenItWaitsOnItsSocketNotBefore() async throws {
+            // The program sleeps 2 s before it serves: by /proc it is not accepting yet.
+            let cluster = try await Self.start(["python3", "\(Self.programs)/python_server.py"], workers: 1, ["--env", "BOOT_DELAY_MS=2000"],
+                                               waitForReady: false)
+            defer { cluster.process.stop() }
+            let started = ContinuousClock.now
+            try await Task.sleep(for: .milliseconds(1200))
+            #expect(try cluster.status().first?["state"] as? String == "starting")
+            _ = try await eventually { () throws -> Void in
+                guard try cluster.status().first?["state"] as? String == "ready" else { throw TestFailure.unexpected("not ready") }
+            }
+            let ready = ContinuousClock.now - started
+            print("cluster run: a program that boots for 2 s was ready after \(ready)")
+            #expect(ready >= .milliseconds(1800) && ready < .seconds(4))
+            #expect(try HTTP.get(port: cluster.port).status == 200)
         }
 
         @Test func readinessBySdNotifyAndAWatchdogThatFires() async throws {

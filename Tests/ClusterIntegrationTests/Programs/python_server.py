@@ -1,7 +1,7 @@
 """Python's standard-library HTTP server as a `cluster run` worker: it serves on the
 socket it inherits by systemd socket activation (fd 3), says READY=1 when NOTIFY_SOCKET
 is set, and on SIGTERM stops accepting and finishes the requests it has.
-Routes: / (who answers), /slow?ms=N, /crash (exits 3)."""
+Routes: / (who answers), /slow?ms=N, /crash (exits 3). BOOT_DELAY_MS: sleep before serving."""
 import os, signal, socket, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
@@ -38,6 +38,7 @@ class InheritedServer(ThreadingHTTPServer):
         self.socket = socket.socket(fileno=3)
 
 
+time.sleep(int(os.environ.get("BOOT_DELAY_MS", "0")) / 1000)
 server = InheritedServer()
 signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
 if os.environ.get("NOTIFY_SOCKET"):
