@@ -150,8 +150,13 @@ extension IntegrationTests {
             #expect(table.count == 3 && table[1].split(separator: " ") == ["ID", "PID", "SLOT", "GEN", "STATE", "UPTIME", "RESTARTS", "CPU", "RSS", "REQ/S", "CONNS"], "\(table)")
             #expect(table[2].split(separator: " ").prefix(5).elementsEqual(["1", "\(try cluster.status()[0]["programPID"] as! Int)", "0", "1", "ready"].map { Substring($0) }), "\(table)")
 
+            // Follow the logs while a worker joins.
+            let follower = try SpawnedProcess("cluster", ["logs", "-f", "--control", cluster.control])
+            defer { follower.stop() }
+            try await follower.waitForLine { $0.hasPrefix("[worker 1] python ") && $0.hasSuffix(" serving") }
             #expect(try cluster.cluster("scale", "2").output.contains("scaling to 2 workers"))
             _ = try await cluster.process.waitForLine { $0.contains("[worker 2] python") && $0.contains(" serving") }
+            try await follower.waitForLine { $0.hasPrefix("[worker 2] python ") && $0.hasSuffix(" serving") }
             let pid = try #require(try cluster.status().first { $0["id"] as? Int == 2 }?["programPID"] as? Int)
             let (code, output) = try cluster.cluster("signal", "2", "TERM")
             #expect(code == 0 && output.contains("sent SIGTERM to worker 2's program (pid \(pid))"), "\(output)")
@@ -179,6 +184,28 @@ extension IntegrationTests {
             print("cluster run: a program that boots for 2 s was ready after \(ready)")
             #expect(ready >= .milliseconds(1800) && ready < .seconds(4))
             #expect(try HTTP.get(port: cluster.port).status == 200)
+        }
+
+        @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare"), "a PID namespace needs root and unshare"))
+        func asPID1InAContainerItReapsOrphansAndDrainsOnTERM() async throws {
+            let control = NSTemporaryDirectory() + "cluster-pid1-\(getpid()).sock"
+            let process = try SpawnedProcess("cluster", ["run", "--listen", "tcp://127.0.0.1:0", "--workers", "1", "--control", control,
+                                                         "--", "python3", "\(Self.programs)/python_server.py"],
+                                             launcher: ["/usr/bin/unshare", "--pid", "--fork", "--kill-child", "--mount-proc"])
+            defer { process.stop() }
+            let listening = try await process.waitForLine { $0.hasPrefix("[cluster] listening on tcp://") }
+            let port = try #require(listening.split(separator: ":").dropFirst(2).first.flatMap { Int($0.prefix { $0.isNumber }) })
+            try await process.waitForLine { $0.hasPrefix("[cluster] control socket") && $0.contains("; primary 1 runs") }
+            try await process.waitForLine { $0.hasPrefix("[worker 1] python ") && $0.hasSuffix(" serving") }
+            let primary = try #require(children(of: process.pid).first) // the primary as the host sees it
+            let worker = try #require(children(of: primary).first)
+            _ = try await eventually { try HTTP.get(port: port, path: "/orphan") }
+            try await Task.sleep(for: .seconds(2)) // the orphan exits after 1 s
+            let zombies = children(of: primary).filter { processState($0) == "Z" }
+            #expect(zombies.isEmpty, "orphans left as zombies: \(zombies)")
+            #expect(children(of: primary) == [worker], "only the worker is left")
+            kill(primary, SIGTERM)
+            #expect(try await process.waitForExit(timeout: .seconds(15)) == 0, "TERM drains and stops with 0")
         }
 
         @Test func readinessBySdNotifyAndAWatchdogThatFires() async throws {

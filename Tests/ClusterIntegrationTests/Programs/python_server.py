@@ -1,8 +1,9 @@
 """Python's standard-library HTTP server as a `cluster run` worker: it serves on the
 socket it inherits by systemd socket activation (fd 3), says READY=1 when NOTIFY_SOCKET
 is set, and on SIGTERM stops accepting and finishes the requests it has.
-Routes: / (who answers), /slow?ms=N, /crash (exits 3). BOOT_DELAY_MS: sleep before serving."""
-import os, signal, socket, sys, threading, time
+Routes: / (who answers), /slow?ms=N, /crash (exits 3), /orphan (leaves a process whose
+parent has exited, for PID 1 to reap). BOOT_DELAY_MS: sleep before serving."""
+import os, signal, socket, subprocess, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -17,6 +18,8 @@ class Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         if url.path == "/crash":
             os._exit(3)
+        if url.path == "/orphan":
+            subprocess.run(["/bin/sh", "-c", "sleep 1 &"])
         if url.path == "/slow":
             time.sleep(int(parse_qs(url.query).get("ms", ["100"])[0]) / 1000)
         body = f"python {os.getpid()} {os.environ.get('LISTEN_FDNAMES')} port {os.environ.get('PORT')}\n".encode()
