@@ -169,6 +169,7 @@ extension ClusterWorker {
         dates: HTTPDate
     ) -> HTTPChannelHandler.Responder where Responder.Context: InitializableFromSource<ApplicationRequestContextSource> {
         { request, writer, channel in
+            self.countRequest() // the primary's stats, the autoscaler and recycling by requests
             var requestLogger = logger
             requestLogger[metadataKey: "hb.request.id"] = .stringConvertible(RequestID())
             let response = try await withLogger(requestLogger) { logger in
