@@ -52,10 +52,11 @@ extension IntegrationTests {
             #expect(down <= .seconds(idleSeconds + 2))
             let metrics = try await eventually { () throws -> String in
                 let text = try HTTP.get(port: admin, path: "/metrics").body
-                guard text.contains("cluster_workers 1.0\n") else { throw TestFailure.unexpected(text) }
+                // Both published every second: the primary's count, the supervisor's goal.
+                guard text.contains("cluster_workers 1.0\n"), text.contains("cluster_workers_desired 1.0\n") else { throw TestFailure.unexpected(text) }
                 return text
             }
-            #expect(metrics.contains("cluster_workers_desired 1.0\n"))
+            #expect(Self.value("cluster_requests_total", in: metrics).map { $0 >= Double(served) } == true, "\(metrics)")
         }
 
         /// The admin listener: /healthz while the primary runs, /readyz by the ready

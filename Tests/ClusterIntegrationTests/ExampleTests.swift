@@ -21,6 +21,25 @@ extension IntegrationTests {
             try await example.waitForLine(timeout: .seconds(8)) { $0 == "Worker 1 got: hello from the primary #1" }
         }
 
+        @Test func anExampleWithoutASupervisorStillExportsItsWorkersFigures() async throws {
+            let example = try SpawnedProcess("messages", environment: ["PORT": "0", "WORKERS": "1", "ADMIN_PORT": "0"])
+            defer { example.stop() }
+            let started = try await example.waitForLine { $0.hasPrefix("Worker ") && $0.hasSuffix(" started") }
+            example.adopt(Int32(started.split(separator: " ")[1])!)
+            let listening = try await example.waitForLine { $0.hasPrefix("Worker ") && $0.contains(" is listening on tcp://") }
+            let port = try #require(listening.split(separator: ":").last.flatMap { Int($0) })
+            let adminLine = try await example.waitForLine { $0.hasPrefix("Admin endpoints on ") }
+            let admin = try #require(adminLine.split(separator: ":").last.flatMap { Int($0) })
+            for _ in 0..<5 { _ = try await eventually { try HTTP.get(port: port) } }
+            let metrics = try await eventually { () throws -> String in
+                let text = try HTTP.get(port: admin, path: "/metrics").body
+                guard text.contains("cluster_workers 1.0\n"), text.contains("cluster_requests_total 5") else { throw TestFailure.unexpected(text) }
+                return text
+            }
+            #expect(metrics.contains("cluster_worker_resident_memory_bytes{slot=\"0\"}"), "\(metrics)")
+            #expect(try HTTP.get(port: admin, path: "/readyz").status == 200)
+        }
+
         @Test func aBadWorkersValueIsRefusedWithTheVariableNamed() async throws {
             let example = try SpawnedProcess("hello", environment: ["WORKERS": "lots"])
             defer { example.stop() }

@@ -45,12 +45,24 @@ public final class Primary: Sendable {
     /// The pid of the primary this one took over from in a hot upgrade, if it did.
     public let upgradedFrom: Int32?
 
+    /// The workers' figures, published through swift-metrics every second.
+    private let metrics = Mutex(MetricsPublisher())
+
     init(loop: IOLoop = .shared) {
         self.loop = loop
         // A worker that dies mid-write must not kill the primary.
         signal(SIGPIPE, SIG_IGN)
         upgradedFrom = cluster_startup_env("CLUSTER_UPGRADE_FROM").flatMap { Int32(String(cString: $0)) }
         if upgradedFrom != nil { adoptInheritedListeners() }
+        publishMetrics()
+    }
+
+    /// Publishes the serving workers' figures now and every second after, with or
+    /// without a supervisor (a backend that was never bootstrapped makes this a no-op).
+    private func publishMetrics() {
+        let serving = workers.values.filter { $0.state == .listening }.sorted { $0.id < $1.id }
+        metrics.withLock { $0.publish(serving.map { ($0.id, $0.slot, $0.stats) }) }
+        _ = loop.schedule(after: .seconds(1)) { [weak self] in self?.publishMetrics() }
     }
 
     /// This process's id.

@@ -1,29 +1,33 @@
 import Metrics
 
-/// Publishes the cluster's figures through swift-metrics, every second, for whatever
-/// backend the program bootstrapped (`ClusterAdmin` serves them as Prometheus text).
+/// Publishes the cluster's figures through swift-metrics, for whatever backend the program
+/// bootstrapped (`ClusterAdmin` serves them as Prometheus text): the primary its workers'
+/// figures every second, a supervisor its own (desired count, restarts).
 /// Per-worker figures are labelled by slot, which a replacement reuses, so the number of
-/// series stays bounded however many workers come and go. Each metric is made on first
-/// use, so a backend bootstrapped after the supervisor was created still gets them all.
+/// series stays bounded however many workers come and go. Metrics are looked up at each
+/// use, not kept: the backend may be bootstrapped after the primary starts publishing, and
+/// a metric made before that would belong to the no-op backend for good.
 struct MetricsPublisher {
     private var counted: [Int: (requests: Int, connections: Int)] = [:]
-    private var gauges: [String: Gauge] = [:]
-    private var counters: [String: Counter] = [:]
 
     /// A worker died unexpectedly and is restarted.
-    mutating func countRestart() { counter("cluster_worker_restarts_total").increment() }
+    func countRestart() { counter("cluster_worker_restarts_total").increment() }
 
-    /// Publishes `workers` (id, slot, stats) and the desired count.
-    mutating func publish(_ workers: [(id: Int, slot: Int, stats: WorkerStats)], desired: Int) {
+    /// Publishes the count a supervisor keeps.
+    func publish(desired: Int) {
+        gauge("cluster_workers_desired").record(desired)
+        _ = counter("cluster_worker_restarts_total") // 0 until the first restart, not absent
+    }
+
+    /// Publishes `workers` (id, slot, stats): the serving ones.
+    mutating func publish(_ workers: [(id: Int, slot: Int, stats: WorkerStats)]) {
         let cluster = ClusterStats(workers.map(\.stats))
         gauge("cluster_workers").record(workers.count)
-        gauge("cluster_workers_desired").record(desired)
         gauge("cluster_connections").record(cluster.connections)
         gauge("cluster_event_loop_lag_p99_seconds").record(Self.seconds(cluster.eventLoopLagP99))
         gauge("cluster_cpu_utilization").record(cluster.utilization)
         gauge("cluster_resident_memory_bytes").record(cluster.residentMemory)
         let requests = counter("cluster_requests_total"), connectionsTotal = counter("cluster_connections_total")
-        _ = counter("cluster_worker_restarts_total") // 0 until the first restart, not absent
         var seen: [Int: (requests: Int, connections: Int)] = [:]
         for (id, slot, stats) in workers {
             let before = counted[id] ?? (0, 0)
@@ -40,19 +44,12 @@ struct MetricsPublisher {
         counted = seen
     }
 
-    private mutating func gauge(_ label: String, _ slot: Int? = nil) -> Gauge {
-        let key = slot.map { "\(label){\($0)}" } ?? label
-        if let existing = gauges[key] { return existing }
-        let made = Gauge(label: label, dimensions: slot.map { [("slot", String($0))] } ?? [])
-        gauges[key] = made
-        return made
+    private func gauge(_ label: String, _ slot: Int? = nil) -> Gauge {
+        Gauge(label: label, dimensions: slot.map { [("slot", String($0))] } ?? [])
     }
 
-    private mutating func counter(_ label: String) -> Counter {
-        if let existing = counters[label] { return existing }
-        let made = Counter(label: label)
-        counters[label] = made
-        return made
+    private func counter(_ label: String) -> Counter {
+        Counter(label: label)
     }
 
     static func seconds(_ duration: Duration) -> Double {

@@ -522,8 +522,7 @@ public actor Supervisor {
         }
         if lastPublished.map({ $0.duration(to: now) >= .seconds(1) }) ?? true {
             lastPublished = now
-            let ready = managed.values.filter { $0.readyAt != nil && !$0.retiring }.sorted { $0.worker.id < $1.worker.id }
-            metrics.publish(ready.map { ($0.worker.id, $0.worker.slot, $0.worker.stats) }, desired: desired)
+            metrics.publish(desired: desired)
         }
         if supervision.recycling.isEnabled, phase == .running {
             if lastSample.map({ $0.duration(to: now) >= .seconds(1) }) ?? true {
