@@ -213,7 +213,7 @@ final class NotifySocket: Sendable {
                 Thread.sleep(forTimeInterval: 0.1)
                 let silent = lastPing.withLock { $0.duration(to: .now) }
                 if silent > watchdog {
-                    print("[cluster] the program (pid \(program)) sent no WATCHDOG=1 for \(silent); sending SIGABRT")
+                    say("the program (pid \(program)) sent no WATCHDOG=1 for \(silent); sending SIGABRT")
                     kill(program, SIGABRT)
                     return
                 }

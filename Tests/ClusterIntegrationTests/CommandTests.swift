@@ -212,7 +212,7 @@ extension IntegrationTests {
             // python_server.py says READY=1 when NOTIFY_SOCKET is set; it never pings the
             // watchdog, so with --watchdog the worker gets SIGABRT and is replaced.
             let cluster = try await Self.start(["python3", "\(Self.programs)/python_server.py"], workers: 1,
-                                               ["--readiness", "notify", "--watchdog", "1500ms"])
+                                               ["--readiness", "notify", "--watchdog", "3s"])
             defer { cluster.process.stop() }
             #expect(try cluster.status().first?["state"] as? String == "ready")
             try await cluster.process.waitForLine(timeout: .seconds(5)) { $0.contains("sent no WATCHDOG=1") }
