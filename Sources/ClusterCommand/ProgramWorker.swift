@@ -148,9 +148,14 @@ struct ProgramWorker {
     static func exit(like status: Int32) -> Never {
         let signal = status & 0x7f
         if signal == 0 { Foundation.exit((status >> 8) & 0xff) }
+        // On this thread, unblocked: delivered before the next line, deterministically.
         Glibc.signal(signal, SIG_DFL)
-        kill(getpid(), signal)
-        Foundation.exit(128 + signal)
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, signal)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        raise(signal)
+        Foundation.exit(128 + signal) // a signal that does not end a process (SIGCHLD...)
     }
 }
 
