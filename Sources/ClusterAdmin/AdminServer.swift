@@ -8,8 +8,8 @@ public import Prometheus
 /// The primary's admin listener, for operators and orchestrators:
 ///
 /// - `GET /metrics`: every metric in the Prometheus text format (the cluster's own,
-///   which the ``Supervisor`` publishes every second, and any the program records
-///   through swift-metrics);
+///   which the primary and a ``Supervisor`` publish every second, and any the program
+///   records through swift-metrics);
 /// - `GET /healthz`: 200 while the primary runs;
 /// - `GET /readyz`: 200 when at least one worker is ready to serve, 503 otherwise.
 ///
