@@ -6,8 +6,8 @@ import Synchronization
 /// A worker of `cluster run`: a swift-cluster worker that runs the operator's program as
 /// its child and stands for it. The program gets the worker's sockets by the systemd
 /// socket-activation protocol (`LISTEN_FDS`, `LISTEN_PID` = its own pid, `LISTEN_FDNAMES`,
-/// descriptors from 3) and `PORT`; readiness comes from a timer or from sd_notify
-/// (`READY=1`); a drain from the primary becomes `drain-signal` to the program; the
+/// descriptors from 3) and `PORT`; readiness comes from /proc (it waits on a socket,
+/// ``AcceptWatch``), from sd_notify (`READY=1`) or from a timer; a drain from the primary becomes `drain-signal` to the program; the
 /// program's exit becomes this worker's exit, so the supervisor sees every crash.
 struct ProgramWorker {
     let worker: ClusterWorker
