@@ -77,7 +77,9 @@ extension IntegrationTests {
             for _ in 0..<20 { #expect(try HTTP.get(port: port).status == 200) }
             let metrics = try await eventually { () throws -> String in
                 let text = try HTTP.get(port: admin, path: "/metrics").body
-                guard let requests = Self.value("cluster_requests_total", in: text), requests >= 20 else { throw TestFailure.unexpected(text) }
+                // Series appear as the primary publishes them, one by one: wait for the last.
+                guard let requests = Self.value("cluster_requests_total", in: text), requests >= 20,
+                      Self.value("cluster_worker_resident_memory_bytes{slot=\"1\"}", in: text) != nil else { throw TestFailure.unexpected(text) }
                 return text
             }
             #expect(Self.value("cluster_workers", in: metrics) == 2)

@@ -33,10 +33,12 @@ extension IntegrationTests {
             for _ in 0..<5 { _ = try await eventually { try HTTP.get(port: port) } }
             let metrics = try await eventually { () throws -> String in
                 let text = try HTTP.get(port: admin, path: "/metrics").body
-                guard text.contains("cluster_workers 1.0\n"), text.contains("cluster_requests_total 5") else { throw TestFailure.unexpected(text) }
+                // Series appear as the primary publishes them, one by one: the memory gauge is the last.
+                guard text.contains("cluster_workers 1.0\n"), text.contains("cluster_requests_total 5"),
+                      text.contains("cluster_worker_resident_memory_bytes{slot=\"0\"}") else { throw TestFailure.unexpected(text) }
                 return text
             }
-            #expect(metrics.contains("cluster_worker_resident_memory_bytes{slot=\"0\"}"), "\(metrics)")
+            #expect(metrics.contains("cluster_worker_event_loop_lag_p99_seconds{slot=\"0\"}"), "\(metrics)")
             #expect(try HTTP.get(port: admin, path: "/readyz").status == 200)
         }
 
