@@ -122,9 +122,15 @@ extension ClusterCommand {
             let events = primary.events
             Task {
                 for await event in events {
-                    if case .message(let worker, let message) = event,
-                       let started = try? message.decode(ProgramWorker.Started.self) {
-                        control.recordProgram(started.program, of: worker.id)
+                    switch event {
+                    case .message(let worker, let message):
+                        if let started = try? message.decode(ProgramWorker.Started.self) {
+                            control.recordProgram(started.program, of: worker.id)
+                        }
+                    case .exit(let worker, _):
+                        control.recordProgram(nil, of: worker.id)
+                    default:
+                        break
                     }
                 }
             }

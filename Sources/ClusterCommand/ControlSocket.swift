@@ -78,8 +78,9 @@ final class ControlServer: Sendable {
         self.logs = logs
     }
 
-    /// Records the program a worker runs (from the worker's first message).
-    func recordProgram(_ pid: Int32, of worker: Int) { programs.withLock { $0[worker] = pid } }
+    /// Records the program a worker runs (from the worker's first message), or forgets it
+    /// (nil: the worker exited).
+    func recordProgram(_ pid: Int32?, of worker: Int) { programs.withLock { $0[worker] = pid } }
 
     /// Serves on threads of its own until the process exits.
     func start() {
@@ -154,13 +155,11 @@ final class ControlServer: Sendable {
     private func status() async -> ClusterStatus {
         let rows = await supervisor.status.map { entry in
             let stats = entry.worker.stats
-            let (seconds, attoseconds) = stats.cpuTime.components
-            let (up, upAtto) = entry.uptime.components
             return ClusterStatus.Row(
                 id: entry.worker.id, pid: entry.worker.pid, programPID: programs.withLock { $0[entry.worker.id] },
                 slot: entry.worker.slot, generation: entry.generation, state: entry.role.rawValue,
-                uptimeSeconds: Double(up) + Double(upAtto) / 1e18, restarts: entry.restarts,
-                cpuSeconds: Double(seconds) + Double(attoseconds) / 1e18, rssBytes: stats.residentMemory,
+                uptimeSeconds: entry.uptime.inSeconds, restarts: entry.restarts,
+                cpuSeconds: stats.cpuTime.inSeconds, rssBytes: stats.residentMemory,
                 requestsPerSecond: stats.requestsPerSecond, connections: stats.connections)
         }
         return ClusterStatus(primaryPID: getpid(), desiredWorkers: await supervisor.desiredWorkers,

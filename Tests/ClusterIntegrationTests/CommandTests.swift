@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 extension IntegrationTests {
@@ -54,16 +55,21 @@ extension IntegrationTests {
             process.standardOutput = pipe
             process.standardError = pipe
             try process.run()
+            // Read on a thread of its own: a command that hangs must not hang the test.
+            let output = Mutex<Data?>(nil)
+            Thread.detachNewThread {
+                let data = pipe.fileHandleForReading.readDataToEndOfFile()
+                output.withLock { $0 = data }
+            }
             let deadline = ContinuousClock.now + .seconds(10)
-            let output = pipe.fileHandleForReading.readDataToEndOfFile()
-            while process.isRunning {
+            while process.isRunning || output.withLock({ $0 == nil }) {
                 if ContinuousClock.now > deadline {
                     kill(process.processIdentifier, SIGKILL)
                     throw TestFailure.timeout
                 }
                 usleep(10_000)
             }
-            return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+            return (process.terminationStatus, String(decoding: output.withLock { $0! }, as: UTF8.self))
         }
 
         private func failures(_ outcomes: [Outcome: Int]) -> [Outcome: Int] {

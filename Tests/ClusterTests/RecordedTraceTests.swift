@@ -44,7 +44,7 @@ import Testing
         var changes: [(Double, Int)] = []
         var next = 0.0
         for sample in samples where sample.seconds >= next {
-            next = sample.seconds + Double(policy.interval.components.seconds) + Double(policy.interval.components.attoseconds) / 1e18 - 0.05
+            next = sample.seconds + policy.interval.inSeconds - 0.05
             let cpu = min(1, sample.cpu / Double(workers))
             let load = ClusterLoad(workers: workers, utilization: cpu, eventLoopBusy: min(1, sample.loops / Double(workers)),
                                    lagP99: .microseconds(Int(sample.lagMilliseconds * 1000)),

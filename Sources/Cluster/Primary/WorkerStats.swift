@@ -45,6 +45,8 @@ public struct ClusterStats: Sendable, Hashable {
     public var cpuTime: Duration = .zero
     /// Mean utilization per worker (CPU seconds per second).
     public var utilization = 0.0
+    /// Mean event-loop occupancy per worker (0...1).
+    public var eventLoopBusy = 0.0
     /// Resident memory of the workers, summed, in bytes.
     public var residentMemory = 0
 
@@ -59,9 +61,13 @@ public struct ClusterStats: Sendable, Hashable {
             eventLoopLagP99 = max(eventLoopLagP99, stats.eventLoopLagP99)
             cpuTime += stats.cpuTime
             utilization += stats.utilization
+            eventLoopBusy += stats.eventLoopBusy
             residentMemory += stats.residentMemory
         }
-        if !workers.isEmpty { utilization /= Double(workers.count) }
+        if !workers.isEmpty {
+            utilization /= Double(workers.count)
+            eventLoopBusy /= Double(workers.count)
+        }
     }
 }
 

@@ -81,8 +81,9 @@ public protocol AutoscalePolicy: Sendable {
 /// - **Memory.** It adds no worker that would leave less than ``memoryHeadroom`` bytes
 ///   available, and removes one when less than half of that is left.
 /// - **CPU.** It adds no more workers than the host's idle CPU (averaged over the episode
-///   of pressure) can run, each using what a worker uses now (at most the target): more processes than the cores can
-///   run add no capacity, only switching. When that stops it, it says so once.
+///   of pressure) can run, each using what a worker uses now (at most the target): more
+///   processes than the cores can run add no capacity, only switching. When that stops
+///   it, it says so once.
 public struct Autoscaler: AutoscalePolicy, Hashable {
     /// The fewest workers (at least 1).
     public var minWorkers: Int
@@ -163,8 +164,8 @@ public struct Autoscaler: AutoscalePolicy, Hashable {
         if pressureSince == nil {
             heldAtCapacity = false
             (idleSum, idleSamples) = (0, 0)
-        } else if let idle = load.hostIdle {
-            (idleSum, idleSamples) = (idleSum + idle, idleSamples + 1)
+        } else if let hostIdle = load.hostIdle {
+            (idleSum, idleSamples) = (idleSum + hostIdle, idleSamples + 1)
         }
         idleSince = idle ? (idleSince ?? now) : nil
 
@@ -176,14 +177,14 @@ public struct Autoscaler: AutoscalePolicy, Hashable {
             var target = min(maxWorkers, max(workers + 1, needed, saturated))
             guard target > workers else { return nil }
             if idleSamples > 0 {
-                let idle = idleSum / Double(idleSamples)
+                let idleCores = idleSum / Double(idleSamples) * Double(load.cores)
                 // A new worker is expected to use the CPU one uses now, up to the target.
                 let perWorker = max(min(cpu, targetUtilization), 0.05)
-                let runnable = Int((idle * Double(load.cores) / perWorker).rounded())
+                let runnable = Int((idleCores / perWorker).rounded())
                 if runnable == 0 {
                     guard !heldAtCapacity else { return nil }
                     heldAtCapacity = true
-                    return AutoscaleDecision(workers: workers, reason: pressure.joined(separator: ", ") + ", but only \(Self.format(idle * Double(load.cores))) of \(load.cores) cores are idle: more workers would add no capacity")
+                    return AutoscaleDecision(workers: workers, reason: pressure.joined(separator: ", ") + ", but only \(Self.format(idleCores)) of \(load.cores) cores are idle: more workers would add no capacity")
                 }
                 target = min(target, workers + runnable)
             }

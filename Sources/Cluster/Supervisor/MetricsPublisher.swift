@@ -24,7 +24,7 @@ struct MetricsPublisher {
         let cluster = ClusterStats(workers.map(\.stats))
         gauge("cluster_workers").record(workers.count)
         gauge("cluster_connections").record(cluster.connections)
-        gauge("cluster_event_loop_lag_p99_seconds").record(Self.seconds(cluster.eventLoopLagP99))
+        gauge("cluster_event_loop_lag_p99_seconds").record(cluster.eventLoopLagP99.inSeconds)
         gauge("cluster_cpu_utilization").record(cluster.utilization)
         gauge("cluster_resident_memory_bytes").record(cluster.residentMemory)
         let requests = counter("cluster_requests_total"), connectionsTotal = counter("cluster_connections_total")
@@ -38,7 +38,7 @@ struct MetricsPublisher {
             gauge("cluster_worker_utilization", slot).record(stats.utilization)
             gauge("cluster_worker_event_loop_busy", slot).record(stats.eventLoopBusy)
             gauge("cluster_worker_connections", slot).record(stats.connections)
-            gauge("cluster_worker_event_loop_lag_p99_seconds", slot).record(Self.seconds(stats.eventLoopLagP99))
+            gauge("cluster_worker_event_loop_lag_p99_seconds", slot).record(stats.eventLoopLagP99.inSeconds)
             gauge("cluster_worker_resident_memory_bytes", slot).record(stats.residentMemory)
         }
         counted = seen
@@ -50,10 +50,5 @@ struct MetricsPublisher {
 
     private func counter(_ label: String) -> Counter {
         Counter(label: label)
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        let (seconds, attoseconds) = duration.components
-        return Double(seconds) + Double(attoseconds) / 1e18
     }
 }

@@ -602,16 +602,15 @@ public actor Supervisor {
 
     /// The load as the autoscaler sees it: ready workers' stats, the primary's queue, the host.
     private func currentLoad() async -> ClusterLoad {
-        let ready = managed.values.filter { $0.readyAt != nil && !$0.retiring }.map(\.worker.stats)
-        let count = Double(max(1, ready.count))
+        let ready = ClusterStats(managed.values.filter { $0.readyAt != nil && !$0.retiring }.map(\.worker.stats))
         return ClusterLoad(
-            workers: ready.count,
-            utilization: ready.reduce(0) { $0 + $1.utilization } / count,
-            eventLoopBusy: ready.reduce(0) { $0 + $1.eventLoopBusy } / count,
-            lagP99: ready.map(\.eventLoopLagP99).max() ?? .zero,
+            workers: ready.workers,
+            utilization: ready.utilization,
+            eventLoopBusy: ready.eventLoopBusy,
+            lagP99: ready.eventLoopLagP99,
             waitingConnections: await primary.waitingConnections,
             memoryAvailable: Host.memoryAvailable(),
-            workerMemory: ready.reduce(0) { $0 + $1.residentMemory } / max(1, ready.count),
+            workerMemory: ready.residentMemory / max(1, ready.workers),
             loadAverage: Host.loadAverage(),
             hostIdle: hostIdle.sample(),
             cores: Cluster.availableCores)

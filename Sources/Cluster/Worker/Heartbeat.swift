@@ -122,7 +122,7 @@ final class Heartbeat: Sendable {
         }
         recent.sort()
         if !recent.isEmpty {
-            report.busy = recent.filter { $0 > 1_000_000 }.count * 1000 / recent.count
+            report.busy = recent.count { $0 > 1_000_000 } * 1000 / recent.count
             report.lagP50 = Int(recent[recent.count / 2] / 1000)
             report.lagP99 = Int(recent[min(recent.count - 1, recent.count * 99 / 100)] / 1000)
         }

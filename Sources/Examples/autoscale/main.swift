@@ -51,11 +51,9 @@ struct Recording: AutoscalePolicy {
 
     mutating func decide(_ load: ClusterLoad, at now: Duration) -> AutoscaleDecision? {
         let decision = policy.decide(load, at: now)
-        let (seconds, attoseconds) = now.components
-        let lag = Double(load.lagP99.components.seconds) * 1000 + Double(load.lagP99.components.attoseconds) / 1e15
         let fields: [String] = [
-            String(Double(seconds) + Double(attoseconds) / 1e18), String(load.workers), String(load.utilization), String(load.eventLoopBusy),
-            String(lag), String(load.waitingConnections), load.hostIdle.map { String($0) } ?? "", String(load.loadAverage),
+            String(now.inSeconds), String(load.workers), String(load.utilization), String(load.eventLoopBusy),
+            String(load.lagP99.inSeconds * 1000), String(load.waitingConnections), load.hostIdle.map { String($0) } ?? "", String(load.loadAverage),
             decision.map { String($0.workers) } ?? "",
         ]
         write(fields.joined(separator: ",") + "\n")
@@ -78,9 +76,10 @@ do {
         let maximum = try Cluster.environmentInteger("MAX_WORKERS", default: max(minimum, 2 * Cluster.availableCores), in: minimum...1024)
         let idle = try Cluster.environmentInteger("IDLE_SECONDS", default: 30, in: 1...86_400)
         var policy: any AutoscalePolicy
+        let described: String
         switch Cluster.environmentValue("AUTOSCALER") ?? "cluster" {
-        case "seed": policy = SeedAutoscaler()
-        case "cluster": policy = Autoscaler(minWorkers: minimum, maxWorkers: maximum, scaleDownAfter: .seconds(idle))
+        case "seed": (policy, described) = (SeedAutoscaler(), "the seed's policy")
+        case "cluster": (policy, described) = (Autoscaler(minWorkers: minimum, maxWorkers: maximum, scaleDownAfter: .seconds(idle)), "idle after \(idle) s")
         case let other:
             log("autoscale: AUTOSCALER=\(other) is not a policy; use cluster (the default) or seed")
             exit(1)
@@ -89,7 +88,7 @@ do {
             policy = Recording(policy, to: path)
         }
         primary.setup(PrimarySettings(distribution: try Cluster.environmentDistribution()))
-        log("Primary \(primary.pid) is running: \(minimum) to \(maximum) workers, \(policy is SeedAutoscaler ? "the seed's policy" : "idle after \(idle) s")")
+        log("Primary \(primary.pid) is running: \(minimum) to \(maximum) workers, \(described)")
         if let admin = try await AdminServer.startFromEnvironment(primary: primary) {
             log("Admin endpoints on \(admin.localAddress.map { "\($0)" } ?? "?")")
         }
