@@ -356,7 +356,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
         case .failure:
             completeRequest(frame.correlation, with: .failure(
                 ClusterError(.remoteError, "the peer failed the request: \(String(decoding: frame.payload, as: UTF8.self))")))
-        case .message, .request, .control:
+        case .message, .request, .control, .handoff:
             delegate?.channel(self, received: frame)
         }
     }

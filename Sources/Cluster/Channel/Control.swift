@@ -13,13 +13,6 @@ enum Control: Codable, Sendable, Equatable {
     case accepting(listener: Int)
     /// Worker → primary: hand it no more connections from listener `id` (it drains).
     case stopAccepting(listener: Int)
-    /// Primary → worker, with the connection's descriptor: handoff `handoff` on listener `listener`.
-    case connection(listener: Int, handoff: UInt64)
-    /// Worker → primary: handoff `handoff` taken (the primary closes its copy) or declined
-    /// (the primary routes it to another worker).
-    case handoff(listener: Int, handoff: UInt64, accepted: Bool)
-    /// Worker → primary: `count` connections from listener `listener` have closed.
-    case closed(listener: Int, count: Int)
 
     /// Primary → worker: close `fraction` of your long-lived connections gracefully, so
     /// their clients reconnect and spread over the workers (one has just joined).

@@ -22,6 +22,8 @@ struct Frame: Sendable, Equatable {
         case failure = 4
         /// The runtime's own messages (online, listening, disconnect, listen requests).
         case control = 5
+        /// A connection handed to a worker, and the worker's answers (``Handoff``).
+        case handoff = 6
     }
 
     static let headerSize = 20

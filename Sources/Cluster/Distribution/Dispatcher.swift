@@ -10,7 +10,7 @@ import Glibc
 /// worker acknowledges. A connection declined, or handed to a worker that dies before
 /// acknowledging, goes to another worker: none is leaked or reset. Loop thread only.
 final class Dispatcher: IOHandler, @unchecked Sendable {
-    private struct Handoff {
+    private struct Accepted {
         var fd: Int32
         var key: [UInt8]
         var declined: Set<Int> = []
@@ -24,9 +24,9 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     private let logger: Logger
     private var router: Router
     private var channels: [Int: Channel] = [:]
-    private var pending: [UInt64: Handoff] = [:]
+    private var pending: [UInt64: Accepted] = [:]
     /// Connections accepted while no worker could take them, in arrival order.
-    private var waiting: [Handoff] = []
+    private var waiting: [Accepted] = []
     private var nextHandoff: UInt64 = 1
     private var acceptPaused = false
     private var stopped = false
@@ -44,11 +44,13 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     }
 
     func handle(events: UInt32) {
+        var accepted: [Accepted] = []
+        defer { dispatch(accepted) }
         for _ in 0..<64 {
             let connection: Int32
             do {
-                guard let accepted = try Syscall.accept(fd) else { return }
-                connection = accepted
+                guard let fd = try Syscall.accept(fd) else { return }
+                connection = fd
             } catch {
                 switch error.errno {
                 case ECONNABORTED, EPROTO: continue
@@ -60,8 +62,8 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
                 }
             }
             let key = distribution.kind == .sticky ? Socket.peerKey(connection) : []
-            dispatch(Handoff(fd: connection, key: key))
-            if acceptPaused { return }
+            accepted.append(Accepted(fd: connection, key: key))
+            if waiting.count + accepted.count >= Dispatcher.waitingLimit { return }
         }
     }
 
@@ -71,10 +73,7 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     func join(worker: Int, slot: Int, channel: Channel) {
         channels[worker] = channel
         router.add(worker: worker, slot: slot)
-        let queued = waiting
-        waiting.removeAll()
-        queued.forEach(dispatch)
-        resumeAccepting()
+        retryWaiting()
     }
 
     /// `worker` takes no more handoffs (it drains, or it is gone); what it did not
@@ -83,11 +82,12 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
         router.remove(worker: worker)
         channels.removeValue(forKey: worker)
         let orphans = pending.filter { $0.value.worker == worker }
-        for (handoff, _) in orphans { pending.removeValue(forKey: handoff) }
-        for (_, var orphan) in orphans.sorted(by: { $0.key < $1.key }) {
+        for (number, _) in orphans { pending.removeValue(forKey: number) }
+        dispatch(orphans.sorted { $0.key < $1.key }.map { _, orphan in
+            var orphan = orphan
             orphan.declined.insert(worker)
-            dispatch(orphan)
-        }
+            return orphan
+        })
     }
 
     /// The worker's answer to a handoff.
@@ -99,45 +99,73 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
             Syscall.close(entry.fd)
         } else {
             entry.declined.insert(worker)
-            dispatch(entry)
+            dispatch([entry])
         }
     }
 
     func closed(on worker: Int, count: Int) {
         router.closed(on: worker, count: count)
         // Workers at their limit may have room now.
-        if !waiting.isEmpty {
-            let queued = waiting
-            waiting.removeAll()
-            queued.forEach(dispatch)
-            resumeAccepting()
-        }
+        retryWaiting()
     }
 
     // MARK: Routing
 
-    private func dispatch(_ handoff: Handoff) {
-        var handoff = handoff
-        guard let worker = router.route(key: handoff.key, excluding: handoff.declined), let channel = channels[worker] else {
-            if !router.workerIDs.isEmpty && router.workerIDs.allSatisfy(handoff.declined.contains) {
-                // Every worker is at its limit: let the next ones try again.
-                handoff.declined.removeAll()
+    private func retryWaiting() {
+        guard !waiting.isEmpty else { return resumeAccepting() }
+        let queued = waiting
+        waiting.removeAll()
+        dispatch(queued)
+        resumeAccepting()
+    }
+
+    /// Routes `handoffs` and sends each worker its share in one message: one `sendmsg`
+    /// and one wake-up of the worker for all the connections of an accept batch.
+    private func dispatch(_ handoffs: [Accepted]) {
+        var routed: [Int: [Accepted]] = [:]
+        var unrouted = handoffs[...]
+        while !unrouted.isEmpty || !routed.isEmpty {
+            while var handoff = unrouted.popFirst() {
+                guard let worker = router.route(key: handoff.key, excluding: handoff.declined), channels[worker] != nil else {
+                    if !router.workerIDs.isEmpty && router.workerIDs.allSatisfy(handoff.declined.contains) {
+                        // Every worker is at its limit: let the next ones try again.
+                        handoff.declined.removeAll()
+                    }
+                    waiting.append(handoff)
+                    continue
+                }
+                handoff.worker = worker
+                routed[worker, default: []].append(handoff)
             }
-            waiting.append(handoff)
-            if waiting.count >= Dispatcher.waitingLimit { pauseAccepting() }
-            return
+            guard let (worker, batch) = routed.popFirst() else { break }
+            for start in stride(from: 0, to: batch.count, by: Frame.maximumDescriptors) {
+                let part = batch[start..<min(start + Frame.maximumDescriptors, batch.count)]
+                if !send(part, to: worker) {
+                    // Its channel is closing; the exit will re-route what it held.
+                    unrouted.append(contentsOf: part.map { handoff in
+                        var handoff = handoff
+                        handoff.declined.insert(worker)
+                        return handoff
+                    })
+                }
+            }
         }
-        let number = nextHandoff
-        nextHandoff += 1
-        handoff.worker = worker
-        pending[number] = handoff
+        if waiting.count >= Dispatcher.waitingLimit { pauseAccepting() }
+    }
+
+    /// Hands `batch` to `worker`, numbered in order from one number in the message; false
+    /// when its channel cannot take it.
+    private func send(_ batch: ArraySlice<Accepted>, to worker: Int) -> Bool {
+        guard let channel = channels[worker] else { return false }
+        let first = nextHandoff
+        nextHandoff += UInt64(batch.count)
+        for (offset, handoff) in batch.enumerated() { pending[first + UInt64(offset)] = handoff }
         do {
-            try channel.sendNow(Control.connection(listener: id, handoff: number).frame(descriptors: [handoff.fd]), force: true)
+            try channel.sendNow(Handoff.connection(listener: id, number: first).frame(descriptors: batch.map(\.fd)), force: true)
+            return true
         } catch {
-            // Its channel is closing; the exit will re-route what it held.
-            pending.removeValue(forKey: number)
-            handoff.declined.insert(worker)
-            dispatch(handoff)
+            for offset in batch.indices { pending.removeValue(forKey: first + UInt64(offset - batch.startIndex)) }
+            return false
         }
     }
 

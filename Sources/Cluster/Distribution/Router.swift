@@ -26,8 +26,11 @@ struct Router {
         order.removeAll { $0 == worker }
     }
 
-    /// A connection to `worker` opened (its handoff was acknowledged).
-    mutating func opened(on worker: Int) { workers[worker]?.open += 1 }
+    /// A connection to `worker` opened (its handoff was acknowledged). Counted for
+    /// leastConnections only: the other strategies' workers report no closes.
+    mutating func opened(on worker: Int) {
+        if kind == .leastConnections { workers[worker]?.open += 1 }
+    }
 
     /// `count` connections on `worker` closed.
     mutating func closed(on worker: Int, count: Int = 1) {

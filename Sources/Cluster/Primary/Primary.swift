@@ -363,6 +363,8 @@ public final class Primary: Sendable {
         switch frame.kind {
         case .control:
             handleControl(frame, from: worker, on: channel)
+        case .handoff:
+            handleHandoff(frame, from: worker)
         case .message, .request:
             if frame.peer != 0 {
                 forward(frame, from: worker)
@@ -420,16 +422,27 @@ public final class Primary: Sendable {
             hub.publish(.listening(worker, bound))
         case .stopAccepting(let id):
             dispatcher(id)?.leave(worker: worker.id)
-        case .handoff(let id, let handoff, let accepted):
-            dispatcher(id)?.acknowledge(handoff, accepted: accepted, by: worker.id)
-        case .closed(let id, let count):
-            dispatcher(id)?.closed(on: worker.id, count: count)
         case .ready:
             hub.publish(.ready(worker))
         case .heartbeat(let report):
             worker.recordHeartbeat(report)
-        case .disconnect, .connection, .rebalance:
+        case .disconnect, .rebalance:
             protocolViolation(by: worker, ClusterError(.malformedFrame, "it sent '\(control)', which only the primary sends"))
+        }
+    }
+
+    private func handleHandoff(_ frame: Frame, from worker: Worker) {
+        // A worker's handoff answers carry no descriptors; any that came are not ours to keep.
+        defer { frame.descriptors.forEach(Syscall.close) }
+        switch Result(catching: { () throws(ClusterError) in try Handoff(frame) }) {
+        case .success(.answer(let id, let number, let taken)):
+            dispatcher(id)?.acknowledge(number, accepted: taken, by: worker.id)
+        case .success(.closed(let id, let count)):
+            dispatcher(id)?.closed(on: worker.id, count: count)
+        case .success(.connection):
+            protocolViolation(by: worker, ClusterError(.malformedFrame, "it sent a connection handoff, which only the primary sends"))
+        case .failure(let error):
+            protocolViolation(by: worker, error)
         }
     }
 

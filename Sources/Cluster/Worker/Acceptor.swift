@@ -39,11 +39,17 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
         var paused = false
         var unreportedCloses = 0
         var reportScheduled = false
+        /// A handoff was declined since closes were last reported: the primary may hold
+        /// connections waiting for room.
+        var declined = false
     }
 
     /// The listener served.
     public let listener: Listener
     private let limit: Int
+    /// Whether the primary counts this worker's open connections (leastConnections): then
+    /// every close is reported; otherwise only after a declined handoff.
+    private let primaryCountsConnections: Bool
     private let fd: Int32
     private let loop: IOLoop
     private let channel: Channel
@@ -55,6 +61,7 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
          handler: @escaping @Sendable (AcceptedConnection) -> Void) throws(ClusterError) {
         self.listener = listener
         self.limit = maxConnections ?? .max
+        self.primaryCountsConnections = listener.distribution == .leastConnections
         self.channel = channel
         self.loop = loop
         self.handler = handler
@@ -103,18 +110,21 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
             if resume { state.paused = false }
             guard fd < 0 else { return (resume, false) }
             state.unreportedCloses += 1
-            defer { state.reportScheduled = true }
-            return (resume, !state.reportScheduled)
+            // Closes are news to the primary only when it counts connections or
+            // waits for room here; otherwise the message and the wake-up are saved.
+            guard primaryCountsConnections || state.declined, !state.reportScheduled else { return (resume, false) }
+            state.reportScheduled = true
+            return (resume, true)
         }
         if resume { loop.execute { [self] in try? loop.modify(fd, events: EPOLLIN.rawValue) } }
         // Closes are reported in batches: one message for all that closed meanwhile.
         if report {
             loop.execute { [self] in
                 let count = state.withLock { state in
-                    defer { state.unreportedCloses = 0; state.reportScheduled = false }
+                    defer { state.unreportedCloses = 0; state.reportScheduled = false; state.declined = false }
                     return state.unreportedCloses
                 }
-                if count > 0 { try? channel.sendNow(Control.closed(listener: listener.id, count: count).frame, force: true) }
+                if count > 0 { try? channel.sendNow(Handoff.closed(listener: listener.id, count: count).frame(), force: true) }
             }
         }
     }
@@ -123,7 +133,10 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
     /// or at its limit). I/O thread.
     func takeHandoff(_ connection: Int32) -> Bool {
         let taken = state.withLock { state -> Bool in
-            guard !state.stopped, state.open < limit else { return false }
+            guard !state.stopped, state.open < limit else {
+                state.declined = true
+                return false
+            }
             state.open += 1
             return true
         }

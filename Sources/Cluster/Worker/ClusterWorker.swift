@@ -278,16 +278,22 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
             case .rebalance(let fraction):
                 let share = fraction.isFinite ? min(max(fraction, 0), 1) : 0
                 state.withLock { $0.rebalanceHandlers }.forEach { $0(share) }
-            case .connection(let id, let handoff):
-                guard let connection = frame.descriptors.first else { return }
-                let acceptor = state.withLock { $0.handoffAcceptors[id] }
-                let accepted = acceptor?.takeHandoff(connection) ?? false
-                if !accepted { Syscall.close(connection) }
-                // Acknowledged at once, before the connection is read: until then the
-                // primary keeps its copy and re-routes it if this worker dies.
-                try? channel.sendNow(Control.handoff(listener: id, handoff: handoff, accepted: accepted).frame, force: true)
             default:
                 break
+            }
+        case .handoff:
+            guard case .connection(let id, let first)? = try? Handoff(frame) else {
+                frame.descriptors.forEach(Syscall.close)
+                return
+            }
+            let acceptor = state.withLock { $0.handoffAcceptors[id] }
+            for (offset, connection) in frame.descriptors.enumerated() {
+                let taken = acceptor?.takeHandoff(connection) ?? false
+                if !taken { Syscall.close(connection) }
+                // Answered at once, before the connection is read: until then the primary
+                // keeps its copy and re-routes it if this worker dies. The answers of one
+                // wake-up leave together, in one write.
+                try? channel.sendNow(Handoff.answer(listener: id, number: first + UInt64(offset), taken: taken).frame(), force: true)
             }
         case .message, .request:
             let replier = frame.kind == .request ? Replier(channel: channel, correlation: frame.correlation) : nil

@@ -1,0 +1,66 @@
+/// The per-connection messages of the primary-accept strategies (roundRobin,
+/// leastConnections, sticky), kind `.handoff`: 16 fixed bytes each, not JSON, since they
+/// run once per connection. As JSON `Control` messages, encoding and decoding them was
+/// the largest share of the cluster's CPU per connection-close request (docs/design.md).
+///
+/// Payload, little-endian:
+///
+/// | bytes | field |
+/// |---|---|
+/// | 0 | operation: 1 connection, 2 taken, 3 declined, 4 closed |
+/// | 1..<4 | zero |
+/// | 4..<8 | listener id |
+/// | 8..<16 | the handoff's number (connection, taken, declined) or a count (closed) |
+enum Handoff: Sendable, Equatable {
+    /// Primary → worker, with one or more connections' descriptors: handoffs `number`,
+    /// `number + 1`, … on `listener`, one per descriptor in order (the connections of one
+    /// accept batch routed to this worker travel in one message).
+    case connection(listener: Int, number: UInt64)
+    /// Worker → primary: handoff `number` taken (the primary closes its copy) or declined
+    /// (the primary routes it to another worker).
+    case answer(listener: Int, number: UInt64, taken: Bool)
+    /// Worker → primary: `count` connections from `listener` have closed.
+    case closed(listener: Int, count: Int)
+
+    static let payloadSize = 16
+
+    private var fields: (operation: UInt8, listener: Int, value: UInt64) {
+        switch self {
+        case .connection(let listener, let number): (1, listener, number)
+        case .answer(let listener, let number, let taken): (taken ? 2 : 3, listener, number)
+        case .closed(let listener, let count): (4, listener, UInt64(clamping: count))
+        }
+    }
+
+    func frame(descriptors: [Int32] = []) -> Frame {
+        let (operation, listener, value) = fields
+        var payload = [UInt8](repeating: 0, count: Handoff.payloadSize)
+        payload.withUnsafeMutableBytes { bytes in
+            bytes[0] = operation
+            bytes.storeBytes(of: UInt32(truncatingIfNeeded: listener).littleEndian, toByteOffset: 4, as: UInt32.self)
+            bytes.storeBytes(of: value.littleEndian, toByteOffset: 8, as: UInt64.self)
+        }
+        return Frame(kind: .handoff, payload: payload, descriptors: descriptors)
+    }
+
+    init(_ frame: Frame) throws(ClusterError) {
+        let payload = frame.payload
+        guard payload.count == Handoff.payloadSize else {
+            throw ClusterError(.malformedFrame, "a handoff message has \(payload.count) bytes, not \(Handoff.payloadSize)")
+        }
+        let (operation, reserved, listener, value) = payload.withUnsafeBytes { bytes in
+            (bytes[0], UInt32(bytes[1]) | UInt32(bytes[2]) << 8 | UInt32(bytes[3]) << 16,
+             Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self))),
+             UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+        }
+        guard reserved == 0 else {
+            throw ClusterError(.malformedFrame, "a handoff message's reserved bytes are not 0")
+        }
+        switch operation {
+        case 1: self = .connection(listener: listener, number: value)
+        case 2, 3: self = .answer(listener: listener, number: value, taken: operation == 2)
+        case 4: self = .closed(listener: listener, count: Int(clamping: value))
+        default: throw ClusterError(.malformedFrame, "unknown handoff operation \(operation)")
+        }
+    }
+}
