@@ -71,6 +71,11 @@ int cluster_accept(int sock) {
     return accept4(sock, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 }
 
+int cluster_accept_peer(int sock, struct sockaddr_storage *peer) {
+    socklen_t length = sizeof(*peer);
+    return accept4(sock, (struct sockaddr *)peer, &length, SOCK_CLOEXEC | SOCK_NONBLOCK);
+}
+
 int cluster_pipe(int fds[2]) {
     return pipe2(fds, O_CLOEXEC | O_NONBLOCK);
 }

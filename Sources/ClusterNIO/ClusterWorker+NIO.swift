@@ -42,17 +42,19 @@ extension ClusterWorker {
             try await ownGroup?.shutdownGracefully()
             return
         }
+        // One bootstrap for every connection: each adoption picks the group's next loop.
+        // Not Sendable, but only read after this, and only on the runtime's I/O thread.
+        nonisolated(unsafe) let adopter = ClientBootstrap(group: group)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                connections.add(channel, expected: true)
+                return childChannelInitializer(channel)
+            }
         let acceptor = try accept(on: listener, maxConnections: maxConnections) { connection in
             // Counted from here, so a drain waits for connections still on their way to a loop.
             connections.expect()
             // NIO closes the descriptor itself when it cannot adopt it.
-            ClientBootstrap(group: group.next())
-                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-                .channelInitializer { channel in
-                    connections.add(channel, expected: true)
-                    return childChannelInitializer(channel)
-                }
-                .withConnectedSocket(connection.descriptor)
+            adopter.withConnectedSocket(connection.descriptor)
                 .whenComplete { result in
                     switch result {
                     case .success(let channel): channel.closeFuture.whenComplete { _ in connection.closed() }

@@ -31,6 +31,8 @@ ssize_t cluster_recvmsg(int sock, void *buf, size_t len, int *fds, int maxfds, i
 
 /// Accepts a connection as a close-on-exec, non-blocking descriptor (accept4).
 int cluster_accept(int sock);
+/// accept4 as above, also writing the client's address into `peer`.
+int cluster_accept_peer(int sock, struct sockaddr_storage *peer);
 
 /// Creates a close-on-exec, non-blocking pipe (pipe2).
 int cluster_pipe(int fds[2]);

@@ -46,10 +46,12 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     func handle(events: UInt32) {
         var accepted: [Accepted] = []
         defer { dispatch(accepted) }
+        let sticky = distribution.kind == .sticky
+        var peer = sockaddr_storage()
         for _ in 0..<64 {
             let connection: Int32
             do {
-                guard let fd = try Syscall.accept(fd) else { return }
+                guard let fd = try sticky ? Syscall.accept(fd, peer: &peer) : Syscall.accept(fd) else { return }
                 connection = fd
             } catch {
                 switch error.errno {
@@ -61,7 +63,7 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
                     return
                 }
             }
-            let key = distribution.kind == .sticky ? Socket.peerKey(connection) : []
+            let key = sticky ? Socket.peerKey(peer) : []
             accepted.append(Accepted(fd: connection, key: key))
             if waiting.count + accepted.count >= Dispatcher.waitingLimit { return }
         }

@@ -24,19 +24,15 @@ enum Socket {
         }
     }
 
-    /// The peer's address bytes without the port: the key sticky routing hashes.
-    static func peerKey(_ fd: Int32) -> [UInt8] {
-        var storage = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let status = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) }
-        }
-        guard status == 0 else { return [] }
-        switch Int32(storage.ss_family) {
+    /// The address bytes of `peer` without the port: the key sticky routing hashes. Empty
+    /// for a Unix-domain client, which has no address.
+    static func peerKey(_ peer: sockaddr_storage) -> [UInt8] {
+        var peer = peer
+        switch Int32(peer.ss_family) {
         case AF_INET:
-            return withUnsafeBytes(of: &storage) { raw in Array(raw[4..<8]) } // sin_addr
+            return withUnsafeBytes(of: &peer) { raw in Array(raw[4..<8]) } // sin_addr
         case AF_INET6:
-            return withUnsafeBytes(of: &storage) { raw in Array(raw[8..<24]) } // sin6_addr
+            return withUnsafeBytes(of: &peer) { raw in Array(raw[8..<24]) } // sin6_addr
         default:
             return []
         }

@@ -108,6 +108,11 @@ enum Syscall {
         try retryingUnlessBlocked("accept4") { cluster_accept(fd) }
     }
 
+    /// `accept` that also writes the client's address into `peer`.
+    static func accept(_ fd: Int32, peer: inout sockaddr_storage) throws(ClusterError) -> Int32? {
+        try retryingUnlessBlocked("accept4") { cluster_accept_peer(fd, &peer) }
+    }
+
     static func pidfdOpen(_ pid: pid_t) throws(ClusterError) -> Int32 {
         try retrying("pidfd_open(\(pid))") { cluster_pidfd_open(pid) }
     }
