@@ -42,15 +42,16 @@ extension ClusterWorker {
             try await ownGroup?.shutdownGracefully()
             return
         }
-        // One bootstrap for every connection: each adoption picks the group's next loop.
-        // Not Sendable, but only read after this, and only on the runtime's I/O thread.
+        // One bootstrap for every connection: each adoption picks the group's next loop
+        // (on that loop, at once). Not Sendable, but only read after this, by one thread
+        // at a time: the runtime's I/O thread, or the loop receiving handoffs.
         nonisolated(unsafe) let adopter = ClientBootstrap(group: group)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 connections.add(channel, expected: true)
                 return childChannelInitializer(channel)
             }
-        let acceptor = try accept(on: listener, maxConnections: maxConnections) { connection in
+        let acceptor = try acceptOnEventLoop(on: listener, maxConnections: maxConnections) { connection in
             // Counted from here, so a drain waits for connections still on their way to a loop.
             connections.expect()
             // NIO closes the descriptor itself when it cannot adopt it.
@@ -64,9 +65,23 @@ extension ClusterWorker {
                     }
                 }
         }
+        // Handed-off connections: an event loop watches the link's doorbell and takes
+        // them itself, so they wake no other thread on their way.
+        var doorbell: (any Channel)?
+        if let descriptor = acceptor.doorbell {
+            doorbell = try await NIOPipeBootstrap(group: group.next())
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(DoorbellHandler(acceptor: acceptor))
+                    }
+                }
+                .takingOwnershipOfDescriptor(input: descriptor)
+                .get()
+        }
         await drainRequested()
         await acceptor.stopAndWait()
         await connections.quiesceAll()
+        try? await doorbell?.close()
         try await ownGroup?.shutdownGracefully()
     }
 
@@ -134,6 +149,25 @@ extension ClusterWorker {
                 try channel.pipeline.syncOperations.addHandler(LeanHTTPHandler(responder: responder))
             }
         }
+    }
+}
+
+/// Watches a handoff link's doorbell: each time the primary has rung, takes every
+/// handoff waiting (the acceptor's handler adopts them on this loop).
+final class DoorbellHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let acceptor: Acceptor
+    private var rang = false
+
+    init(acceptor: Acceptor) { self.acceptor = acceptor }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) { rang = true }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        guard rang else { return }
+        rang = false
+        acceptor.receiveHandoffs()
     }
 }
 

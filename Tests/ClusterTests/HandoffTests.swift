@@ -8,6 +8,7 @@ import Testing
             .answer(listener: 0, number: 1, taken: true),
             .answer(listener: 7, number: UInt64.max, taken: false),
             .closed(listener: 1, count: 12_345),
+            .stop(listener: 2),
         ]
         for message in messages {
             let frame = message.frame(descriptors: [])

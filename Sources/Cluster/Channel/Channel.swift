@@ -60,10 +60,16 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     private nonisolated(unsafe) var decoder = FrameDecoder(maximumPayload: Channel.maximumMessageSize)
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 << 10, alignment: 16)
 
-    /// Takes ownership of `fd`, a connected, non-blocking, close-on-exec stream socket.
-    init(fd: Int32, loop: IOLoop = .shared) {
+    /// A pipe's write end, written after every write to the socket: the peer's event loop
+    /// watches the pipe, not the socket (a handoff link, ``Handoff``). -1: none.
+    private let doorbell: Int32
+
+    /// Takes ownership of `fd`, a connected, non-blocking, close-on-exec stream socket, and
+    /// of `doorbell` if any.
+    init(fd: Int32, loop: IOLoop = .shared, doorbell: Int32 = -1) {
         self.fd = fd
         self.loop = loop
+        self.doorbell = doorbell
     }
 
     deinit { readBuffer.deallocate() }
@@ -200,6 +206,8 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
 
     /// Writes what the socket takes; arms EPOLLOUT for the rest. Returns writers to resume.
     private func flushLocked(_ state: inout State) -> [UnsafeContinuation<Void, Never>] {
+        var wrote = false
+        defer { if wrote && doorbell >= 0 { Channel.ring(doorbell) } }
         while !state.chunks.isEmpty {
             let chunk = state.chunks[0]
             let sent: Int?
@@ -226,6 +234,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
                 chunk.descriptors.forEach(Syscall.close)
                 state.chunks[0].descriptors = []
             }
+            wrote = wrote || sent > 0
             state.chunks[0].offset += sent
             state.pendingBytes -= sent
             if state.chunks[0].offset == state.chunks[0].bytes.count { state.chunks.removeFirst() }
@@ -237,6 +246,13 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
         guard state.pendingBytes <= Channel.lowWatermark, !state.writers.isEmpty else { return [] }
         defer { state.writers.removeAll() }
         return state.writers
+    }
+
+    /// One byte into the doorbell pipe. A full pipe already rings; a closed one has no
+    /// listener left: both are fine to ignore.
+    private static func ring(_ doorbell: Int32) {
+        var byte: UInt8 = 1
+        _ = withUnsafeBytes(of: &byte) { try? Syscall.write(doorbell, $0) }
     }
 
     private func updateInterest(_ state: State) {
@@ -320,7 +336,9 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
         guard !isClosed else { return }
         var received: [Int32] = []
         for _ in 0..<batches {
-            if state.withLock({ $0.readPaused }) { return }
+            // A delegate may have closed the channel (a protocol violation): its descriptor
+            // is gone, and its number may already be another's.
+            if state.withLock({ $0.readPaused || $0.closed }) { return }
             let count: Int?
             do {
                 count = try Syscall.receive(fd, into: readBuffer, fds: &received)
@@ -337,7 +355,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
             decoder.append(UnsafeRawBufferPointer(rebasing: readBuffer[0..<count]), descriptors: received)
             received.removeAll(keepingCapacity: true)
             do {
-                while let frame = try decoder.next() { dispatch(frame) }
+                while !isClosed, let frame = try decoder.next() { dispatch(frame) }
             } catch {
                 close(error: error)
                 return
@@ -383,6 +401,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
         guard let (writers, requests, chunks, detached) = taken else { return }
         if !detached { loop.deregister(fd) }
         Syscall.close(fd)
+        if doorbell >= 0 { Syscall.close(doorbell) }
         for chunk in chunks where chunk.offset == 0 { chunk.descriptors.forEach(Syscall.close) }
         decoder.takeUnclaimedDescriptors().forEach(Syscall.close)
         writers.forEach { $0.resume() }

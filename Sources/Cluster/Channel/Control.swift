@@ -9,7 +9,8 @@ enum Control: Codable, Sendable, Equatable {
     /// Primary → worker: stop accepting, finish in-flight work, exit 0.
     case disconnect
     /// Worker → primary: hand it connections accepted on listener `id` (primary-accept
-    /// strategies); it counts as listening.
+    /// strategies); it counts as listening. With two descriptors attached, the primary's
+    /// ends of a handoff link (socket, doorbell pipe) to send them over (`HandoffLink`).
     case accepting(listener: Int)
     /// Worker → primary: hand it no more connections from listener `id` (it drains).
     case stopAccepting(listener: Int)

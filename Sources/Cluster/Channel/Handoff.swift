@@ -7,10 +7,10 @@
 ///
 /// | bytes | field |
 /// |---|---|
-/// | 0 | operation: 1 connection, 2 taken, 3 declined, 4 closed |
+/// | 0 | operation: 1 connection, 2 taken, 3 declined, 4 closed, 5 stop |
 /// | 1..<4 | zero |
 /// | 4..<8 | listener id |
-/// | 8..<16 | the handoff's number (connection, taken, declined) or a count (closed) |
+/// | 8..<16 | the handoff's number (connection, taken, declined), a count (closed), or 0 |
 enum Handoff: Sendable, Equatable {
     /// Primary → worker, with one or more connections' descriptors: handoffs `number`,
     /// `number + 1`, … on `listener`, one per descriptor in order (the connections of one
@@ -21,6 +21,9 @@ enum Handoff: Sendable, Equatable {
     case answer(listener: Int, number: UInt64, taken: Bool)
     /// Worker → primary: `count` connections from `listener` have closed.
     case closed(listener: Int, count: Int)
+    /// Worker → primary, on a handoff link: hand over no more connections (it drains).
+    /// After the answers it follows, so the primary re-routes exactly the unanswered ones.
+    case stop(listener: Int)
 
     static let payloadSize = 16
 
@@ -29,6 +32,7 @@ enum Handoff: Sendable, Equatable {
         case .connection(let listener, let number): (1, listener, number)
         case .answer(let listener, let number, let taken): (taken ? 2 : 3, listener, number)
         case .closed(let listener, let count): (4, listener, UInt64(clamping: count))
+        case .stop(let listener): (5, listener, 0)
         }
     }
 
@@ -60,6 +64,7 @@ enum Handoff: Sendable, Equatable {
         case 1: self = .connection(listener: listener, number: value)
         case 2, 3: self = .answer(listener: listener, number: value, taken: operation == 2)
         case 4: self = .closed(listener: listener, count: Int(clamping: value))
+        case 5: self = .stop(listener: listener)
         default: throw ClusterError(.malformedFrame, "unknown handoff operation \(operation)")
         }
     }

@@ -21,9 +21,12 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     let distribution: Distribution
     private let fd: Int32
     private let loop: IOLoop
-    private let logger: Logger
+    let logger: Logger
     private var router: Router
+    /// Where each worker's handoffs go: its channel, or its handoff link.
     private var channels: [Int: Channel] = [:]
+    /// Workers' handoff links, read here (answers, closes, stop), by worker.
+    private var links: [Int: LinkReader] = [:]
     private var pending: [UInt64: Accepted] = [:]
     /// Connections accepted while no worker could take them, in arrival order.
     private var waiting: [Accepted] = []
@@ -78,9 +81,26 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
         retryWaiting()
     }
 
+    /// `worker` accepts handoffs over `link`, a handoff link its event loop reads
+    /// (`HandoffLink`): the link carries the handoffs, the answers, closes and its stop.
+    func join(worker: Int, slot: Int, link: Channel) throws(ClusterError) {
+        let reader = LinkReader(dispatcher: self, worker: worker, link: link)
+        link.delegate = reader
+        try link.start()
+        links[worker] = reader
+        join(worker: worker, slot: slot, channel: link)
+    }
+
     /// `worker` takes no more handoffs (it drains, or it is gone); what it did not
     /// acknowledge goes elsewhere.
     func leave(worker: Int) {
+        if let reader = links.removeValue(forKey: worker) {
+            // Answers still unread on the link come first: a handoff it took stays taken.
+            // (Not from within the link's own reading, where a stop lands: that read is
+            // in progress, and the link closes once it is over.)
+            if !reader.reading { reader.link.readAvailable() }
+            loop.execute { reader.link.close(error: nil) }
+        }
         router.remove(worker: worker)
         channels.removeValue(forKey: worker)
         let orphans = pending.filter { $0.value.worker == worker }
@@ -192,5 +212,49 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
         guard acceptPaused, !stopped, waiting.count < Dispatcher.waitingLimit else { return }
         acceptPaused = false
         try? loop.modify(fd, events: EPOLLIN.rawValue)
+    }
+}
+
+/// The primary's reader of one worker's handoff link: routes what the worker says on it to
+/// the dispatcher. A worker that breaks the link's protocol gets no more connections over
+/// it; its channel and process are the primary's business.
+final class LinkReader: ChannelDelegate, @unchecked Sendable {
+    private weak var dispatcher: Dispatcher?
+    private let worker: Int
+    let link: Channel
+    /// True while the link dispatches what it read (loop thread).
+    private(set) var reading = false
+
+    init(dispatcher: Dispatcher, worker: Int, link: Channel) {
+        self.dispatcher = dispatcher
+        self.worker = worker
+        self.link = link
+    }
+
+    func channel(_ channel: Channel, received frame: Frame) {
+        reading = true
+        defer { reading = false }
+        frame.descriptors.forEach(Syscall.close)
+        guard let dispatcher else { return }
+        guard frame.kind == .handoff else {
+            return channel.close(error: ClusterError(.malformedFrame, "worker \(worker) sent a \(frame.kind) frame on a handoff link"))
+        }
+        switch Result(catching: { () throws(ClusterError) in try Handoff(frame) }) {
+        case .success(.answer(_, let number, let taken)):
+            dispatcher.acknowledge(number, accepted: taken, by: worker)
+        case .success(.closed(_, let count)):
+            dispatcher.closed(on: worker, count: count)
+        case .success(.stop):
+            dispatcher.leave(worker: worker)
+        case .success(.connection):
+            channel.close(error: ClusterError(.malformedFrame, "worker \(worker) sent a connection handoff, which only the primary sends"))
+        case .failure(let error):
+            channel.close(error: error)
+        }
+    }
+
+    func channelClosed(_ channel: Channel, error: ClusterError?) {
+        if let error { dispatcher?.logger.error("worker \(worker)'s handoff link broke (\(error)); it gets no more connections over it") }
+        dispatcher?.leave(worker: worker)
     }
 }

@@ -414,10 +414,27 @@ public final class Primary: Sendable {
         case .accepting(let id):
             guard let dispatcher = dispatcher(id),
                   let bound = state.withLock({ $0.listeners.values.first { $0.id == id }?.bound }) else {
+                frame.descriptors.forEach(Syscall.close)
                 protocolViolation(by: worker, ClusterError(.malformedFrame, "it asked for connections from listener \(id), which the primary does not distribute"))
                 return
             }
-            dispatcher.join(worker: worker.id, slot: worker.slot, channel: channel)
+            switch frame.descriptors.count {
+            case 0:
+                dispatcher.join(worker: worker.id, slot: worker.slot, channel: channel)
+            case 2:
+                let link = Channel(fd: frame.descriptors[0], loop: loop, doorbell: frame.descriptors[1])
+                do {
+                    try dispatcher.join(worker: worker.id, slot: worker.slot, link: link)
+                } catch {
+                    logger.error("\(worker) offered a handoff link that cannot be watched (\(error)); its connections go over its channel")
+                    link.close(error: nil)
+                    dispatcher.join(worker: worker.id, slot: worker.slot, channel: channel)
+                }
+            default:
+                frame.descriptors.forEach(Syscall.close)
+                protocolViolation(by: worker, ClusterError(.malformedFrame, "it asked for connections with \(frame.descriptors.count) descriptors attached; 0 or 2 (a handoff link) are valid"))
+                return
+            }
             worker.advance(to: .listening)
             hub.publish(.listening(worker, bound))
         case .stopAccepting(let id):
@@ -439,6 +456,8 @@ public final class Primary: Sendable {
             dispatcher(id)?.acknowledge(number, accepted: taken, by: worker.id)
         case .success(.closed(let id, let count)):
             dispatcher(id)?.closed(on: worker.id, count: count)
+        case .success(.stop(let id)):
+            dispatcher(id)?.leave(worker: worker.id)
         case .success(.connection):
             protocolViolation(by: worker, ClusterError(.malformedFrame, "it sent a connection handoff, which only the primary sends"))
         case .failure(let error):

@@ -53,13 +53,17 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
     private let fd: Int32
     private let loop: IOLoop
     private let channel: Channel
+    /// The handoff link an event loop reads (``ClusterWorker/acceptOnEventLoop(on:maxConnections:_:)``);
+    /// nil: handoffs come over the channel to the runtime's I/O thread.
+    private let link: HandoffLink?
     private let handler: @Sendable (AcceptedConnection) -> Void
     private let logger = Logger(label: "cluster.acceptor")
     private let state = Mutex(State())
 
-    init(listener: Listener, maxConnections: Int?, channel: Channel, loop: IOLoop,
+    init(listener: Listener, maxConnections: Int?, channel: Channel, loop: IOLoop, link: HandoffLink? = nil,
          handler: @escaping @Sendable (AcceptedConnection) -> Void) throws(ClusterError) {
         self.listener = listener
+        self.link = link
         self.limit = maxConnections ?? .max
         self.primaryCountsConnections = listener.distribution == .leastConnections
         self.channel = channel
@@ -82,6 +86,19 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
     /// Open connections handed to the handler and not yet reported closed.
     public var openConnections: Int { state.withLock { $0.open } }
 
+    /// For ``ClusterWorker/acceptOnEventLoop(on:maxConnections:_:)`` on a listener the primary
+    /// hands connections over for: a pipe's read end that becomes readable when handoffs
+    /// wait. Watch it on the event loop that serves the connections (which then owns it:
+    /// read and discard its bytes) and call ``receiveHandoffs()`` after each read. Nil when
+    /// the runtime delivers connections itself.
+    public var doorbell: Int32? { link?.doorbell }
+
+    /// Takes the handoffs waiting on the link and passes each to the handler, on the
+    /// calling thread (the event loop watching ``doorbell``); one thread at a time.
+    public func receiveHandoffs() {
+        link?.receive(listener: listener.id) { connection in takeHandoff(connection) }
+    }
+
     /// Stops accepting; connections already handed over are the handler's. Idempotent.
     public func stop() {
         guard state.withLock({ state in defer { state.stopped = true }; return !state.stopped }) else { return }
@@ -89,6 +106,8 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
             if fd >= 0 {
                 loop.deregister(fd)
                 Syscall.close(fd)
+            } else if let link {
+                link.send(.stop(listener: listener.id))
             } else {
                 try? channel.sendNow(Control.stopAccepting(listener: listener.id).frame, force: true)
             }
@@ -124,13 +143,19 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
                     defer { state.unreportedCloses = 0; state.reportScheduled = false; state.declined = false }
                     return state.unreportedCloses
                 }
-                if count > 0 { try? channel.sendNow(Handoff.closed(listener: listener.id, count: count).frame(), force: true) }
+                guard count > 0 else { return }
+                if let link {
+                    // After the answers on the same link: the primary counts in order.
+                    link.send(.closed(listener: listener.id, count: count))
+                } else {
+                    try? channel.sendNow(Handoff.closed(listener: listener.id, count: count).frame(), force: true)
+                }
             }
         }
     }
 
     /// A connection the primary handed over; false when this worker declines it (stopped,
-    /// or at its limit). I/O thread.
+    /// or at its limit). I/O thread, or the event loop receiving from a link.
     func takeHandoff(_ connection: Int32) -> Bool {
         let taken = state.withLock { state -> Bool in
             guard !state.stopped, state.open < limit else {
@@ -198,6 +223,24 @@ extension ClusterWorker {
             register(acceptor)
             try channel.sendNow(Control.accepting(listener: listener.id).frame, force: true)
         }
+        return acceptor
+    }
+
+    /// ``accept(on:maxConnections:_:)`` for an event loop that receives the primary's
+    /// handoffs itself: on a listener the primary accepts for (roundRobin,
+    /// leastConnections, sticky) the returned acceptor's ``Acceptor/doorbell`` is set, and
+    /// the handler runs on the thread that calls ``Acceptor/receiveHandoffs()``, so a
+    /// connection reaches its event loop with one wake-up instead of two. On other
+    /// listeners this is `accept(on:)`.
+    public func acceptOnEventLoop(on listener: Listener, maxConnections: Int? = nil,
+                                  _ handler: @escaping @Sendable (AcceptedConnection) -> Void) throws(ClusterError) -> Acceptor {
+        guard listener.descriptor < 0 else { return try accept(on: listener, maxConnections: maxConnections, handler) }
+        let (link, primaryEnds) = try HandoffLink.make(loop: loop)
+        // The channel sends copies; these go when the message has been queued.
+        defer { primaryEnds.forEach(Syscall.close) }
+        let acceptor = try Acceptor(listener: listener, maxConnections: maxConnections, channel: channel, loop: loop,
+                                    link: link, handler: handler)
+        try channel.sendNow(Control.accepting(listener: listener.id).frame(descriptors: primaryEnds), force: true)
         return acceptor
     }
 }

@@ -1,0 +1,140 @@
+import CClusterShims
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A worker's end of a listener's handoff link: a socketpair that carries only that
+/// listener's handoffs and their answers, read by the event loop that serves the
+/// connections. The primary writes a byte into a pipe (the doorbell) after each write;
+/// the event loop watches the pipe and then calls ``receive(listener:take:)``. A handed-off
+/// connection so reaches the thread that serves it without first waking the runtime's I/O
+/// thread: one wake-up per batch instead of two.
+///
+/// Everything the worker says about the listener's handoffs goes over the link, in order
+/// (answers, closes, stop), so the primary never mistakes an answered handoff for an
+/// unanswered one.
+final class HandoffLink: @unchecked Sendable {
+    private struct State {
+        var decoder = FrameDecoder(maximumPayload: Handoff.payloadSize)
+        /// Bytes the socket could not take yet; sent before anything else.
+        var unsent: [UInt8] = []
+        var retryScheduled = false
+        var closed = false
+    }
+
+    private let socket: Int32
+    /// The doorbell's read end, for the event loop to watch (and own).
+    let doorbell: Int32
+    private let loop: IOLoop
+    private let state = Mutex(State())
+    private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 << 10, alignment: 16)
+    private let logger = Logger(label: "cluster.handoff")
+
+    /// Creates a link; `primaryEnds` (the socket's other end, the doorbell's write end) go
+    /// to the primary with the `accepting` message, after which the caller closes them.
+    static func make(loop: IOLoop) throws(ClusterError) -> (link: HandoffLink, primaryEnds: [Int32]) {
+        let (mine, theirs) = try Syscall.socketPair()
+        let bell: (read: Int32, write: Int32)
+        do {
+            bell = try Syscall.pipe()
+        } catch {
+            Syscall.close(mine)
+            Syscall.close(theirs)
+            throw error
+        }
+        return (HandoffLink(socket: mine, doorbell: bell.read, loop: loop), [theirs, bell.write])
+    }
+
+    private init(socket: Int32, doorbell: Int32, loop: IOLoop) {
+        self.socket = socket
+        self.doorbell = doorbell
+        self.loop = loop
+    }
+
+    deinit {
+        Syscall.close(socket)
+        buffer.deallocate()
+    }
+
+    /// Takes every handoff waiting on the link and answers each; `take` adopts a connection
+    /// (true) or declines it (false: the link closes it, the primary routes it elsewhere).
+    /// Call on one thread at a time, when the doorbell rang.
+    func receive(listener: Int, take: (Int32) -> Bool) {
+        state.withLock { state in
+            guard !state.closed else { return }
+            var answers: [UInt8] = []
+            var received: [Int32] = []
+            defer { send(answers, &state) }
+            // Until the socket is empty: the doorbell rang for all of it, and rings no more.
+            while true {
+                let count: Int?
+                do {
+                    count = try Syscall.receive(socket, into: buffer, fds: &received)
+                } catch {
+                    received.forEach(Syscall.close)
+                    return fail(&state, "reading handoffs failed: \(error)")
+                }
+                guard let count else { return }
+                // End of file: the primary is gone; the main channel says so too.
+                if count == 0 { return fail(&state, nil) }
+                state.decoder.append(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), descriptors: received)
+                received.removeAll(keepingCapacity: true)
+                do {
+                    while let frame = try state.decoder.next() {
+                        guard case .connection(_, let first)? = try? Handoff(frame) else {
+                            frame.descriptors.forEach(Syscall.close)
+                            return fail(&state, "the primary sent a \(frame.kind) frame on a handoff link")
+                        }
+                        for (offset, connection) in frame.descriptors.enumerated() {
+                            let taken = take(connection)
+                            if !taken { Syscall.close(connection) }
+                            Handoff.answer(listener: listener, number: first + UInt64(offset), taken: taken).frame().encode(into: &answers)
+                        }
+                    }
+                } catch {
+                    return fail(&state, "the handoff link broke: \(error)")
+                }
+            }
+        }
+    }
+
+    /// Sends `message` (closes, stop) after the answers before it. Any thread.
+    func send(_ message: Handoff) {
+        var bytes: [UInt8] = []
+        message.frame().encode(into: &bytes)
+        state.withLock { send(bytes, &$0) }
+    }
+
+    /// Writes `bytes` after what waits; keeps what the socket does not take and retries
+    /// it shortly (the primary reads its links at once, so this is rare).
+    private func send(_ bytes: [UInt8], _ state: inout State) {
+        guard !state.closed, !(bytes.isEmpty && state.unsent.isEmpty) else { return }
+        state.unsent.append(contentsOf: bytes)
+        let sent: Int?
+        do {
+            sent = try state.unsent.withUnsafeBytes { raw throws(ClusterError) in try Syscall.send(socket, raw, fds: []) }
+        } catch {
+            return fail(&state, nil) // The primary is gone.
+        }
+        state.unsent.removeFirst(sent ?? 0)
+        if !state.unsent.isEmpty && !state.retryScheduled {
+            state.retryScheduled = true
+            _ = loop.schedule(after: .milliseconds(5)) { [self] in
+                self.state.withLock { state in
+                    state.retryScheduled = false
+                    send([], &state)
+                }
+            }
+        }
+    }
+
+    private func fail(_ state: inout State, _ reason: String?) {
+        if let reason { logger.error("\(reason); this worker takes no more handed-off connections") }
+        state.closed = true
+        state.unsent = []
+        state.decoder.takeUnclaimedDescriptors().forEach(Syscall.close)
+        shutdown(socket, Int32(SHUT_RDWR))
+    }
+}
