@@ -2,6 +2,9 @@ public import Cluster
 public import NIOCore
 import NIOPosix
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 extension ClusterWorker {
     /// Serves `address` with SwiftNIO until the primary says drain, then stops accepting,
@@ -51,7 +54,7 @@ extension ClusterWorker {
                 connections.add(channel, expected: true)
                 return childChannelInitializer(channel)
             }
-        let acceptor = try acceptOnEventLoop(on: listener, maxConnections: maxConnections) { connection in
+        let adopt: @Sendable (AcceptedConnection) -> Void = { connection in
             // Counted from here, so a drain waits for connections still on their way to a loop.
             connections.expect()
             // NIO closes the descriptor itself when it cannot adopt it.
@@ -65,6 +68,9 @@ extension ClusterWorker {
                     }
                 }
         }
+        let acceptor = Self.handoffLinks
+            ? try acceptOnEventLoop(on: listener, maxConnections: maxConnections, adopt)
+            : try accept(on: listener, maxConnections: maxConnections, adopt)
         // Handed-off connections: an event loop watches the link's doorbell and takes
         // them itself, so they wake no other thread on their way.
         var doorbell: (any Channel)?
@@ -84,6 +90,12 @@ extension ClusterWorker {
         try? await doorbell?.close()
         try await ownGroup?.shutdownGracefully()
     }
+
+    /// Whether a serving event loop receives handed-off connections itself, over a
+    /// handoff link (``ClusterWorker/acceptOnEventLoop(on:maxConnections:_:)``), rather
+    /// than from the runtime's I/O thread. `CLUSTER_HANDOFF_LINKS=0` turns links off, to
+    /// compare or to rule them out.
+    static let handoffLinks = getenv("CLUSTER_HANDOFF_LINKS").map { String(cString: $0) } != "0"
 
     /// Whether SwiftNIO accepts on the serving event loop (one thread wakes per connection)
     /// instead of the runtime's I/O thread handing each connection over (two): for the

@@ -93,7 +93,19 @@ extension IntegrationTests {
 
         @Test(arguments: ["shared", "reusePort", "roundRobin", "leastConnections", "sticky"])
         func noQueuedConnectionIsLostWhenAWorkerIsKilledUnderLoad(strategy: String) async throws {
-            let (primary, port, pids) = try await start(strategy, workers: 2, restart: true)
+            try await killAWorkerUnderLoad(strategy, label: strategy)
+        }
+
+        /// The handoffs a worker's runtime receives on its channel (`accept(on:)`, and the
+        /// NIO adapter with `CLUSTER_HANDOFF_LINKS=0`) instead of its event loop on a link.
+        @Test(arguments: ["roundRobin", "sticky"])
+        func handoffsOverTheChannelLoseNothingEither(strategy: String) async throws {
+            try await killAWorkerUnderLoad(strategy, label: "\(strategy) over the channel",
+                                           environment: ["CLUSTER_HANDOFF_LINKS": "0"])
+        }
+
+        private func killAWorkerUnderLoad(_ strategy: String, label: String, environment: [String: String] = [:]) async throws {
+            let (primary, port, pids) = try await start(strategy, workers: 2, restart: true, environment: environment)
             defer { primary.stop() }
             let clients = 8
             let outcomes = try await load(port: port, clients: clients, duration: .seconds(3)) {
@@ -104,7 +116,7 @@ extension IntegrationTests {
             }
             let served = outcomes[.ok(worker: "any")] ?? 0
             let failures = outcomes.filter { if case .ok = $0.key { false } else { true } }
-            print("\(strategy): \(served) served, failures while a worker was SIGKILLed under load: \(failures)")
+            print("\(label): \(served) served, failures while a worker was SIGKILLed under load: \(failures)")
             #expect(served > 100)
             #expect(outcomes[.refused] == nil, "connections refused: \(failures)")
             // Only requests in flight on the killed worker may fail: at most one per client.
