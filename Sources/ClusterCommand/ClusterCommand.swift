@@ -104,6 +104,8 @@ extension ClusterCommand {
             var settings = PrimarySettings(environment: configuration.environment, user: configuration.user, group: configuration.group,
                                            output: .prefixed, distribution: configuration.distribution, limits: configuration.limits)
             settings.onOutput = { worker, line in logs.append(worker: worker, line: line) }
+            // A program's connections are its own: it cannot be asked to shed some.
+            settings.balanceConnections = false
             primary.setup(settings)
             for address in configuration.listen {
                 let bound = try await primary.listen(address, distribution: configuration.distribution)

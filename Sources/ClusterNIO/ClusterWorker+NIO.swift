@@ -137,6 +137,15 @@ extension ClusterWorker {
             }
             .withBoundSocket(try listener.duplicateDescriptor())
             .get()
+        if listener.distribution == .shared {
+            // Shedding connections is no use if this worker, awake and busy, accepts the
+            // reconnections itself: it stops accepting for a moment so the others do.
+            onRebalance { _ in
+                server.setOption(.autoRead, value: false).whenSuccess {
+                    server.eventLoop.scheduleTask(in: .milliseconds(250)) { server.setOption(.autoRead, value: true) }
+                }
+            }
+        }
         reportListening(listener)
         await drainRequested()
         try? await server.close()

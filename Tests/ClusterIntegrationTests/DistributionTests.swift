@@ -65,6 +65,32 @@ extension IntegrationTests {
             #expect(!after.contains(victim))
         }
 
+        /// Keep-alive connections that all landed on one worker (here: the other was
+        /// SIGSTOPped while they connected) are spread once it can take some: the primary
+        /// asks the busy worker to shed its excess, and those clients reconnect.
+        @Test func unevenKeepAliveConnectionsOnASharedSocketSpreadAgain() async throws {
+            let (primary, port, pids) = try await start("shared", workers: 2)
+            defer { primary.stop() }
+            kill(pids[2]!, SIGSTOP)
+            var clients = try (0..<16).map { _ in try ClientConnection(port: port) }
+            let first = clients.map { $0.get(keepAlive: true).0 }
+            kill(pids[2]!, SIGCONT)
+            #expect(first.allSatisfy { $0 == .ok(worker: "1") }, "with worker 2 stopped, worker 1 took every connection: \(first)")
+            // Keep every client busy for up to 20 s; a client whose connection closes reconnects.
+            var servedBy: [String: Int] = [:]
+            let deadline = ContinuousClock.now + .seconds(20)
+            while ContinuousClock.now < deadline && (servedBy["2"] ?? 0) < 100 {
+                for index in clients.indices {
+                    let (outcome, response) = clients[index].get(keepAlive: true)
+                    if case .ok(let worker) = outcome { servedBy[worker, default: 0] += 1 }
+                    if case .ok = outcome, response?.headers["connection"]?.lowercased() != "close" { continue }
+                    clients[index] = try ClientConnection(port: port)
+                }
+            }
+            print("shared keep-alive, uneven at first: responses per worker \(servedBy)")
+            #expect((servedBy["2"] ?? 0) >= 100, "worker 2 got no share of the connections: \(servedBy)")
+        }
+
         @Test(arguments: ["shared", "reusePort", "roundRobin", "leastConnections", "sticky"])
         func keepAliveAndConnectionCloseBothWork(strategy: String) async throws {
             let (primary, port, _) = try await start(strategy, workers: 2)

@@ -16,7 +16,8 @@ enum Control: Codable, Sendable, Equatable {
     case stopAccepting(listener: Int)
 
     /// Primary → worker: close `fraction` of your long-lived connections gracefully, so
-    /// their clients reconnect and spread over the workers (one has just joined).
+    /// their clients reconnect and spread over the workers (one has just joined, or this
+    /// one holds well over its share: `ConnectionBalancer`).
     case rebalance(fraction: Double)
     /// Worker → primary: it is ready for traffic (``ClusterWorker/ready()``).
     case ready

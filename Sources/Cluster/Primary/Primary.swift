@@ -47,6 +47,8 @@ public final class Primary: Sendable {
 
     /// The workers' figures, published through swift-metrics every second.
     private let metrics = Mutex(MetricsPublisher())
+    /// Loop thread only.
+    private nonisolated(unsafe) var balancer = ConnectionBalancer()
 
     init(loop: IOLoop = .shared) {
         self.loop = loop
@@ -62,7 +64,20 @@ public final class Primary: Sendable {
     private func publishMetrics() {
         let serving = workers.values.filter { $0.state == .listening }.sorted { $0.id < $1.id }
         metrics.withLock { $0.publish(serving.map { ($0.id, $0.slot, $0.stats) }) }
+        balanceConnections(serving)
         _ = loop.schedule(after: .seconds(1)) { [weak self] in self?.publishMetrics() }
+    }
+
+    /// Asks a worker that holds well over its share of connections to shed the excess
+    /// (`ConnectionBalancer`), where the listeners leave placement to chance.
+    private func balanceConnections(_ serving: [Worker]) {
+        let (enabled, kinds) = state.withLock { ($0.settings.balanceConnections, Set($0.listeners.values.map(\.distribution))) }
+        guard enabled, !kinds.contains(.sticky), !kinds.isDisjoint(with: [.shared, .reusePort]) else { return }
+        let open = serving.map { (worker: $0.id, connections: $0.stats.connections) }
+        guard let (id, fraction) = balancer.sample(open, at: .now), let worker = serving.first(where: { $0.id == id }) else { return }
+        let counts = open.map { "\($0.worker): \($0.connections)" }.joined(separator: ", ")
+        logger.info("connections are uneven (worker: open \(counts)); \(worker) closes \(Int((fraction * 100).rounded()))% of its own so their clients reconnect and spread")
+        worker.rebalance(fraction: fraction)
     }
 
     /// This process's id.

@@ -39,6 +39,11 @@ public struct PrimarySettings: Sendable {
     public var distribution: Distribution
     /// Resource limits each worker gets. Default: the primary's own.
     public var limits: ResourceLimits
+    /// Whether a worker that has held well over its share of open connections for two
+    /// seconds is asked to close its excess gracefully, so those clients reconnect and
+    /// spread (`shared` and `reusePort` listeners place long-lived connections unevenly;
+    /// never with a `sticky` listener, whose clients would only come back). Default: on.
+    public var balanceConnections = true
 
     /// Settings with every default.
     public init(executable: String? = nil, arguments: [String]? = nil, environment: [String: String] = [:],
