@@ -72,6 +72,7 @@ extension IntegrationTests {
             let (primary, port, pids) = try await start("shared", workers: 2)
             defer { primary.stop() }
             kill(pids[2]!, SIGSTOP)
+            defer { kill(pids[2]!, SIGCONT) } // even if connecting fails
             var clients = try (0..<16).map { _ in try ClientConnection(port: port) }
             let first = clients.map { $0.get(keepAlive: true).0 }
             kill(pids[2]!, SIGCONT)

@@ -27,6 +27,9 @@ enum Handoff: Sendable, Equatable {
 
     static let payloadSize = 16
 
+    /// The listener the message is about.
+    var listener: Int { fields.listener }
+
     private var fields: (operation: UInt8, listener: Int, value: UInt64) {
         switch self {
         case .connection(let listener, let number): (1, listener, number)

@@ -125,6 +125,17 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
         }
     }
 
+    /// What `worker` said about its handoffs, on its channel or its link: answers, closes,
+    /// stop. Throws for a message only the primary sends.
+    func received(_ message: Handoff, from worker: Int) throws(ClusterError) {
+        switch message {
+        case .answer(_, let number, let taken): acknowledge(number, accepted: taken, by: worker)
+        case .closed(_, let count): closed(on: worker, count: count)
+        case .stop: leave(worker: worker)
+        case .connection: throw ClusterError(.malformedFrame, "worker \(worker) sent a connection handoff, which only the primary sends")
+        }
+    }
+
     func closed(on worker: Int, count: Int) {
         router.closed(on: worker, count: count)
         // Workers at their limit may have room now.
@@ -186,7 +197,7 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
             try channel.sendNow(Handoff.connection(listener: id, number: first).frame(descriptors: batch.map(\.fd)), force: true)
             return true
         } catch {
-            for offset in batch.indices { pending.removeValue(forKey: first + UInt64(offset - batch.startIndex)) }
+            for offset in 0..<UInt64(batch.count) { pending.removeValue(forKey: first + offset) }
             return false
         }
     }
@@ -239,16 +250,9 @@ final class LinkReader: ChannelDelegate, @unchecked Sendable {
         guard frame.kind == .handoff else {
             return channel.close(error: ClusterError(.malformedFrame, "worker \(worker) sent a \(frame.kind) frame on a handoff link"))
         }
-        switch Result(catching: { () throws(ClusterError) in try Handoff(frame) }) {
-        case .success(.answer(_, let number, let taken)):
-            dispatcher.acknowledge(number, accepted: taken, by: worker)
-        case .success(.closed(_, let count)):
-            dispatcher.closed(on: worker, count: count)
-        case .success(.stop):
-            dispatcher.leave(worker: worker)
-        case .success(.connection):
-            channel.close(error: ClusterError(.malformedFrame, "worker \(worker) sent a connection handoff, which only the primary sends"))
-        case .failure(let error):
+        do {
+            try dispatcher.received(Handoff(frame), from: worker)
+        } catch {
             channel.close(error: error)
         }
     }

@@ -466,16 +466,10 @@ public final class Primary: Sendable {
     private func handleHandoff(_ frame: Frame, from worker: Worker) {
         // A worker's handoff answers carry no descriptors; any that came are not ours to keep.
         defer { frame.descriptors.forEach(Syscall.close) }
-        switch Result(catching: { () throws(ClusterError) in try Handoff(frame) }) {
-        case .success(.answer(let id, let number, let taken)):
-            dispatcher(id)?.acknowledge(number, accepted: taken, by: worker.id)
-        case .success(.closed(let id, let count)):
-            dispatcher(id)?.closed(on: worker.id, count: count)
-        case .success(.stop(let id)):
-            dispatcher(id)?.leave(worker: worker.id)
-        case .success(.connection):
-            protocolViolation(by: worker, ClusterError(.malformedFrame, "it sent a connection handoff, which only the primary sends"))
-        case .failure(let error):
+        do {
+            let message = try Handoff(frame)
+            try dispatcher(message.listener)?.received(message, from: worker.id)
+        } catch {
             protocolViolation(by: worker, error)
         }
     }
