@@ -215,6 +215,16 @@ func runWorker(_ worker: ClusterWorker) async throws {
         try await runSupervisedWorker(worker)
     case "serve":
         emit(["event": "started", "id": worker.id, "pid": Int(getpid())])
+        // HOSTILE=ATTACK: worker HOSTILE_ID (default 1) becomes HOSTILE_SCRIPT, which
+        // speaks the channel protocol past the runtime and lies.
+        if let attack = environment["HOSTILE"], let script = environment["HOSTILE_SCRIPT"],
+           Int(environment["HOSTILE_ID"] ?? "1") == worker.id {
+            _ = fcntl(3, F_SETFD, 0) // the channel stays open across exec
+            let arguments = ["/usr/bin/env", "python3", script, attack]
+            var argv = arguments.map { strdup($0) } + [nil]
+            execv("/usr/bin/env", &argv)
+            fatalError("cannot run \(script): errno \(errno)")
+        }
         let limit = environment["MAX_CONNECTIONS"].flatMap(Int.init)
         // SLOW_WORKER=ID: that worker spends SLOW_MS (default 2) of CPU on every request,
         // blocking its event loop, so benchmarks can show how each strategy copes.

@@ -79,4 +79,26 @@ import Testing
             ($0 as? ClusterError)?.context == "a frame announces 1 descriptors but 0 arrived"
         }
     }
+
+    @Test func descriptorsThatNoFrameAnnouncesAreAProtocolError() throws {
+        var decoder = FrameDecoder(maximumPayload: 1024)
+        feed(&decoder, encoded([Frame(kind: .message, payload: [1])]), descriptors: [7, 8])
+        #expect(try decoder.next()?.descriptors == [])
+        #expect { try decoder.next() } throws: {
+            ($0 as? ClusterError)?.context == "2 descriptors arrived that no frame announces (at most 0 may wait)"
+        }
+        #expect(decoder.takeUnclaimedDescriptors() == [7, 8])
+    }
+
+    @Test func aPartialFrameMayHoldOnlyTheDescriptorsItAnnounces() throws {
+        let bytes = encoded([Frame(kind: .message, payload: [1, 2, 3], descriptors: [5])])
+        var honest = FrameDecoder(maximumPayload: 1024)
+        feed(&honest, Array(bytes.prefix(Frame.headerSize + 1)), descriptors: [5])
+        #expect(try honest.next() == nil)
+        var lying = FrameDecoder(maximumPayload: 1024)
+        feed(&lying, Array(bytes.prefix(Frame.headerSize + 1)), descriptors: [5, 6])
+        #expect { try lying.next() } throws: {
+            ($0 as? ClusterError)?.context == "2 descriptors arrived that no frame announces (at most 1 may wait)"
+        }
+    }
 }

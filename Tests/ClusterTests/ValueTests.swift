@@ -91,3 +91,22 @@ final class Counter: Sendable {
     func increment() { count.add(1, ordering: .relaxed) }
     var value: Int { count.load(ordering: .relaxed) }
 }
+
+@Suite struct WorkerFigureTests {
+    @Test func clusterSumsSaturateInsteadOfTrapping() {
+        let liar = WorkerStats(requests: .max, connections: .max, connectionsTotal: .max, residentMemory: .max)
+        let sum = ClusterStats([liar, liar, WorkerStats(requests: 1, residentMemory: 1)])
+        #expect(sum.requests == .max)
+        #expect(sum.connections == .max)
+        #expect(sum.residentMemory == .max)
+    }
+
+    @Test func aHeartbeatOutsideWhatAProcessCanReachIsALie() throws {
+        try HeartbeatReport(requests: 10, connections: 2, cpu: 5_000, rss: 20 << 20).validate()
+        #expect { try HeartbeatReport(rss: .max).validate() } throws: {
+            ($0 as? ClusterError)?.context == "its heartbeat reports rss = 9223372036854775807, outside 0...281474976710656"
+        }
+        #expect { try HeartbeatReport(requests: -1).validate() } throws: { ($0 as? ClusterError)?.code == .malformedFrame }
+        #expect { try HeartbeatReport(busy: 1001).validate() } throws: { ($0 as? ClusterError)?.code == .malformedFrame }
+    }
+}

@@ -133,10 +133,12 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
         request.continuation.resume(returning: .failure(ClusterError(.timeout, "no reply within \(request.timeout)")))
     }
 
-    private func completeRequest(_ correlation: UInt64, with result: Result<Frame, ClusterError>) {
-        guard let request = state.withLock({ $0.requests.removeValue(forKey: correlation) }) else { return }
+    @discardableResult
+    private func completeRequest(_ correlation: UInt64, with result: Result<Frame, ClusterError>) -> Bool {
+        guard let request = state.withLock({ $0.requests.removeValue(forKey: correlation) }) else { return false }
         loop.cancelTimer(request.timer)
         request.continuation.resume(returning: result)
+        return true
     }
 
     private static let closedError = ClusterError(.channelClosed, "the peer has exited or disconnected")
@@ -370,8 +372,11 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     private func dispatch(_ frame: Frame) {
         switch frame.kind {
         case .reply:
-            completeRequest(frame.correlation, with: .success(frame))
+            // A late reply (its request timed out) or one to no request: its descriptors
+            // are nobody's.
+            if !completeRequest(frame.correlation, with: .success(frame)) { frame.descriptors.forEach(Syscall.close) }
         case .failure:
+            frame.descriptors.forEach(Syscall.close)
             completeRequest(frame.correlation, with: .failure(
                 ClusterError(.remoteError, "the peer failed the request: \(String(decoding: frame.payload, as: UTF8.self))")))
         case .message, .request, .control, .handoff:

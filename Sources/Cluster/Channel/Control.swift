@@ -25,6 +25,26 @@ enum Control: Codable, Sendable, Equatable {
     /// event-loop lag.
     case heartbeat(HeartbeatReport)
 
+    /// Whether descriptors may come with it: only `accepting`'s handoff link.
+    var carriesDescriptors: Bool {
+        if case .accepting = self { true } else { false }
+    }
+
+    /// The message's name, for logs (without a heartbeat's figures).
+    var name: String {
+        switch self {
+        case .online: "online"
+        case .listening: "listening"
+        case .listen: "listen"
+        case .disconnect: "disconnect"
+        case .accepting: "accepting"
+        case .stopAccepting: "stopAccepting"
+        case .rebalance: "rebalance"
+        case .ready: "ready"
+        case .heartbeat: "heartbeat"
+        }
+    }
+
     var frame: Frame { frame(descriptors: []) }
 
     func frame(descriptors: [Int32]) -> Frame {

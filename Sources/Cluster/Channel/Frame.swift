@@ -79,7 +79,12 @@ struct FrameDecoder {
     /// wrong with the stream (after which the stream cannot be trusted).
     mutating func next() throws(ClusterError) -> Frame? {
         let available = buffer.count - start
-        guard available >= Frame.headerSize else { return nil }
+        guard available >= Frame.headerSize else {
+            // Descriptors come with their frame's first byte: with no frame begun, none
+            // may be waiting; with one begun, no more than a frame may carry.
+            try checkUnclaimed(atMost: available == 0 ? 0 : Frame.maximumDescriptors)
+            return nil
+        }
         let header = buffer.withUnsafeBytes { UnsafeRawBufferPointer(rebasing: $0[start..<start + Frame.headerSize]) }
         let length = Int(UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 0, as: UInt32.self)))
         let rawKind = header[4]
@@ -100,7 +105,10 @@ struct FrameDecoder {
         guard descriptorCount <= Frame.maximumDescriptors else {
             throw ClusterError(.malformedFrame, "a frame announces \(descriptorCount) descriptors; the limit is \(Frame.maximumDescriptors)")
         }
-        guard available >= Frame.headerSize + length else { return nil }
+        guard available >= Frame.headerSize + length else {
+            try checkUnclaimed(atMost: descriptorCount)
+            return nil
+        }
         // The kernel delivers descriptors no later than the first byte of their frame.
         guard descriptors.count >= descriptorCount else {
             throw ClusterError(.malformedFrame, "a frame announces \(descriptorCount) descriptors but \(descriptors.count) arrived")
@@ -118,6 +126,13 @@ struct FrameDecoder {
             descriptors.removeFirst(descriptorCount)
         }
         return Frame(kind: kind, peer: peer, correlation: correlation, payload: payload, descriptors: attached)
+    }
+
+    /// Throws when more descriptors wait than the frame under way announces: a peer that
+    /// sends descriptors no frame claims would otherwise fill the receiver's table.
+    private func checkUnclaimed(atMost allowed: Int) throws(ClusterError) {
+        guard descriptors.count > allowed else { return }
+        throw ClusterError(.malformedFrame, "\(descriptors.count) descriptors arrived that no frame announces (at most \(allowed) may wait)")
     }
 
     /// Hands over descriptors that no frame claimed, so the owner can close them.

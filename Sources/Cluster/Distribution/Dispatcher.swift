@@ -81,6 +81,9 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
         retryWaiting()
     }
 
+    /// Whether `worker` takes handoffs from this listener now.
+    func contains(worker: Int) -> Bool { channels[worker] != nil }
+
     /// `worker` accepts handoffs over `link`, a handoff link its event loop reads
     /// (`HandoffLink`): the link carries the handoffs, the answers, closes and its stop.
     func join(worker: Int, slot: Int, link: Channel) throws(ClusterError) {

@@ -385,8 +385,16 @@ public final class Primary: Sendable {
                 forward(frame, from: worker)
                 return
             }
+            // A worker whose descriptors pile up unread waits until the app takes or drops them.
+            if !frame.descriptors.isEmpty, !worker.descriptorBudget.reserve(frame.descriptors.count) {
+                channel.pauseReading()
+                // The app may have dropped enough between the count and the pause, and its
+                // release found nothing to resume: look again.
+                if worker.descriptorBudget.count <= DescriptorBudget.perWorker / 2 { channel.resumeReading() }
+            }
             let replier = frame.kind == .request ? Replier(channel: channel, correlation: frame.correlation) : nil
-            hub.publish(.message(worker, ClusterMessage(bytes: frame.payload, descriptors: frame.descriptors, replier: replier)), from: channel)
+            hub.publish(.message(worker, ClusterMessage(bytes: frame.payload, descriptors: frame.descriptors, replier: replier,
+                                                        budget: worker.descriptorBudget)), from: channel)
         case .reply, .failure:
             break // Routed by the channel to the waiting request.
         }
@@ -397,7 +405,14 @@ public final class Primary: Sendable {
         do {
             control = try Control(frame)
         } catch {
+            frame.descriptors.forEach(Syscall.close)
             protocolViolation(by: worker, error)
+            return
+        }
+        // Only a handoff link rides a control message; any other descriptor is a lie.
+        if !frame.descriptors.isEmpty, !control.carriesDescriptors {
+            frame.descriptors.forEach(Syscall.close)
+            protocolViolation(by: worker, ClusterError(.malformedFrame, "it sent '\(control.name)' with \(frame.descriptors.count) descriptors attached, which carries none"))
             return
         }
         switch control {
@@ -418,6 +433,7 @@ public final class Primary: Sendable {
             let reply: Frame
             do {
                 let address = try ListenAddress(parsing: text)
+                try checkListenRequest(address, from: worker)
                 let listener = try bindListener(address)
                 let fd = try descriptor(for: address, slot: worker.slot)
                 reply = Frame(kind: .reply, correlation: frame.correlation, payload: Array(Primary.grant(listener).utf8),
@@ -431,6 +447,11 @@ public final class Primary: Sendable {
                   let bound = state.withLock({ $0.listeners.values.first { $0.id == id }?.bound }) else {
                 frame.descriptors.forEach(Syscall.close)
                 protocolViolation(by: worker, ClusterError(.malformedFrame, "it asked for connections from listener \(id), which the primary does not distribute"))
+                return
+            }
+            guard !dispatcher.contains(worker: worker.id) else {
+                frame.descriptors.forEach(Syscall.close)
+                protocolViolation(by: worker, ClusterError(.malformedFrame, "it asked for connections from listener \(id) twice"))
                 return
             }
             switch frame.descriptors.count {
@@ -457,10 +478,24 @@ public final class Primary: Sendable {
         case .ready:
             hub.publish(.ready(worker))
         case .heartbeat(let report):
-            worker.recordHeartbeat(report)
+            do {
+                try report.validate()
+                worker.recordHeartbeat(report)
+            } catch {
+                protocolViolation(by: worker, error)
+            }
         case .disconnect, .rebalance:
             protocolViolation(by: worker, ClusterError(.malformedFrame, "it sent '\(control)', which only the primary sends"))
         }
+    }
+
+    /// A worker may have the primary bind a listener it does not hold yet only as
+    /// ``PrimarySettings/listenRequests`` allows.
+    private func checkListenRequest(_ address: ListenAddress, from worker: Worker) throws(ClusterError) {
+        let (held, count, settings) = state.withLock { ($0.listeners[address] != nil, $0.listeners.count, $0.settings) }
+        guard !held, let refusal = settings.listenRequests.refusal(of: address, holding: count, workersSwitchUser: settings.user != nil) else { return }
+        logger.warning("\(worker) asked the primary to bind \(address); refused: \(refusal)")
+        throw ClusterError(.invalidConfiguration, refusal)
     }
 
     private func handleHandoff(_ frame: Frame, from worker: Worker) {
@@ -502,7 +537,7 @@ public final class Primary: Sendable {
     private func protocolViolation(by worker: Worker, _ error: ClusterError) {
         logger.error("\(worker) broke the channel protocol (\(error)); killing it. The primary carries on.")
         worker.signal(.kill)
-        worker.channel.close(error: error)
+        worker.channel.close(error: nil) // logged here, not again as a malformed frame
     }
 
     fileprivate func channelClosed(for worker: Worker, error: ClusterError?) {

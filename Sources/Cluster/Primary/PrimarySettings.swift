@@ -44,6 +44,9 @@ public struct PrimarySettings: Sendable {
     /// spread (`shared` and `reusePort` listeners place long-lived connections unevenly;
     /// never with a `sticky` listener, whose clients would only come back). Default: on.
     public var balanceConnections = true
+    /// Which new listeners a worker may have the primary bind for it. Default: up to 64
+    /// listeners in all, none privileged when workers run as another user.
+    public var listenRequests = ListenRequests.default
 
     /// Settings with every default.
     public init(executable: String? = nil, arguments: [String]? = nil, environment: [String: String] = [:],

@@ -40,6 +40,8 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
     private let mutable: Mutex<Mutable>
     let channel: Channel
     let loop: IOLoop
+    /// Descriptors this worker sent in messages that the primary's app has not taken yet.
+    let descriptorBudget: DescriptorBudget
 
     init(id: Int, pid: Int32, slot: Int, pidfd: Int32, channel: Channel, loop: IOLoop) {
         self.id = id
@@ -47,6 +49,7 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
         self.slot = slot
         self.channel = channel
         self.loop = loop
+        descriptorBudget = DescriptorBudget { [channel] in channel.resumeReading() }
         mutable = Mutex(Mutable(pidfd: pidfd))
     }
 
@@ -165,17 +168,8 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
 
     // MARK: Runtime
 
-    /// A heartbeat arrived. A worker that lies (negative numbers) is clamped, not believed.
+    /// A heartbeat arrived; the caller has checked its figures (`HeartbeatReport.validate`).
     func recordHeartbeat(_ report: HeartbeatReport) {
-        var report = report
-        report.requests = max(0, report.requests)
-        report.connections = max(0, report.connections)
-        report.connectionsTotal = max(0, report.connectionsTotal)
-        report.lag = max(0, report.lag)
-        report.lagP50 = max(0, report.lagP50)
-        report.lagP99 = max(0, report.lagP99)
-        report.cpu = max(0, report.cpu)
-        report.rss = max(0, report.rss)
         mutable.withLock { $0.reports.record(report, at: IOLoop.now()) }
     }
 

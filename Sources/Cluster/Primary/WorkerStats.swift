@@ -54,15 +54,16 @@ public struct ClusterStats: Sendable, Hashable {
     public init(_ workers: [WorkerStats]) {
         self.workers = workers.count
         for stats in workers {
-            requests += stats.requests
+            // Saturating: the figures come from workers, and no sum of them may trap.
+            requests = requests.addingSaturated(stats.requests)
             requestsPerSecond += stats.requestsPerSecond
-            connections += stats.connections
-            connectionsTotal += stats.connectionsTotal
+            connections = connections.addingSaturated(stats.connections)
+            connectionsTotal = connectionsTotal.addingSaturated(stats.connectionsTotal)
             eventLoopLagP99 = max(eventLoopLagP99, stats.eventLoopLagP99)
             cpuTime += stats.cpuTime
             utilization += stats.utilization
             eventLoopBusy += stats.eventLoopBusy
-            residentMemory += stats.residentMemory
+            residentMemory = residentMemory.addingSaturated(stats.residentMemory)
         }
         if !workers.isEmpty {
             utilization /= Double(workers.count)

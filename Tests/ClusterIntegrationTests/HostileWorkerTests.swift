@@ -1,0 +1,109 @@
+import Foundation
+import Testing
+
+extension IntegrationTests {
+    /// A worker whose code is an attacker's (`Programs/hostile_worker.py`, speaking the
+    /// channel protocol past the runtime) costs that worker, never the primary: the primary
+    /// stays up, keeps serving through the other worker, and holds no descriptor for it.
+    @Suite(.timeLimit(.minutes(3)))
+    struct HostileWorkerTests {
+        private static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("Programs/hostile_worker.py").path
+
+        /// Two workers, worker 1 hostile with `attack`, a replacement for any that dies.
+        private func start(_ attack: String, distribution: String = "leastConnections") async throws -> (SpawnedProcess, port: Int) {
+            let primary = try SpawnedProcess("ClusterFixture", ["serve"], environment: [
+                "WORKERS": "2", "RESTART": "1", "DISTRIBUTION": distribution,
+                "HOSTILE": attack, "HOSTILE_ID": "1", "HOSTILE_SCRIPT": Self.script,
+            ])
+            let honest = try await primary.waitForEvent(["event": "listening", "id": "2"])
+            primary.adopt(Int32(honest["pid"] as! Int))
+            let hostile = try await primary.waitForEvent(["event": "started", "id": "1"])
+            primary.adopt(Int32(hostile["pid"] as! Int))
+            return (primary, honest["port"] as! Int)
+        }
+
+        private func openDescriptors(_ pid: Int32) -> Int {
+            (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
+        }
+
+        /// The primary answers through a worker that is not the liar.
+        private func expectServing(_ port: Int) throws {
+            let response = try HTTP.get(port: port)
+            #expect(response.status == 200)
+        }
+
+        /// The liar is SIGKILLed with a log line naming what it did, and replaced.
+        private func expectCaught(_ primary: SpawnedProcess, saying reason: String) async throws {
+            let exit = try await primary.waitForEvent(["event": "exit", "id": "1"])
+            #expect(exit["signal"] as? String == "SIGKILL")
+            #expect(primary.output.contains { $0.contains("worker 1") && $0.contains(reason) && $0.contains("killing it") },
+                    "no log line says worker 1 was killed for '\(reason)'")
+            try await primary.waitForEvent(["event": "listening", "id": "3"])
+        }
+
+        @Test func aHeartbeatWithAnAbsurdFigureKillsTheLiarNotThePrimary() async throws {
+            let (primary, port) = try await start("rss")
+            defer { primary.stop() }
+            try await expectCaught(primary, saying: "rss = 9223372036854775807")
+            try expectServing(port)
+        }
+
+        @Test func descriptorsThatNoFrameAnnouncesAreClosedAndTheLiarKilled() async throws {
+            let (primary, port) = try await start("unannounced")
+            defer { primary.stop() }
+            let before = openDescriptors(primary.pid)
+            try await expectCaught(primary, saying: "descriptors arrived that no frame announces")
+            try expectServing(port)
+            #expect(openDescriptors(primary.pid) <= before + 4, "the primary kept descriptors the liar sent")
+        }
+
+        @Test func descriptorsOnAControlMessageThatCarriesNoneAreClosed() async throws {
+            let (primary, port) = try await start("control-fds")
+            defer { primary.stop() }
+            let before = openDescriptors(primary.pid)
+            try await expectCaught(primary, saying: "'online' with 2 descriptors attached")
+            try expectServing(port)
+            #expect(openDescriptors(primary.pid) <= before + 4, "the primary kept descriptors the liar sent")
+        }
+
+        @Test func descriptorsOnMessagesTheAppIgnoresAreClosed() async throws {
+            let (primary, port) = try await start("message-fds")
+            defer { primary.stop() }
+            let before = openDescriptors(primary.pid)
+            let attacked = try await primary.waitForEvent(["event": "attacked"])
+            #expect(attacked["sent"] as? Int == 100)
+            // The app drops each message unread; its 64 descriptors go with it.
+            let deadline = ContinuousClock.now + .seconds(10)
+            while openDescriptors(primary.pid) > before + 4, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(openDescriptors(primary.pid) <= before + 4, "6,400 descriptors sent; the primary holds \(openDescriptors(primary.pid) - before) more than before")
+            try expectServing(port)
+        }
+
+        @Test func askingForConnectionsTwiceIsAProtocolViolation() async throws {
+            let (primary, port) = try await start("accepting-twice", distribution: "roundRobin")
+            defer { primary.stop() }
+            let before = openDescriptors(primary.pid)
+            try await expectCaught(primary, saying: "asked for connections from listener 0 twice")
+            try expectServing(port)
+            #expect(openDescriptors(primary.pid) <= before + 4, "the primary kept handoff links the liar sent")
+        }
+
+        @Test func aWorkerCannotMakeThePrimaryBindWithoutEnd() async throws {
+            let (primary, port) = try await start("listen-flood")
+            defer { primary.stop() }
+            let before = openDescriptors(primary.pid)
+            try await primary.waitForEvent(["event": "attacked", "sent": "300"])
+            // 300 requests, each for a new address: the primary binds until it holds 64.
+            _ = try await primary.waitForLine { $0.contains("refused: the primary already holds 64 listeners") }
+            let deadline = ContinuousClock.now + .seconds(10)
+            while primary.output.filter({ $0.contains("asked the primary to bind") }).count < 300 - 63, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(openDescriptors(primary.pid) <= before + 63 + 2, "the primary bound more listeners than its limit")
+            try expectServing(port)
+        }
+    }
+}

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""A worker that lies: it speaks the primary's channel protocol (fd 3) directly, past the
+runtime, as an attacker who controls a worker's code would. One attack per run, named by
+the first argument; it prints one JSON line when the attack has been sent, then waits.
+
+Frame header, little-endian: length u32, kind u8, descriptor count u8, reserved u16,
+peer u32, correlation u64; then the payload. Kinds: 1 message, 2 request, 5 control.
+"""
+import array, json, os, socket, struct, sys, time
+
+MESSAGE, REQUEST, CONTROL = 1, 2, 5
+channel = socket.socket(fileno=3)
+
+
+def frame(kind, payload=b"", announced=0, peer=0, correlation=0):
+    return struct.pack("<IBBHIQ", len(payload), kind, announced, 0, peer, correlation) + payload
+
+
+def send(data, fds=()):
+    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+    try:
+        channel.sendmsg([data], ancillary)
+        return True
+    except (BrokenPipeError, ConnectionResetError):
+        return False  # the primary closed the channel: the attack was caught
+
+
+def control(value):
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def pipes(count):
+    fds = []
+    for _ in range(count // 2):
+        fds.extend(os.pipe())
+    return fds
+
+
+def report(**fields):
+    print(json.dumps({"event": "attacked", **fields}), flush=True)
+
+
+attack = sys.argv[1]
+sent = 0
+if attack == "rss":
+    # First count as listening (connections from listener 0, over the channel), so the
+    # primary's figures include this worker's; then report 8 EiB of resident memory.
+    send(frame(CONTROL, control({"accepting": {"listener": 0}})))
+    heartbeat = {"heartbeat": {"_0": {"requests": 0, "connections": 0, "connectionsTotal": 0, "lag": 0,
+                                      "waiting": False, "lagP50": 0, "lagP99": 0, "busy": 0, "cpu": 0,
+                                      "rss": 2**63 - 1}}}
+    sent += send(frame(CONTROL, control(heartbeat)))
+elif attack == "unannounced":
+    # Descriptors on frames that announce none: 300 times 2, if the primary let it go on.
+    for _ in range(300):
+        fds = pipes(2)
+        ok = send(frame(MESSAGE, b"x"), fds)
+        for fd in fds:
+            os.close(fd)
+        if not ok:
+            break
+        sent += 1
+elif attack == "control-fds":
+    for _ in range(300):
+        fds = pipes(2)
+        ok = send(frame(CONTROL, control({"online": {}}), announced=2), fds)
+        for fd in fds:
+            os.close(fd)
+        if not ok:
+            break
+        sent += 1
+elif attack == "message-fds":
+    # Messages the primary's app ignores, each with 64 descriptors: 6,400 in all.
+    for _ in range(100):
+        fds = pipes(64)
+        ok = send(frame(MESSAGE, b"take these", announced=64), fds)
+        for fd in fds:
+            os.close(fd)
+        if not ok:
+            break
+        sent += 1
+elif attack == "accepting-twice":
+    # Listener 0 asked for again and again, each time with a new handoff link.
+    for _ in range(300):
+        link, _ = socket.socketpair()
+        bell_read, bell_write = os.pipe()
+        ok = send(frame(CONTROL, control({"accepting": {"listener": 0}}), announced=2), [link.fileno(), bell_write])
+        link.close(); os.close(bell_read); os.close(bell_write)
+        if not ok:
+            break
+        sent += 1
+elif attack == "listen-flood":
+    # 300 listen requests, each for a new loopback address.
+    for index in range(300):
+        address = "tcp://127.0.%d.%d:0" % (1 + index // 200, 2 + index % 200)
+        if not send(frame(CONTROL, control({"listen": {"address": address}}), correlation=index + 1)):
+            break
+        sent += 1
+else:
+    sys.exit("unknown attack " + attack)
+
+report(attack=attack, sent=sent, pid=os.getpid())
+time.sleep(120)
