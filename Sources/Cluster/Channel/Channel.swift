@@ -27,8 +27,10 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     private struct Chunk {
         var bytes: [UInt8]
         var offset = 0
-        /// Owned copies, sent with the chunk's first byte, then closed.
+        /// Sent with the chunk's first byte, then closed if owned (copies), or left to
+        /// their owner if lent.
         var descriptors: [Int32]
+        var ownsDescriptors = true
     }
 
     private struct State {
@@ -101,9 +103,13 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
 
     /// Queues `frame` without waiting; throws ``ClusterError/Code/channelFull`` above the
     /// high watermark unless `force` (the runtime's own control messages).
-    func sendNow(_ frame: Frame, force: Bool = false) throws(ClusterError) {
+    ///
+    /// With `lending`, the frame's descriptors are not copied: the caller keeps them open
+    /// until the peer has answered for them (a handoff), which spares a descriptor per
+    /// connection when the table is nearly full.
+    func sendNow(_ frame: Frame, force: Bool = false, lending: Bool = false) throws(ClusterError) {
         try Channel.validate(frame)
-        guard try enqueue(frame, onlyBelowWatermark: !force) else {
+        guard try enqueue(frame, onlyBelowWatermark: !force, lending: lending) else {
             throw ClusterError(.channelFull, "more than \(Channel.highWatermark) bytes wait to be read by the peer; use the async send to wait for room")
         }
     }
@@ -154,16 +160,21 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
 
     /// Queues `frame` (and registers `request`, if any); returns false without queueing
     /// when `onlyBelowWatermark` and the queue is above the high watermark.
-    private func enqueue(_ frame: Frame, onlyBelowWatermark: Bool,
+    private func enqueue(_ frame: Frame, onlyBelowWatermark: Bool, lending: Bool = false,
                          registering request: (UInt64, Request)? = nil) throws(ClusterError) -> Bool {
         // Copies, so the caller may close its own descriptors as soon as send returns.
         var copies: [Int32] = []
-        do throws(ClusterError) {
-            for descriptor in frame.descriptors { copies.append(try Syscall.duplicate(descriptor)) }
-        } catch {
-            copies.forEach(Syscall.close)
-            throw error
+        if lending {
+            copies = frame.descriptors
+        } else {
+            do throws(ClusterError) {
+                for descriptor in frame.descriptors { copies.append(try Syscall.duplicate(descriptor)) }
+            } catch {
+                copies.forEach(Syscall.close)
+                throw error
+            }
         }
+        let owned = !lending
         let inLoop = loop.inLoop
         let (outcome, resumed) = state.withLock { state -> (Result<Bool, ClusterError>, [UnsafeContinuation<Void, Never>]) in
             if state.closed { return (.failure(state.closeError ?? Channel.closedError), []) }
@@ -174,7 +185,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
             } else {
                 var bytes: [UInt8] = []
                 frame.encode(into: &bytes)
-                state.chunks.append(Chunk(bytes: bytes, descriptors: copies))
+                state.chunks.append(Chunk(bytes: bytes, descriptors: copies, ownsDescriptors: owned))
             }
             state.pendingBytes += Frame.headerSize + frame.payload.count
             guard !state.flushScheduled, !state.writeArmed else { return (.success(true), []) }
@@ -190,10 +201,10 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
         case .success(true):
             return true
         case .success(false):
-            copies.forEach(Syscall.close)
+            if owned { copies.forEach(Syscall.close) }
             return false
         case .failure(let error):
-            copies.forEach(Syscall.close)
+            if owned { copies.forEach(Syscall.close) }
             throw error
         }
     }
@@ -220,6 +231,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
                 }
             } catch {
                 // The peer is gone (EPIPE, ECONNRESET); the read side reports the close.
+                for chunk in state.chunks where chunk.offset == 0 && chunk.ownsDescriptors { chunk.descriptors.forEach(Syscall.close) }
                 state.chunks.removeAll()
                 state.pendingBytes = 0
                 loop.execute { [self] in close(error: nil) }
@@ -233,7 +245,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
                 break
             }
             if chunk.offset == 0 && !chunk.descriptors.isEmpty {
-                chunk.descriptors.forEach(Syscall.close)
+                if chunk.ownsDescriptors { chunk.descriptors.forEach(Syscall.close) }
                 state.chunks[0].descriptors = []
             }
             wrote = wrote || sent > 0
@@ -337,13 +349,14 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     func readAvailable(batches: Int = 16) {
         guard !isClosed else { return }
         var received: [Int32] = []
+        var truncated = false
         for _ in 0..<batches {
             // A delegate may have closed the channel (a protocol violation): its descriptor
             // is gone, and its number may already be another's.
             if state.withLock({ $0.readPaused || $0.closed }) { return }
             let count: Int?
             do {
-                count = try Syscall.receive(fd, into: readBuffer, fds: &received)
+                count = try Syscall.receive(fd, into: readBuffer, fds: &received, truncated: &truncated)
             } catch {
                 received.forEach(Syscall.close)
                 close(error: error.errno == ECONNRESET ? nil : error)
@@ -354,7 +367,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
                 close(error: nil)
                 return
             }
-            decoder.append(UnsafeRawBufferPointer(rebasing: readBuffer[0..<count]), descriptors: received)
+            decoder.append(UnsafeRawBufferPointer(rebasing: readBuffer[0..<count]), descriptors: received, truncated: truncated)
             received.removeAll(keepingCapacity: true)
             do {
                 while !isClosed, let frame = try decoder.next() { dispatch(frame) }
@@ -407,7 +420,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
         if !detached { loop.deregister(fd) }
         Syscall.close(fd)
         if doorbell >= 0 { Syscall.close(doorbell) }
-        for chunk in chunks where chunk.offset == 0 { chunk.descriptors.forEach(Syscall.close) }
+        for chunk in chunks where chunk.offset == 0 && chunk.ownsDescriptors { chunk.descriptors.forEach(Syscall.close) }
         decoder.takeUnclaimedDescriptors().forEach(Syscall.close)
         writers.forEach { $0.resume() }
         let failure = error ?? Channel.closedError

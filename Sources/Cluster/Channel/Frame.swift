@@ -34,6 +34,9 @@ struct Frame: Sendable, Equatable {
     var correlation: UInt64 = 0
     var payload: [UInt8]
     var descriptors: [Int32] = []
+    /// Descriptors the frame announced that the kernel dropped because the receiver's
+    /// table was full (only a handoff may arrive short; its connections are declined).
+    var missingDescriptors = 0
 
     /// Appends the header and payload to `buffer`.
     func encode(into buffer: inout [UInt8]) {
@@ -60,13 +63,18 @@ struct FrameDecoder {
     private var start = 0
     /// Descriptors received but not yet claimed by a frame, in arrival order.
     private(set) var descriptors: [Int32] = []
+    /// The kernel dropped descriptors: the next frame that announces some may lack them.
+    private var dropped = false
 
     init(maximumPayload: Int) { self.maximumPayload = maximumPayload }
 
     /// Bytes buffered but not yet part of a returned frame.
     var bufferedByteCount: Int { buffer.count - start }
 
-    mutating func append(_ bytes: UnsafeRawBufferPointer, descriptors newDescriptors: [Int32]) {
+    /// Adds what one read returned; `truncated` when the kernel dropped descriptors
+    /// (`Syscall.receive`).
+    mutating func append(_ bytes: UnsafeRawBufferPointer, descriptors newDescriptors: [Int32], truncated: Bool = false) {
+        if truncated { dropped = true }
         if start > 0 && start >= buffer.count / 2 {
             buffer.removeSubrange(0..<start)
             start = 0
@@ -109,10 +117,17 @@ struct FrameDecoder {
             try checkUnclaimed(atMost: descriptorCount)
             return nil
         }
-        // The kernel delivers descriptors no later than the first byte of their frame.
-        guard descriptors.count >= descriptorCount else {
-            throw ClusterError(.malformedFrame, "a frame announces \(descriptorCount) descriptors but \(descriptors.count) arrived")
+        // The kernel delivers descriptors no later than the first byte of their frame; it
+        // drops the last ones when the receiver's table is full, which only a handoff
+        // survives (its connections are declined and go to another worker).
+        var missing = 0
+        if descriptors.count < descriptorCount {
+            guard dropped, kind == .handoff else {
+                throw ClusterError(.malformedFrame, "a frame announces \(descriptorCount) descriptors but \(descriptors.count) arrived")
+            }
+            missing = descriptorCount - descriptors.count
         }
+        if descriptorCount > 0 { dropped = false }
         let payloadStart = start + Frame.headerSize
         let payload = Array(buffer[payloadStart..<payloadStart + length])
         start = payloadStart + length
@@ -122,10 +137,11 @@ struct FrameDecoder {
         }
         var attached: [Int32] = []
         if descriptorCount > 0 {
-            attached = Array(descriptors.prefix(descriptorCount))
-            descriptors.removeFirst(descriptorCount)
+            attached = Array(descriptors.prefix(descriptorCount - missing))
+            descriptors.removeFirst(descriptorCount - missing)
         }
-        return Frame(kind: kind, peer: peer, correlation: correlation, payload: payload, descriptors: attached)
+        return Frame(kind: kind, peer: peer, correlation: correlation, payload: payload, descriptors: attached,
+                     missingDescriptors: missing)
     }
 
     /// Throws when more descriptors wait than the frame under way announces: a peer that

@@ -33,8 +33,30 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     private var nextHandoff: UInt64 = 1
     private var acceptPaused = false
     private var stopped = false
-    /// Above this many waiting connections, the rest wait in the kernel's backlog.
-    static let waitingLimit = 256
+    /// Above this many waiting connections, the rest wait in the kernel's backlog: 256, or
+    /// a quarter of the descriptor limit when that is lower.
+    let waitingLimit = Dispatcher.waitingLimit(openFiles: Host.openFileLimit)
+    /// Set while the process is out of descriptors (EMFILE): accepting waits, with a
+    /// backoff, and the episode is logged once at its start and once at its end.
+    private var exhaustion: Exhaustion?
+
+    private struct Exhaustion {
+        let since: ContinuousClock.Instant
+        var lastFailure: ContinuousClock.Instant
+        var failures = 1
+        var shed = 0
+        /// The first accept since the last failure.
+        var acceptingSince: ContinuousClock.Instant?
+        var backoff: Duration = .milliseconds(25)
+        static let longestBackoff: Duration = .seconds(1)
+        /// An episode ends once accepting has worked this long without a failure.
+        static let quiet: Duration = .seconds(1)
+    }
+
+    static func waitingLimit(openFiles: Int?) -> Int {
+        guard let openFiles else { return 256 }
+        return min(256, max(16, openFiles / 4))
+    }
 
     init(id: Int, fd: Int32, distribution: Distribution, loop: IOLoop, logger: Logger) throws(ClusterError) {
         self.id = id
@@ -59,6 +81,9 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
             } catch {
                 switch error.errno {
                 case ECONNABORTED, EPROTO: continue
+                case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                    outOfDescriptors(error)
+                    return
                 default:
                     logger.error("accept failed on listener \(id): \(error); pausing accepts for 100 ms")
                     pauseAccepting()
@@ -66,9 +91,47 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
                     return
                 }
             }
+            if exhaustion != nil, exhaustion?.acceptingSince == nil { acceptingAgain() }
             let key = sticky ? Socket.peerKey(peer) : []
             accepted.append(Accepted(fd: connection, key: key))
-            if waiting.count + accepted.count >= Dispatcher.waitingLimit { return }
+            if waiting.count + accepted.count >= waitingLimit { return }
+        }
+    }
+
+    /// The process has no descriptor left for a connection. What waits longest for a
+    /// worker is closed (its client can retry; holding it would keep the table full for
+    /// good), and accepting pauses, longer each time, until descriptors free up. One log
+    /// line per episode, not one per attempt.
+    private func outOfDescriptors(_ error: ClusterError) {
+        let shed = min(waiting.count, max(1, waiting.count / 2))
+        for connection in waiting.prefix(shed) { Syscall.close(connection.fd) }
+        waiting.removeFirst(shed)
+        var episode = exhaustion ?? Exhaustion(since: .now, lastFailure: .now)
+        if exhaustion == nil {
+            logger.error("listener \(id) is out of descriptors (\(error)); closing the connections that waited longest for a worker and pausing accepts until descriptors free up (logged again when it is over). Raise the limit (ulimit -n, LimitNOFILE=) if this is load, not an attack")
+        } else {
+            episode.lastFailure = .now
+            episode.acceptingSince = nil
+            episode.failures += 1
+            episode.backoff = min(episode.backoff * 2, Exhaustion.longestBackoff)
+        }
+        episode.shed += shed
+        exhaustion = episode
+        pauseAccepting()
+        _ = loop.schedule(after: episode.backoff) { [self] in loop.execute { self.resumeAccepting() } }
+    }
+
+    /// The first accept after running out: the episode ends if none fails for a while.
+    private func acceptingAgain() {
+        let now = ContinuousClock.now
+        exhaustion?.acceptingSince = now
+        _ = loop.schedule(after: Exhaustion.quiet) { [self] in
+            loop.execute {
+                guard let episode = self.exhaustion, episode.acceptingSince == now else { return }
+                self.exhaustion = nil
+                let seconds = Int((episode.lastFailure - episode.since).inSeconds.rounded(.up))
+                self.logger.notice("listener \(self.id) has descriptors again: out of them \(episode.failures) times in \(seconds) s; \(episode.shed) connections that waited for a worker were closed")
+            }
         }
     }
 
@@ -186,7 +249,7 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
                 }
             }
         }
-        if waiting.count >= Dispatcher.waitingLimit { pauseAccepting() }
+        if waiting.count >= waitingLimit { pauseAccepting() }
     }
 
     /// Hands `batch` to `worker`, numbered in order from one number in the message; false
@@ -197,7 +260,9 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
         nextHandoff += UInt64(batch.count)
         for (offset, handoff) in batch.enumerated() { pending[first + UInt64(offset)] = handoff }
         do {
-            try channel.sendNow(Handoff.connection(listener: id, number: first).frame(descriptors: batch.map(\.fd)), force: true)
+            // Lent, not copied: the dispatcher keeps each descriptor until the worker answers.
+            try channel.sendNow(Handoff.connection(listener: id, number: first).frame(descriptors: batch.map(\.fd)),
+                                force: true, lending: true)
             return true
         } catch {
             for offset in 0..<UInt64(batch.count) { pending.removeValue(forKey: first + offset) }
@@ -223,7 +288,7 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     }
 
     private func resumeAccepting() {
-        guard acceptPaused, !stopped, waiting.count < Dispatcher.waitingLimit else { return }
+        guard acceptPaused, !stopped, waiting.count < waitingLimit else { return }
         acceptPaused = false
         try? loop.modify(fd, events: EPOLLIN.rawValue)
     }

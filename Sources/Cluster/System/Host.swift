@@ -42,6 +42,13 @@ enum Host {
         return (ticks.reduce(0, +), ticks[3] + ticks[4])
     }
 
+    /// The soft limit on open descriptors (`RLIMIT_NOFILE`); nil when unlimited or unknown.
+    static var openFileLimit: Int? {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max else { return nil }
+        return Int(clamping: limit.rlim_cur)
+    }
+
     private static func read(_ path: String) -> String? {
         guard let file = fopen(path, "re") else { return nil }
         defer { fclose(file) }

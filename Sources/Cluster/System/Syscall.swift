@@ -74,7 +74,11 @@ enum Syscall {
 
     /// Receives into `buffer`; returns the byte count (0 at end of file) and any descriptors,
     /// or nil when nothing is there yet.
-    static func receive(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, fds: inout [Int32]) throws(ClusterError) -> Int? {
+    /// Receives bytes and any descriptors (close-on-exec) into `fds`. `truncated` is set
+    /// when the kernel dropped descriptors: more than 64 were attached, or this process's
+    /// table is full (EMFILE); those received are the first of the message's.
+    static func receive(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, fds: inout [Int32],
+                        truncated dropped: inout Bool) throws(ClusterError) -> Int? {
         var count: Int32 = 0
         var truncated: Int32 = 0
         let n = try withUnsafeTemporaryAllocation(of: Int32.self, capacity: 64) { received throws(ClusterError) in
@@ -84,9 +88,7 @@ enum Syscall {
             if count > 0 { fds.append(contentsOf: received.prefix(Int(count))) }
             return n
         }
-        if truncated != 0 {
-            throw ClusterError(.malformedFrame, "the peer attached more descriptors than a message may carry (64)")
-        }
+        dropped = truncated != 0
         return n.map { Int($0) }
     }
 

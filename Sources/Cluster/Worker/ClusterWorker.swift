@@ -287,9 +287,12 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
                 return
             }
             let acceptor = state.withLock { $0.handoffAcceptors[id] }
-            for (offset, connection) in frame.descriptors.enumerated() {
-                let taken = acceptor?.takeHandoff(connection) ?? false
-                if !taken { Syscall.close(connection) }
+            for offset in 0..<frame.descriptors.count + frame.missingDescriptors {
+                // A connection the kernel dropped (this worker's table is full) is
+                // declined: the primary still holds it and routes it elsewhere.
+                let connection = offset < frame.descriptors.count ? frame.descriptors[offset] : -1
+                let taken = connection >= 0 && (acceptor?.takeHandoff(connection) ?? false)
+                if !taken && connection >= 0 { Syscall.close(connection) }
                 // Answered at once, before the connection is read: until then the primary
                 // keeps its copy and re-routes it if this worker dies. The answers of one
                 // wake-up leave together, in one write.

@@ -66,12 +66,13 @@ final class HandoffLink: @unchecked Sendable {
             guard !state.closed else { return }
             var answers: [UInt8] = []
             var received: [Int32] = []
+            var truncated = false
             defer { send(answers, &state) }
             // Until the socket is empty: the doorbell rang for all of it, and rings no more.
             while true {
                 let count: Int?
                 do {
-                    count = try Syscall.receive(socket, into: buffer, fds: &received)
+                    count = try Syscall.receive(socket, into: buffer, fds: &received, truncated: &truncated)
                 } catch {
                     received.forEach(Syscall.close)
                     return fail(&state, "reading handoffs failed: \(error)")
@@ -79,7 +80,7 @@ final class HandoffLink: @unchecked Sendable {
                 guard let count else { return }
                 // End of file: the primary is gone; the main channel says so too.
                 if count == 0 { return fail(&state, nil) }
-                state.decoder.append(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), descriptors: received)
+                state.decoder.append(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), descriptors: received, truncated: truncated)
                 received.removeAll(keepingCapacity: true)
                 do {
                     while let frame = try state.decoder.next() {
@@ -87,9 +88,12 @@ final class HandoffLink: @unchecked Sendable {
                             frame.descriptors.forEach(Syscall.close)
                             return fail(&state, "the primary sent a \(frame.kind) frame on a handoff link")
                         }
-                        for (offset, connection) in frame.descriptors.enumerated() {
-                            let taken = take(connection)
-                            if !taken { Syscall.close(connection) }
+                        for offset in 0..<frame.descriptors.count + frame.missingDescriptors {
+                            // A connection the kernel dropped (this worker's table is full)
+                            // is declined: the primary still holds it and routes it elsewhere.
+                            let connection = offset < frame.descriptors.count ? frame.descriptors[offset] : -1
+                            let taken = connection >= 0 && take(connection)
+                            if !taken && connection >= 0 { Syscall.close(connection) }
                             Handoff.answer(listener: listener, number: first + UInt64(offset), taken: taken).frame().encode(into: &answers)
                         }
                     }
