@@ -494,7 +494,9 @@ public final class Primary: Sendable {
     private func checkListenRequest(_ address: ListenAddress, from worker: Worker) throws(ClusterError) {
         let (held, count, settings) = state.withLock { ($0.listeners[address] != nil, $0.listeners.count, $0.settings) }
         guard !held, let refusal = settings.listenRequests.refusal(of: address, holding: count, workersSwitchUser: settings.user != nil) else { return }
-        logger.warning("\(worker) asked the primary to bind \(address); refused: \(refusal)")
+        // Once per worker: a worker that asks again and again does not flood the log.
+        let level: Logger.Level = worker.firstListenRefusal() ? .warning : .debug
+        logger.log(level: level, "\(worker) asked the primary to bind \(address); refused: \(refusal)")
         throw ClusterError(.invalidConfiguration, refusal)
     }
 

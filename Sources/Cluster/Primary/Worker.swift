@@ -36,6 +36,7 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
         var pidfd: Int32
         var killTimer: UInt64?
         var reports = StatsWindow()
+        var listenRefused = false
     }
     private let mutable: Mutex<Mutable>
     let channel: Channel
@@ -171,6 +172,14 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
     /// A heartbeat arrived; the caller has checked its figures (`HeartbeatReport.validate`).
     func recordHeartbeat(_ report: HeartbeatReport) {
         mutable.withLock { $0.reports.record(report, at: IOLoop.now()) }
+    }
+
+    /// True the first time the primary refuses this worker a listener (logged once).
+    func firstListenRefusal() -> Bool {
+        mutable.withLock { state in
+            defer { state.listenRefused = true }
+            return !state.listenRefused
+        }
     }
 
     /// Moves forward only: a worker never goes back to an earlier state.

@@ -10,6 +10,7 @@ import array, json, os, socket, struct, sys, time
 
 MESSAGE, REQUEST, CONTROL = 1, 2, 5
 channel = socket.socket(fileno=3)
+channel.setblocking(True)  # the runtime left it non-blocking
 
 
 def frame(kind, payload=b"", announced=0, peer=0, correlation=0):
@@ -37,7 +38,26 @@ def pipes(count):
 
 
 def report(**fields):
-    print(json.dumps({"event": "attacked", **fields}), flush=True)
+    # One write, so the line is not interleaved with the primary's output on the pipe.
+    os.write(1, (json.dumps({"event": "attacked", **fields}) + "\n").encode())
+
+
+def read_answers(count):
+    """Reads frames until `count` replies or failures came; returns (replies, failures)."""
+    buffered, replies, failures = b"", 0, 0
+    while replies + failures < count:
+        chunk = channel.recv(65536)  # descriptors attached to replies are dropped by the kernel
+        if not chunk:
+            break
+        buffered += chunk
+        while len(buffered) >= 20:
+            length, kind = struct.unpack_from("<IB", buffered)
+            if len(buffered) < 20 + length:
+                break
+            replies += kind == 3
+            failures += kind == 4
+            buffered = buffered[20 + length:]
+    return replies, failures
 
 
 attack = sys.argv[1]
@@ -96,6 +116,10 @@ elif attack == "listen-flood":
         if not send(frame(CONTROL, control({"listen": {"address": address}}), correlation=index + 1)):
             break
         sent += 1
+    granted, refused = read_answers(sent)
+    report(attack=attack, sent=sent, granted=granted, refused=refused, pid=os.getpid())
+    time.sleep(120)
+    sys.exit(0)
 else:
     sys.exit("unknown attack " + attack)
 
