@@ -136,8 +136,9 @@ final class ControlServer: Sendable {
             supervisor.reload()
             return ControlReply(ok: true, message: "reload started: workers are replaced one by one as their replacements get ready")
         case ("scale", let arguments):
-            guard let count = arguments.first.flatMap(Int.init), (0...1024).contains(count) else {
-                return ControlReply(ok: false, message: "scale takes a worker count from 0 to 1024")
+            // Zero workers would leave every connection waiting in the backlog for nobody.
+            guard let count = arguments.first.flatMap(Int.init), (1...1024).contains(count) else {
+                return ControlReply(ok: false, message: "scale takes a worker count from 1 to 1024; to stop serving, use cluster stop")
             }
             supervisor.scale(to: count)
             return ControlReply(ok: true, message: "scaling to \(count) workers")

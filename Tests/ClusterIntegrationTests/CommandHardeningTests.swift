@@ -159,6 +159,8 @@ extension IntegrationTests {
             #expect(try Self.answers(listen), "the cluster listens where the stale socket was")
             let status = try Command.cluster(["status", "--json", "--control", control])
             #expect(status.code == 0 && status.output.contains("\"primaryPID\""), "\(status)")
+            let none = try Command.cluster(["scale", "0", "--control", control])
+            #expect(none.code == 1 && none.output.contains("scale takes a worker count from 1 to 1024"), "\(none)")
             let stop = try Command.cluster(["stop", "--control", control])
             #expect(stop.code == 0, "\(stop)")
             #expect(try await process.waitForExit(timeout: .seconds(15)) == 0)
