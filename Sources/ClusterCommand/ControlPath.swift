@@ -12,16 +12,17 @@ enum ControlPath {
     static var defaultPath: String { defaultDirectory + "/cluster.sock" }
 
     /// The directory of ``defaultPath``.
-    static var defaultDirectory: String {
-        Cluster.environmentValue("XDG_RUNTIME_DIR") ?? "/tmp/cluster-\(getuid())"
-    }
+    static var defaultDirectory: String { Cluster.environmentValue("XDG_RUNTIME_DIR") ?? fallbackDirectory }
 
-    /// Creates the directory of `path` (mode 0700) when it is `/tmp/cluster-UID` and
-    /// missing, then checks that it is a directory (not a symbolic link) that this user
-    /// owns and nobody else may write. Anything else is an error that says what to do.
-    static func prepareDirectory(of path: String) throws {
-        let directory = path.hasSuffix("/cluster.sock") ? String(path.dropLast("/cluster.sock".count)) : path
-        if directory == "/tmp/cluster-\(getuid())", mkdir(directory, 0o700) != 0, errno != EEXIST {
+    /// Where the default path lives without `XDG_RUNTIME_DIR`.
+    private static var fallbackDirectory: String { "/tmp/cluster-\(getuid())" }
+
+    /// Creates ``defaultDirectory`` (mode 0700) when it is `/tmp/cluster-UID` and missing,
+    /// then checks that it is a directory (not a symbolic link) that this user owns and
+    /// nobody else may write. Anything else is an error that says what to do.
+    static func prepareDefaultDirectory() throws {
+        let directory = defaultDirectory
+        if directory == fallbackDirectory, mkdir(directory, 0o700) != 0, errno != EEXIST {
             throw CommandError("cannot create \(directory) for the control socket: \(String(cString: strerror(errno))); give --control PATH in a directory of yours")
         }
         var info = stat()

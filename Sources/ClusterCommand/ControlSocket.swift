@@ -51,12 +51,12 @@ final class ControlServer: Sendable {
     private let logs: LogBuffer
 
     /// Binds `path`. At the default path, its directory is made (0700) or checked first
-    /// (``ControlPath/prepareDirectory(of:)``). A socket file nobody answers on (left by a
+    /// (``ControlPath/prepareDefaultDirectory()``). A socket file nobody answers on (left by a
     /// primary that is gone) is replaced; a live socket, a regular file or anything else
     /// at `path` is left as it is and is an error.
     /// With `takingOver` (a hot upgrade), the old primary's live socket is replaced.
     init(path: String, supervisor: Supervisor, logs: LogBuffer, takingOver: Bool = false) throws {
-        if path == ControlPath.defaultPath { try ControlPath.prepareDirectory(of: path) }
+        if path == ControlPath.defaultPath { try ControlPath.prepareDefaultDirectory() }
         var existing = stat()
         if takingOver, lstat(path, &existing) == 0, existing.st_mode & S_IFMT == S_IFSOCK {
             unlink(path)

@@ -45,7 +45,7 @@ struct RunConfiguration: Sendable, Equatable {
     var environment: [String: String] = [:]
 
     /// `$XDG_RUNTIME_DIR/cluster.sock`, or `/tmp/cluster-UID/cluster.sock`: in a directory
-    /// only this user may write (``ControlPath/prepareDirectory(of:)`` checks it).
+    /// only this user may write (``ControlPath/prepareDefaultDirectory()`` checks it).
     static var defaultControlPath: String { ControlPath.defaultPath }
 
     /// The supervision these settings ask for.

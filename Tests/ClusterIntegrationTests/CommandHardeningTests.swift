@@ -40,6 +40,22 @@ extension IntegrationTests {
             #expect(access(control, F_OK) != 0, "nothing was bound")
         }
 
+        @Test func theEdgesOfEveryRangeAreAccepted() throws {
+            let edges = ["--workers", "1024", "--ready-after", "0", "--boot-timeout", "1s", "--drain-timeout", "24h",
+                         "--restart-delay", "0.5ms", "--boot-period", "86400s", "--max-surge", "1", "--watchdog", "1000ms",
+                         "--max-age", "365d", "--scale-down-after", "1440m", "--max-rss", "1048576", "--limit-nofile", "16",
+                         "--limit-as", "1048576", "--limit-cpu", "31536000", "--max-boot-failures", "10000",
+                         "--user", "0", "--group", "root", "--admin", "127.0.0.1:0",
+                         "--listen", "tcp://[::1]:0", "--listen", ":0", "--listen", "unix:/tmp/edge.sock"]
+            let result = try Command.cluster(["validate"] + edges + ["--", "true"])
+            #expect(result.code == 0, "\(result)")
+            #expect(result.output == "ok: 1024 workers of 'true' on tcp://[::1]:0, tcp://0.0.0.0:0, unix:/tmp/edge.sock (shared)\n", "\(result)")
+            for (flag, value) in [("--drain-timeout", "24.001h"), ("--boot-timeout", "999ms"), ("--max-age", "9s"), ("--workers", "1025")] {
+                let outside = try Command.cluster(["validate", "--listen", ":0", flag, value, "--", "true"])
+                #expect(outside.code == 64 && outside.output.contains("Error: \(flag): '\(value)'"), "just outside: \(outside)")
+            }
+        }
+
         @Test func aBadValueInAConfigFileNamesTheFileTheLineTheKeyAndTheRange() throws {
             let file = NSTemporaryDirectory() + "cluster-bad-\(getpid()).yaml"
             defer { unlink(file) }
