@@ -18,33 +18,33 @@ struct ClusterCommand: AsyncParsableCommand {
 
 /// The flags of `run`, each also a config-file key of the same name.
 struct RunOptions: ParsableArguments {
-    @Option(name: .long, help: "A YAML file of settings; flags override it.") var config: String?
-    @Option(name: .long, help: "Where to listen: tcp://HOST:PORT or unix:PATH. Repeatable.") var listen: [String] = []
-    @Option(name: .long, help: "How many workers, or auto (one per core).") var workers: String?
-    @Option(name: .long, help: "shared (default) or reusePort.") var distribution: String?
-    @Option(name: .long, help: "accepting (default: waiting on its sockets), started (running for --ready-after) or notify (sd_notify READY=1).") var readiness: String?
-    @Option(name: .customLong("ready-after"), help: "With readiness started: how long a program must run to be ready (1s).") var readyAfter: String?
-    @Option(name: .customLong("boot-timeout"), help: "How long a worker may take to be ready (60s).") var bootTimeout: String?
-    @Option(name: .customLong("drain-timeout"), help: "How long a draining program may take before SIGKILL (30s).") var drainTimeout: String?
-    @Option(name: .customLong("drain-signal"), help: "The signal that asks a program to finish (TERM).") var drainSignal: String?
-    @Option(name: .customLong("restart-delay"), help: "The first backoff after a crash (100ms, doubling).") var restartDelay: String?
-    @Option(name: .customLong("max-boot-failures"), help: "Boot failures within boot-period that stop the cluster (5).") var maxBootFailures: String?
-    @Option(name: .customLong("boot-period"), help: "The window of max-boot-failures (30s).") var bootPeriod: String?
-    @Option(name: .customLong("max-surge"), help: "Replacements a reload starts at once (1).") var maxSurge: String?
-    @Option(name: .long, help: "Programs must send WATCHDOG=1 this often (WATCHDOG_USEC).") var watchdog: String?
-    @Option(name: .customLong("max-rss"), help: "Recycle a worker above this many MiB.") var maxRSS: String?
-    @Option(name: .customLong("max-age"), help: "Recycle a worker after this long.") var maxAge: String?
-    @Option(name: .customLong("min-workers"), help: "Autoscale from this many workers.") var minWorkers: String?
-    @Option(name: .customLong("max-workers"), help: "Autoscale up to this many workers.") var maxWorkers: String?
-    @Option(name: .customLong("scale-down-after"), help: "Autoscale down after this long idle (30s).") var scaleDownAfter: String?
-    @Option(name: .customLong("limit-nofile"), help: "Each worker's open-file limit.") var limitNofile: String?
-    @Option(name: .customLong("limit-as"), help: "Each worker's address-space limit, MiB.") var limitAS: String?
-    @Option(name: .customLong("limit-cpu"), help: "Each worker's CPU-time limit, seconds.") var limitCPU: String?
-    @Option(name: .long, help: "Run workers as this user (the primary binds first).") var user: String?
-    @Option(name: .long, help: "Run workers as this group.") var group: String?
-    @Option(name: .long, help: "Serve /metrics, /healthz and /readyz on HOST:PORT.") var admin: String?
-    @Option(name: .long, help: "The control socket's path.") var control: String?
-    @Option(name: .long, help: "NAME=VALUE for the program. Repeatable.") var env: [String] = []
+    @Option(name: .long, parsing: .unconditional, help: "A YAML file of settings; flags override it.") var config: String?
+    @Option(name: .long, parsing: .unconditionalSingleValue, help: "Where to listen: tcp://HOST:PORT or unix:PATH. Repeatable.") var listen: [String] = []
+    @Option(name: .long, parsing: .unconditional, help: "How many workers, 1 to 1024, or auto (one per core).") var workers: String?
+    @Option(name: .long, parsing: .unconditional, help: "shared (default) or reusePort.") var distribution: String?
+    @Option(name: .long, parsing: .unconditional, help: "accepting (default: waiting on its sockets), started (running for --ready-after) or notify (sd_notify READY=1).") var readiness: String?
+    @Option(name: .customLong("ready-after"), parsing: .unconditional, help: "With readiness started: how long a program must run to be ready (1s; 0s to 1h).") var readyAfter: String?
+    @Option(name: .customLong("boot-timeout"), parsing: .unconditional, help: "How long a worker may take to be ready (60s; 1s to 24h).") var bootTimeout: String?
+    @Option(name: .customLong("drain-timeout"), parsing: .unconditional, help: "How long a draining program may take before SIGKILL (30s; 0s to 24h).") var drainTimeout: String?
+    @Option(name: .customLong("drain-signal"), parsing: .unconditional, help: "The signal that asks a program to finish (TERM).") var drainSignal: String?
+    @Option(name: .customLong("restart-delay"), parsing: .unconditional, help: "The first backoff after a crash (100ms, doubling; 0s to 1h).") var restartDelay: String?
+    @Option(name: .customLong("max-boot-failures"), parsing: .unconditional, help: "Boot failures within boot-period that stop the cluster (5; 1 to 10000).") var maxBootFailures: String?
+    @Option(name: .customLong("boot-period"), parsing: .unconditional, help: "The window of max-boot-failures (30s; 1s to 24h).") var bootPeriod: String?
+    @Option(name: .customLong("max-surge"), parsing: .unconditional, help: "Replacements a reload starts at once (1; 1 to 1024).") var maxSurge: String?
+    @Option(name: .long, parsing: .unconditional, help: "Programs must send WATCHDOG=1 this often, 1s to 24h (WATCHDOG_USEC).") var watchdog: String?
+    @Option(name: .customLong("max-rss"), parsing: .unconditional, help: "Recycle a worker above this many MiB (1 to 1048576).") var maxRSS: String?
+    @Option(name: .customLong("max-age"), parsing: .unconditional, help: "Recycle a worker after this long (10s to 365d).") var maxAge: String?
+    @Option(name: .customLong("min-workers"), parsing: .unconditional, help: "Autoscale from this many workers (1 to 1024).") var minWorkers: String?
+    @Option(name: .customLong("max-workers"), parsing: .unconditional, help: "Autoscale up to this many workers (1 to 1024).") var maxWorkers: String?
+    @Option(name: .customLong("scale-down-after"), parsing: .unconditional, help: "Autoscale down after this long idle (30s; 1s to 24h).") var scaleDownAfter: String?
+    @Option(name: .customLong("limit-nofile"), parsing: .unconditional, help: "Each worker's open-file limit (16 to 1048576).") var limitNofile: String?
+    @Option(name: .customLong("limit-as"), parsing: .unconditional, help: "Each worker's address-space limit, MiB (16 to 1048576).") var limitAS: String?
+    @Option(name: .customLong("limit-cpu"), parsing: .unconditional, help: "Each worker's CPU-time limit, seconds (1 to 31536000).") var limitCPU: String?
+    @Option(name: .long, parsing: .unconditional, help: "Run workers as this user, a name or a uid (the primary binds first).") var user: String?
+    @Option(name: .long, parsing: .unconditional, help: "Run workers as this group, a name or a gid.") var group: String?
+    @Option(name: .long, parsing: .unconditional, help: "Serve /metrics, /healthz and /readyz on HOST:PORT.") var admin: String?
+    @Option(name: .long, parsing: .unconditional, help: "The control socket's path.") var control: String?
+    @Option(name: .long, parsing: .unconditionalSingleValue, help: "NAME=VALUE for the program. Repeatable.") var env: [String] = []
 
     /// The file's settings, then the flags' and `command` (when not empty).
     func configuration(command: [String]) throws -> RunConfiguration {

@@ -50,15 +50,23 @@ final class ControlServer: Sendable {
     private let programs: Mutex<[Int: Int32]>
     private let logs: LogBuffer
 
-    /// Binds `path`. A socket file left by a primary that is gone is replaced; one that a
-    /// live primary answers on is an error.
-    /// With `takingOver` (a hot upgrade), the old primary's socket is replaced.
+    /// Binds `path`. At the default path, its directory is made (0700) or checked first
+    /// (``ControlPath/prepareDefaultDirectory()``). A socket file nobody answers on (left by a
+    /// primary that is gone) is replaced; a live socket, a regular file or anything else
+    /// at `path` is left as it is and is an error.
+    /// With `takingOver` (a hot upgrade), the old primary's live socket is replaced.
     init(path: String, supervisor: Supervisor, logs: LogBuffer, takingOver: Bool = false) throws {
-        if !takingOver, let probe = try? ControlClient.connect(path) {
-            close(probe)
-            throw CommandError("another cluster answers on the control socket \(path); stop it, or give this one --control PATH")
+        if path == ControlPath.defaultPath { try ControlPath.prepareDefaultDirectory() }
+        var existing = stat()
+        if takingOver, lstat(path, &existing) == 0, existing.st_mode & S_IFMT == S_IFSOCK {
+            unlink(path)
+        } else {
+            do {
+                try Socket.removeStaleSocket(at: path, for: "the control socket")
+            } catch {
+                throw CommandError(error.context + (error.errno.map { " (\(String(cString: strerror($0))))" } ?? ""))
+            }
         }
-        unlink(path)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw CommandError("cannot make the control socket: \(String(cString: strerror(errno)))") }
         let saved = umask(0o177) // mode 0600 from the start, not after a window
@@ -128,8 +136,9 @@ final class ControlServer: Sendable {
             supervisor.reload()
             return ControlReply(ok: true, message: "reload started: workers are replaced one by one as their replacements get ready")
         case ("scale", let arguments):
-            guard let count = arguments.first.flatMap(Int.init), (0...1024).contains(count) else {
-                return ControlReply(ok: false, message: "scale takes a worker count from 0 to 1024")
+            // Zero workers would leave every connection waiting in the backlog for nobody.
+            guard let count = arguments.first.flatMap(Int.init), (1...1024).contains(count) else {
+                return ControlReply(ok: false, message: "scale takes a worker count from 1 to 1024; to stop serving, use cluster stop")
             }
             supervisor.scale(to: count)
             return ControlReply(ok: true, message: "scaling to \(count) workers")
@@ -243,6 +252,8 @@ final class LogBuffer: Sendable {
 /// The client's end: `cluster status` and the other control commands.
 enum ControlClient {
     /// Sends `request` to the primary at `path` and calls `line` with each line of the answer.
+    /// Talks only to a server of this user's uid or root's (SO_PEERCRED): a socket another
+    /// user put at the path gets no request, and its answer is never believed.
     static func send(_ request: ControlRequest, to path: String, line: (String) -> Void) throws {
         let fd: Int32
         do {
@@ -251,6 +262,12 @@ enum ControlClient {
             throw CommandError("no cluster answers on \(path) (\(error)); is `cluster run` running? give its --control PATH")
         }
         defer { close(fd) }
+        let server = cluster_peer_uid(fd)
+        guard server == Int(getuid()) || server == 0 else {
+            throw CommandError(server < 0
+                ? "cannot tell which user serves the control socket \(path) (\(String(cString: strerror(errno)))); nothing was sent to it"
+                : "the control socket \(path) is served by uid \(server), not by you (uid \(getuid())) or root; nothing was sent to it, as it is not your cluster: give the --control PATH of your own cluster")
+        }
         let data = try JSONEncoder().encode(request)
         guard write(String(decoding: data, as: UTF8.self) + "\n", to: fd) else { throw CommandError("the cluster at \(path) closed the connection") }
         while let text = readLine(fd) { line(text) }

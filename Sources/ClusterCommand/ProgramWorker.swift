@@ -39,7 +39,7 @@ struct ProgramWorker {
         if let port = listeners.compactMap(\.boundAddress.port).first { environment["PORT"] = String(port) }
         let notify = try NotifySocket.open(needed: configuration.readiness == .notify || configuration.watchdog != nil)
         if let notify { environment["NOTIFY_SOCKET"] = notify.address }
-        if let watchdog = configuration.watchdog { environment["WATCHDOG_USEC"] = String(watchdog.microseconds) }
+        if let watchdog = configuration.watchdog { environment["WATCHDOG_USEC"] = String(watchdog.saturatingMicroseconds) }
 
         let pid = try await start(environment: environment, descriptors: descriptors)
         worker.account(process: pid)
@@ -225,8 +225,4 @@ final class NotifySocket: Sendable {
             }
         }
     }
-}
-
-extension Duration {
-    var microseconds: Int64 { components.seconds * 1_000_000 + components.attoseconds / 1_000_000_000_000 }
 }

@@ -44,11 +44,9 @@ struct RunConfiguration: Sendable, Equatable {
     var control: String = RunConfiguration.defaultControlPath
     var environment: [String: String] = [:]
 
-    /// `$XDG_RUNTIME_DIR/cluster.sock`, or `/tmp/cluster-UID.sock`.
-    static var defaultControlPath: String {
-        if let directory = Cluster.environmentValue("XDG_RUNTIME_DIR") { return directory + "/cluster.sock" }
-        return "/tmp/cluster-\(getuid()).sock"
-    }
+    /// `$XDG_RUNTIME_DIR/cluster.sock`, or `/tmp/cluster-UID/cluster.sock`: in a directory
+    /// only this user may write (``ControlPath/prepareDefaultDirectory()`` checks it).
+    static var defaultControlPath: String { ControlPath.defaultPath }
 
     /// The supervision these settings ask for.
     var supervision: Supervision {
@@ -96,10 +94,10 @@ struct RunConfiguration: Sendable, Equatable {
     static let settings: [Setting] = [
         Setting(name: "command", help: "the program and its arguments", apply: { values, c in c.command = values }, isList: true),
         Setting(name: "listen", help: "tcp://HOST:PORT or unix:PATH, repeatable", apply: { values, c throws in
-            c.listen = try values.map { text throws in try ListenAddress(parsing: text) }
+            c.listen = try values.map { text throws in try listenAddress(text) }
         }, isList: true),
-        Setting(name: "workers", help: "a count, or auto (one per core)", apply: { values, c throws in
-            c.workers = values[0] == "auto" ? nil : try integer(values[0], in: 0...1024, "a count from 0 to 1024, or auto")
+        Setting(name: "workers", help: "a count from 1 to 1024, or auto (one per core)", apply: { values, c throws in
+            c.workers = values[0] == "auto" ? nil : try integer(values[0], in: 1...1024, "a worker count from 1 to 1024, or auto")
         }),
         Setting(name: "distribution", help: "shared or reusePort", apply: { values, c throws in
             let distribution = try Distribution(parsing: values[0])
@@ -112,43 +110,59 @@ struct RunConfiguration: Sendable, Equatable {
             guard let readiness = Readiness(rawValue: values[0]) else { throw invalid(values[0], "accepting, started or notify") }
             c.readiness = readiness
         }),
-        Setting(name: "ready-after", help: "with readiness started: how long the program must run (default 1s)", apply: { v, c throws in c.readyAfter = try duration(v[0]) }),
-        Setting(name: "boot-timeout", help: "how long a worker may take to be ready (default 60s)", apply: { v, c throws in c.bootTimeout = try duration(v[0]) }),
-        Setting(name: "drain-timeout", help: "how long a draining worker may take before SIGKILL (default 30s)", apply: { v, c throws in c.drainTimeout = try duration(v[0]) }),
+        Setting(name: "ready-after", help: "with readiness started: how long the program must run (default 1s, 0s to 1h)", apply: { v, c throws in
+            c.readyAfter = try duration(v[0], in: .zero ... .seconds(3600))
+        }),
+        Setting(name: "boot-timeout", help: "how long a worker may take to be ready (default 60s, 1s to 24h)", apply: { v, c throws in
+            c.bootTimeout = try duration(v[0], in: .seconds(1) ... .seconds(day))
+        }),
+        Setting(name: "drain-timeout", help: "how long a draining worker may take before SIGKILL (default 30s, 0s to 24h)", apply: { v, c throws in
+            c.drainTimeout = try duration(v[0], in: .zero ... .seconds(day))
+        }),
         Setting(name: "drain-signal", help: "the signal that asks the program to finish (default TERM)", apply: { v, c throws in c.drainSignal = try signal(v[0]) }),
-        Setting(name: "restart-delay", help: "the first backoff after a crash (default 100ms; it doubles)", apply: { v, c throws in c.restartDelay = try duration(v[0]) }),
-        Setting(name: "max-boot-failures", help: "this many workers failing to boot within boot-period stop the cluster (default 5)", apply: { v, c throws in
-            c.maxBootFailures = try integer(v[0], in: 1...10_000, "a count from 1")
+        Setting(name: "restart-delay", help: "the first backoff after a crash (default 100ms, 0s to 1h; it doubles)", apply: { v, c throws in
+            c.restartDelay = try duration(v[0], in: .zero ... .seconds(3600))
         }),
-        Setting(name: "boot-period", help: "the window of max-boot-failures (default 30s)", apply: { v, c throws in c.bootPeriod = try duration(v[0]) }),
-        Setting(name: "max-surge", help: "replacements a reload starts at once (default 1)", apply: { v, c throws in
-            c.maxSurge = try integer(v[0], in: 1...1024, "a count from 1")
+        Setting(name: "max-boot-failures", help: "this many workers failing to boot within boot-period stop the cluster (default 5, 1 to 10000)", apply: { v, c throws in
+            c.maxBootFailures = try integer(v[0], in: 1...10_000, "a count from 1 to 10000")
         }),
-        Setting(name: "watchdog", help: "the program must send WATCHDOG=1 this often (sets WATCHDOG_USEC)", apply: { v, c throws in c.watchdog = try duration(v[0]) }),
-        Setting(name: "max-rss", help: "recycle a worker above this many MiB", apply: { v, c throws in
-            c.maxRSS = try integer(v[0], in: 1...1 << 30, "MiB from 1") << 20
+        Setting(name: "boot-period", help: "the window of max-boot-failures (default 30s, 1s to 24h)", apply: { v, c throws in
+            c.bootPeriod = try duration(v[0], in: .seconds(1) ... .seconds(day))
         }),
-        Setting(name: "max-age", help: "recycle a worker after this long", apply: { v, c throws in c.maxAge = try duration(v[0]) }),
-        Setting(name: "min-workers", help: "autoscale from this many", apply: { v, c throws in
-            c.minWorkers = try integer(v[0], in: 1...1024, "a count from 1 to 1024")
+        Setting(name: "max-surge", help: "replacements a reload starts at once (default 1, 1 to 1024)", apply: { v, c throws in
+            c.maxSurge = try integer(v[0], in: 1...1024, "a count from 1 to 1024")
         }),
-        Setting(name: "max-workers", help: "autoscale up to this many", apply: { v, c throws in
-            c.maxWorkers = try integer(v[0], in: 1...1024, "a count from 1 to 1024")
+        Setting(name: "watchdog", help: "the program must send WATCHDOG=1 this often, 1s to 24h (sets WATCHDOG_USEC)", apply: { v, c throws in
+            c.watchdog = try duration(v[0], in: .seconds(1) ... .seconds(day))
         }),
-        Setting(name: "scale-down-after", help: "autoscale down after this long idle (default 30s)", apply: { v, c throws in c.scaleDownAfter = try duration(v[0]) }),
-        Setting(name: "limit-nofile", help: "each worker's open-file limit", apply: { v, c throws in
-            c.limits.openFiles = try integer(v[0], in: 16...1 << 30, "a count from 16")
+        Setting(name: "max-rss", help: "recycle a worker above this many MiB (1 to 1048576)", apply: { v, c throws in
+            c.maxRSS = try integer(v[0], in: 1...1 << 20, "MiB from 1 to 1048576 (1 TiB)") << 20
         }),
-        Setting(name: "limit-as", help: "each worker's address-space limit in MiB", apply: { v, c throws in
-            c.limits.addressSpace = try integer(v[0], in: 16...1 << 30, "MiB from 16") << 20
+        Setting(name: "max-age", help: "recycle a worker after this long (10s to 365d)", apply: { v, c throws in
+            c.maxAge = try duration(v[0], in: .seconds(10) ... .seconds(365 * day))
         }),
-        Setting(name: "limit-cpu", help: "each worker's CPU-time limit in seconds", apply: { v, c throws in
-            c.limits.cpuSeconds = try integer(v[0], in: 1...1 << 30, "seconds from 1")
+        Setting(name: "min-workers", help: "autoscale from this many (1 to 1024)", apply: { v, c throws in
+            c.minWorkers = try integer(v[0], in: 1...1024, "a worker count from 1 to 1024")
         }),
-        Setting(name: "user", help: "run workers as this user (after binding)", apply: { v, c in c.user = v[0] }),
-        Setting(name: "group", help: "run workers as this group", apply: { v, c in c.group = v[0] }),
+        Setting(name: "max-workers", help: "autoscale up to this many (1 to 1024)", apply: { v, c throws in
+            c.maxWorkers = try integer(v[0], in: 1...1024, "a worker count from 1 to 1024")
+        }),
+        Setting(name: "scale-down-after", help: "autoscale down after this long idle (default 30s, 1s to 24h)", apply: { v, c throws in
+            c.scaleDownAfter = try duration(v[0], in: .seconds(1) ... .seconds(day))
+        }),
+        Setting(name: "limit-nofile", help: "each worker's open-file limit (16 to 1048576)", apply: { v, c throws in
+            c.limits.openFiles = try integer(v[0], in: 16...1 << 20, "a count from 16 to 1048576")
+        }),
+        Setting(name: "limit-as", help: "each worker's address-space limit in MiB (16 to 1048576)", apply: { v, c throws in
+            c.limits.addressSpace = try integer(v[0], in: 16...1 << 20, "MiB from 16 to 1048576 (1 TiB)") << 20
+        }),
+        Setting(name: "limit-cpu", help: "each worker's CPU-time limit in seconds (1 to 31536000)", apply: { v, c throws in
+            c.limits.cpuSeconds = try integer(v[0], in: 1...365 * day, "seconds from 1 to 31536000 (365 days)")
+        }),
+        Setting(name: "user", help: "run workers as this user (after binding): a name or a uid", apply: { v, c throws in c.user = try user(v[0]) }),
+        Setting(name: "group", help: "run workers as this group: a name or a gid", apply: { v, c throws in c.group = try group(v[0]) }),
         Setting(name: "admin", help: "serve /metrics, /healthz, /readyz on HOST:PORT", apply: { v, c throws in
-            c.admin = try ListenAddress(parsing: v[0].contains("://") ? v[0] : "tcp://" + v[0])
+            c.admin = try listenAddress(v[0].contains(":/") || v[0].hasPrefix("unix:") ? v[0] : "tcp://" + v[0])
         }),
         Setting(name: "control", help: "the control socket's path", apply: { v, c in c.control = v[0] }),
         Setting(name: "env", help: "NAME=VALUE for the program, repeatable", apply: { values, c throws in
@@ -172,15 +186,74 @@ struct RunConfiguration: Sendable, Equatable {
         return value
     }
 
-    /// "250ms", "2s", "5m", "1h", or a number of seconds.
-    static func duration(_ text: String) throws -> Duration {
-        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("", 1)]
-        for (unit, seconds) in units where text.hasSuffix(unit) {
-            if let number = Double(text.dropLast(unit.count)), number >= 0, number.isFinite {
-                return .milliseconds(Int((number * seconds * 1000).rounded()))
+    /// Seconds in a day: the unit of the longest ranges.
+    static let day = 86_400
+
+    /// The units a duration is written in, the longest suffix first ("ms" before "m" and "s").
+    private static let durationUnits: [(suffix: String, milliseconds: Double)] = [
+        ("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000), ("", 1000),
+    ]
+
+    /// "250ms", "2s", "1.5m", "1h", "7d", or a number of seconds, within `range` (rounded to
+    /// the millisecond). The range is checked on the number as written, before anything is
+    /// converted, so no value (1e308s, 99999999999999999999h) can overflow.
+    static func duration(_ text: String, in range: ClosedRange<Duration>) throws -> Duration {
+        let expected = "a duration from \(written(range.lowerBound)) to \(written(range.upperBound)), such as 500ms, 2s, 5m or 1h"
+        if text.hasPrefix("-") { throw CommandError("'\(text)' is negative; give \(expected)") }
+        for unit in durationUnits where text.hasSuffix(unit.suffix) {
+            let number = text.dropLast(unit.suffix.count)
+            // Plain decimals only: no sign, exponent, hex, inf or nan.
+            guard !number.isEmpty, number.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }),
+                  number.filter({ $0 == "." }).count <= 1, number.contains(where: \.isNumber),
+                  let value = Double(number) else { continue }
+            let milliseconds = (value * unit.milliseconds).rounded()
+            guard milliseconds.isFinite, milliseconds >= range.lowerBound / .milliseconds(1), milliseconds <= range.upperBound / .milliseconds(1) else {
+                throw CommandError("'\(text)' is out of range; give \(expected)")
             }
+            return .milliseconds(Int64(milliseconds))
         }
-        throw invalid(text, "a duration such as 500ms, 2s, 5m or 1h")
+        throw invalid(text, expected)
+    }
+
+    /// A duration as it is written on the command line: 0s, 100ms, 24h, 365d (days from two).
+    static func written(_ duration: Duration) -> String {
+        let milliseconds = Int64(duration / .milliseconds(1))
+        for (suffix, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] as [(String, Int64)]
+        where milliseconds >= size * (suffix == "d" ? 2 : 1) && milliseconds % size == 0 {
+            return "\(milliseconds / size)\(suffix)"
+        }
+        return milliseconds == 0 ? "0s" : "\(milliseconds)ms"
+    }
+
+    /// `tcp://HOST:PORT`, `HOST:PORT`, `:PORT` or `unix:PATH`, and no other scheme: a URL
+    /// such as http://host:80 is an error, not a host named "http://host".
+    static func listenAddress(_ text: String) throws -> ListenAddress {
+        if !text.hasPrefix("unix:"), !text.hasPrefix("tcp://"), let scheme = text.range(of: ":/") {
+            throw CommandError("'\(text)' has the scheme '\(text[..<scheme.lowerBound])', which cluster does not listen with; write tcp://HOST:PORT or unix:PATH")
+        }
+        let address = try ListenAddress(parsing: text)
+        if let host = address.host, host.isEmpty || host.contains(where: { !($0.isASCII && ($0.isLetter || $0.isNumber || "-.:%_".contains($0))) }) {
+            throw CommandError("'\(text)' has no valid host ('\(host)'); write tcp://HOST:PORT with a name or an address such as 127.0.0.1 or [::1]")
+        }
+        return address
+    }
+
+    /// A user that exists here (by name in the user database) or a uid.
+    static func user(_ text: String) throws -> String {
+        if let uid = uid_t(text), uid != uid_t.max { return text }
+        guard !text.isEmpty, getpwnam(text) != nil else {
+            throw CommandError("no user named '\(text)' exists on this machine; give a name that `getent passwd` lists, or a numeric uid")
+        }
+        return text
+    }
+
+    /// A group that exists here (by name in the group database) or a gid.
+    static func group(_ text: String) throws -> String {
+        if let gid = gid_t(text), gid != gid_t.max { return text }
+        guard !text.isEmpty, getgrnam(text) != nil else {
+            throw CommandError("no group named '\(text)' exists on this machine; give a name that `getent group` lists, or a numeric gid")
+        }
+        return text
     }
 
     /// "TERM", "SIGTERM" or "15".

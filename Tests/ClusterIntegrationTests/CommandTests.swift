@@ -46,11 +46,13 @@ extension IntegrationTests {
             return running
         }
 
-        /// Runs the `cluster` binary to its end (10 s at most) and returns its exit code and output.
-        static func cluster(_ arguments: [String]) throws -> (code: Int32, output: String) {
+        /// Runs the `cluster` binary to its end (10 s at most) and returns its exit code (128 +
+        /// the signal, when a signal ended it) and output; `environment` is added to ours.
+        static func cluster(_ arguments: [String], environment: [String: String] = [:]) throws -> (code: Int32, output: String) {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: SpawnedProcess.product("cluster"))
             process.arguments = arguments
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
             let pipe = Pipe()
             process.standardOutput = pipe
             process.standardError = pipe
@@ -69,7 +71,8 @@ extension IntegrationTests {
                 }
                 usleep(10_000)
             }
-            return (process.terminationStatus, String(decoding: output.withLock { $0! }, as: UTF8.self))
+            let code = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+            return (code, String(decoding: output.withLock { $0! }, as: UTF8.self))
         }
 
         private func failures(_ outcomes: [Outcome: Int]) -> [Outcome: Int] {
@@ -251,14 +254,14 @@ extension IntegrationTests {
 
             try "command: [python3, app.py]\ndrain-timeout: soon\n".write(toFile: bad, atomically: true, encoding: .utf8)
             let value = try Self.cluster(["validate", bad])
-            #expect(value.output.contains("\(bad):2: key 'drain-timeout': 'soon' is not a duration such as 500ms, 2s, 5m or 1h"), "\(value)")
+            #expect(value.output.contains("\(bad):2: key 'drain-timeout': 'soon' is not a duration from 0s to 24h, such as 500ms, 2s, 5m or 1h"), "\(value)")
 
             try "command: [python3, app.py]\ndistribution: roundRobin\n".write(toFile: bad, atomically: true, encoding: .utf8)
             let strategy = try Self.cluster(["validate", bad])
             #expect(strategy.output.contains("\(bad):2: key 'distribution': roundRobin needs the primary to hand each connection"), "\(strategy)")
 
             let flag = try Self.cluster(["validate", good, "--workers", "many"])
-            #expect(flag.code != 0 && flag.output.contains("--workers: 'many' is not a count from 0 to 1024, or auto"), "\(flag)")
+            #expect(flag.code != 0 && flag.output.contains("--workers: 'many' is not a worker count from 1 to 1024, or auto"), "\(flag)")
             let noProgram = try Self.cluster(["run", "--listen", "tcp://127.0.0.1:0"])
             #expect(noProgram.code != 0 && noProgram.output.contains("no program to run"), "\(noProgram)")
             let noCluster = try Self.cluster(["status", "--control", directory + "/none.sock"])

@@ -278,7 +278,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     /// Writes everything queued, blocking up to `timeout`: a worker's last messages leave
     /// before it exits.
     func flushBlocking(timeout: Duration) {
-        let deadline = ContinuousClock.now + timeout
+        let deadline = ContinuousClock.now + timeout.asTimerDelay
         while true {
             let pending = state.withLock { state -> Bool in
                 guard !state.closed else { return false }
@@ -288,8 +288,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
             }
             let remaining = ContinuousClock.now.duration(to: deadline)
             guard pending, remaining > .zero else { return }
-            let milliseconds = Int32(clamping: remaining.components.seconds * 1000 + 1)
-            _ = try? Syscall.poll(fd, events: Int16(POLLOUT), milliseconds: milliseconds)
+            _ = try? Syscall.poll(fd, events: Int16(POLLOUT), milliseconds: remaining.saturatingMilliseconds)
         }
     }
 

@@ -160,8 +160,9 @@ final class IOLoop: TaskExecutor, @unchecked Sendable {
     }
 
     private func schedule(after delay: Duration, _ action: TimerAction) -> UInt64 {
-        let (seconds, attoseconds) = delay.components
-        let deadline = IOLoop.now() + UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+        // Saturates: a delay of a billion years is a timer that never fires, not a trap.
+        let (sum, overflow) = IOLoop.now().addingReportingOverflow(delay.saturatingNanoseconds)
+        let deadline = overflow ? UInt64.max : sum
         return shared.withLock { state in
             let id = state.timers.insert(deadline: deadline, action)
             if state.armedDeadline.map({ deadline < $0 }) ?? true {

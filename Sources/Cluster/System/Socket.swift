@@ -4,7 +4,7 @@ import Glibc
 #endif
 
 /// Listening sockets: the primary binds them once; workers accept on what they inherit.
-enum Socket {
+package enum Socket {
     /// The backlog the primary keeps on its listeners (the kernel caps it at somaxconn).
     static let backlog: Int32 = 4096
 
@@ -97,6 +97,32 @@ enum Socket {
     }
 
     private static func listenUnix(path: String, address: ListenAddress) throws(ClusterError) -> (fd: Int32, bound: ListenAddress) {
+        var unixAddress = try socketAddress(path)
+        try removeStaleSocket(at: path, for: "the listener \(address)")
+        let fd = try Syscall.retrying("socket") {
+            socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        }
+        do throws(ClusterError) {
+            let bound = withUnsafePointer(to: &unixAddress) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
+            if bound != 0 {
+                let error = errno
+                throw ClusterError(.invalidAddress, errno: error, "cannot bind \(address)" +
+                    (error == EADDRINUSE ? "; something was created at \(path) meanwhile: remove it or choose another path" : ""))
+            }
+            try Syscall.listen(fd, backlog: backlog)
+            try Syscall.setNonBlocking(fd)
+            return (fd, address)
+        } catch {
+            Syscall.close(fd)
+            throw error
+        }
+    }
+
+    private static func socketAddress(_ path: String) throws(ClusterError) -> sockaddr_un {
         var unixAddress = sockaddr_un()
         unixAddress.sun_family = sa_family_t(AF_UNIX)
         let capacity = MemoryLayout.size(ofValue: unixAddress.sun_path)
@@ -107,25 +133,61 @@ enum Socket {
             raw.copyBytes(from: path.utf8)
             raw[path.utf8.count] = 0
         }
-        // A socket file left by an earlier run would make bind fail; anything else is kept.
+        return unixAddress
+    }
+
+    /// Makes `path` free for a Unix-domain socket to bind, removing only a stale socket: a
+    /// socket file nobody accepts on (connect is refused), left by a process that is gone.
+    /// Nothing at `path` is fine. A live socket (another service's), a regular file, a
+    /// directory, a symbolic link or anything else is left as it is and is an error that
+    /// says what is there; `purpose` names what the path was asked for, in that error.
+    package static func removeStaleSocket(at path: String, for purpose: String) throws(ClusterError) {
         var info = stat()
-        if stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFSOCK { unlink(path) }
-        let fd = try Syscall.retrying("socket") {
-            socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard lstat(path, &info) == 0 else {
+            let error = errno
+            if error == ENOENT { return }
+            throw ClusterError(.invalidAddress, errno: error, "cannot look at \(path) for \(purpose); choose a path in a directory you can search and write")
         }
-        do throws(ClusterError) {
-            let bound = withUnsafePointer(to: &unixAddress) { pointer in
+        switch info.st_mode & S_IFMT {
+        case S_IFSOCK:
+            break
+        case S_IFREG:
+            throw ClusterError(.invalidAddress, "\(path) is a regular file, not a socket; it is left as it is, so \(purpose) cannot use that path: remove the file yourself or choose another path")
+        case S_IFDIR:
+            throw ClusterError(.invalidAddress, "\(path) is a directory; \(purpose) needs the path of a socket file in it, such as \(path)/cluster.sock")
+        case S_IFLNK:
+            throw ClusterError(.invalidAddress, "\(path) is a symbolic link; it is left as it is, so \(purpose) cannot use that path: give the path it points to or another one")
+        default:
+            throw ClusterError(.invalidAddress, "\(path) is a special file (a FIFO or a device), not a socket; it is left as it is: choose another path for \(purpose)")
+        }
+        var unixAddress = try socketAddress(path)
+        // Non-blocking: a live server with a full backlog answers EAGAIN at once, not later.
+        let probe = try Syscall.retrying("socket") {
+            socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        }
+        var connected: Int32
+        repeat {
+            connected = withUnsafePointer(to: &unixAddress) { pointer in
                 pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                    connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
                 }
             }
-            if bound != 0 { throw ClusterError(.invalidAddress, errno: errno, "cannot bind \(address)") }
-            try Syscall.listen(fd, backlog: backlog)
-            try Syscall.setNonBlocking(fd)
-            return (fd, address)
-        } catch {
-            Syscall.close(fd)
-            throw error
+        } while connected != 0 && errno == EINTR
+        let error = connected == 0 ? 0 : errno
+        Syscall.close(probe)
+        switch error {
+        case ECONNREFUSED:
+            // Stale: whoever bound it is gone. Removing it is what lets a restart bind again.
+            if unlink(path) != 0 && errno != ENOENT {
+                let error = errno
+                throw ClusterError(.invalidAddress, errno: error, "cannot remove the stale socket \(path) for \(purpose); remove it yourself or choose another path")
+            }
+        case ENOENT:
+            return // removed meanwhile: the path is free
+        case 0, EAGAIN, EINPROGRESS:
+            throw ClusterError(.invalidAddress, "a process is listening on the socket \(path); it is left as it is, so \(purpose) cannot take that path: stop that process or choose another path")
+        default:
+            throw ClusterError(.invalidAddress, errno: error, "cannot tell whether a process listens on the socket \(path), so it is left as it is; remove it yourself if it is stale, or choose another path for \(purpose)")
         }
     }
 }
