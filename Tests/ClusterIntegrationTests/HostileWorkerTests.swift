@@ -91,6 +91,25 @@ extension IntegrationTests {
             #expect(openDescriptors(primary.pid) <= before + 4, "the primary kept handoff links the liar sent")
         }
 
+        @Test func aWorkerFloodingAnotherThroughThePrimaryIsHeldBackNotBuffered() async throws {
+            let (primary, port) = try await start("forward-flood")
+            defer { primary.stop() }
+            let before = residentMemory(primary.pid)
+            // It tries to send 20 × 8 MiB to a worker that reads nothing (itself).
+            let attacked = try await primary.waitForEvent(["event": "attacked"])
+            let sent = attacked["sent"] as? Int ?? -1
+            let grown = residentMemory(primary.pid) - before
+            #expect(sent < 20, "the primary took all 160 MiB: no back-pressure")
+            #expect(grown < 48 << 20, "the primary grew by \(grown >> 20) MiB while the liar sent \(sent) × 8 MiB")
+            try expectServing(port)
+        }
+
+        private func residentMemory(_ pid: Int32) -> Int {
+            let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+            let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+            return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
+        }
+
         @Test func aWorkerCannotMakeThePrimaryBindWithoutEnd() async throws {
             let (primary, port) = try await start("listen-flood")
             defer { primary.stop() }

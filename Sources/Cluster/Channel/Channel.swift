@@ -22,6 +22,9 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     /// The largest payload a message may carry: 64 MiB.
     static let maximumMessageSize = 64 << 20
     static let highWatermark = 4 << 20
+    /// Small frames share a chunk (one `sendmsg`) up to this size; no more, so an urgent
+    /// frame waits behind at most this much of a chunk already being written.
+    static let chunkLimit = 256 << 10
     static let lowWatermark = 1 << 20
 
     private struct Chunk {
@@ -31,12 +34,28 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
         /// their owner if lent.
         var descriptors: [Int32]
         var ownsDescriptors = true
+        /// A control frame queued ahead of data (``sendNow(_:force:lending:urgent:)``).
+        var urgent = false
+    }
+
+    /// Someone waiting for the queue to drain below the low watermark (or the channel to
+    /// close): a suspended `send`, or an action such as resuming a sender's channel.
+    private enum Waiter {
+        case task(UnsafeContinuation<Void, Never>)
+        case action(@Sendable () -> Void)
+
+        func resume() {
+            switch self {
+            case .task(let continuation): continuation.resume()
+            case .action(let action): action()
+            }
+        }
     }
 
     private struct State {
         var chunks: [Chunk] = []
         var pendingBytes = 0
-        var writers: [UnsafeContinuation<Void, Never>] = []
+        var writers: [Waiter] = []
         var flushScheduled = false
         var writeArmed = false
         var readPaused = false
@@ -93,7 +112,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
             await withUnsafeContinuation { continuation in
                 let ready = state.withLock { state in
                     if state.closed || state.pendingBytes <= Channel.highWatermark { return true }
-                    state.writers.append(continuation)
+                    state.writers.append(.task(continuation))
                     return false
                 }
                 if ready { continuation.resume() }
@@ -106,13 +125,29 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     ///
     /// With `lending`, the frame's descriptors are not copied: the caller keeps them open
     /// until the peer has answered for them (a handoff), which spares a descriptor per
-    /// connection when the table is nearly full.
-    func sendNow(_ frame: Frame, force: Bool = false, lending: Bool = false) throws(ClusterError) {
+    /// connection when the table is nearly full. An `urgent` frame (the runtime's drain
+    /// request) goes ahead of every queued frame not yet begun, so it never waits behind
+    /// megabytes of messages.
+    func sendNow(_ frame: Frame, force: Bool = false, lending: Bool = false, urgent: Bool = false) throws(ClusterError) {
         try Channel.validate(frame)
-        guard try enqueue(frame, onlyBelowWatermark: !force, lending: lending) else {
+        guard try enqueue(frame, onlyBelowWatermark: !force, lending: lending, urgent: urgent) else {
             throw ClusterError(.channelFull, "more than \(Channel.highWatermark) bytes wait to be read by the peer; use the async send to wait for room")
         }
     }
+
+    /// Runs `action` once the queue is at or below the low watermark, or the channel has
+    /// closed: at once if it is already. Any thread; `action` may run on the I/O thread.
+    func whenDrained(_ action: @escaping @Sendable () -> Void) {
+        let now = state.withLock { state -> Bool in
+            if state.closed || state.pendingBytes <= Channel.lowWatermark { return true }
+            state.writers.append(.action(action))
+            return false
+        }
+        if now { action() }
+    }
+
+    /// Whether more than the high watermark waits for the peer to read it.
+    var isFull: Bool { state.withLock { $0.pendingBytes > Channel.highWatermark } }
 
     /// Sends `frame` as a request and waits for its reply.
     func request(_ frame: Frame, timeout: Duration) async throws(ClusterError) -> Frame {
@@ -160,7 +195,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
 
     /// Queues `frame` (and registers `request`, if any); returns false without queueing
     /// when `onlyBelowWatermark` and the queue is above the high watermark.
-    private func enqueue(_ frame: Frame, onlyBelowWatermark: Bool, lending: Bool = false,
+    private func enqueue(_ frame: Frame, onlyBelowWatermark: Bool, lending: Bool = false, urgent: Bool = false,
                          registering request: (UInt64, Request)? = nil) throws(ClusterError) -> Bool {
         // Copies, so the caller may close its own descriptors as soon as send returns.
         var copies: [Int32] = []
@@ -176,11 +211,19 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
         }
         let owned = !lending
         let inLoop = loop.inLoop
-        let (outcome, resumed) = state.withLock { state -> (Result<Bool, ClusterError>, [UnsafeContinuation<Void, Never>]) in
+        let (outcome, resumed) = state.withLock { state -> (Result<Bool, ClusterError>, [Waiter]) in
             if state.closed { return (.failure(state.closeError ?? Channel.closedError), []) }
             if onlyBelowWatermark && state.pendingBytes > Channel.highWatermark { return (.success(false), []) }
             if let (correlation, request) = request { state.requests[correlation] = request }
-            if copies.isEmpty, !state.chunks.isEmpty {
+            if urgent {
+                // After the chunk being written, if any, and after earlier urgent ones.
+                var index = state.chunks.first.map { $0.offset > 0 ? 1 : 0 } ?? 0
+                while index < state.chunks.count, state.chunks[index].urgent { index += 1 }
+                var bytes: [UInt8] = []
+                frame.encode(into: &bytes)
+                state.chunks.insert(Chunk(bytes: bytes, descriptors: copies, ownsDescriptors: owned, urgent: true), at: index)
+            } else if copies.isEmpty, let last = state.chunks.last, !last.urgent, last.offset == 0,
+                      last.bytes.count < Channel.chunkLimit {
                 frame.encode(into: &state.chunks[state.chunks.count - 1].bytes)
             } else {
                 var bytes: [UInt8] = []
@@ -218,7 +261,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     }
 
     /// Writes what the socket takes; arms EPOLLOUT for the rest. Returns writers to resume.
-    private func flushLocked(_ state: inout State) -> [UnsafeContinuation<Void, Never>] {
+    private func flushLocked(_ state: inout State) -> [Waiter] {
         var wrote = false
         defer { if wrote && doorbell >= 0 { Channel.ring(doorbell) } }
         while !state.chunks.isEmpty {
@@ -403,7 +446,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
             loop.execute { [self] in close(error: error) }
             return
         }
-        let taken = state.withLock { state -> ([UnsafeContinuation<Void, Never>], [Request], [Chunk], Bool)? in
+        let taken = state.withLock { state -> ([Waiter], [Request], [Chunk], Bool)? in
             guard !state.closed else { return nil }
             state.closed = true
             state.closeError = error

@@ -533,6 +533,15 @@ public final class Primary: Sendable {
             try target.channel.sendNow(forwarded, force: true)
         } catch {
             logger.warning("could not forward a message from \(worker) to \(target): \(error)")
+            return
+        }
+        // Back-pressure across the primary: while the target is behind by more than a few
+        // MiB, the sender's channel is not read, so its own queue fills and its `send`
+        // waits. The primary holds at most a few MiB per target, not what a sender sends.
+        if target.channel.isFull {
+            let sender = worker.channel
+            sender.pauseReading()
+            target.channel.whenDrained { sender.resumeReading() }
         }
     }
 

@@ -126,7 +126,7 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
             state.killTimer = loop.schedule(after: timeout) { [weak self] in self?.signal(.kill) }
             return true
         }
-        if send { try? channel.sendNow(Control.disconnect.frame, force: true) }
+        if send { try? channel.sendNow(Control.disconnect.frame, force: true, urgent: true) }
     }
 
     /// What the worker reported in its last heartbeat, with rates over the last second.

@@ -120,6 +120,21 @@ elif attack == "listen-flood":
     report(attack=attack, sent=sent, granted=granted, refused=refused, pid=os.getpid())
     time.sleep(120)
     sys.exit(0)
+elif attack == "forward-flood":
+    # 20 messages of 8 MiB to itself through the primary, never reading its channel: the
+    # primary must stop reading this worker rather than queue 160 MiB for it.
+    import threading
+    payload = b"x" * (8 << 20)
+    counter = {"sent": 0}
+
+    def flood():
+        for _ in range(20):
+            channel.sendall(frame(MESSAGE, payload, peer=int(os.environ.get("HOSTILE_ID", "1"))))
+            counter["sent"] += 1
+
+    threading.Thread(target=flood, daemon=True).start()
+    time.sleep(5)
+    sent = counter["sent"]
 else:
     sys.exit("unknown attack " + attack)
 
