@@ -37,7 +37,9 @@ final class ClientConnection {
             let bound = withUnsafePointer(to: &local) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
             }
-            guard bound == 0 else { close(fd); throw .other("bind \(source): errno \(errno)") }
+            // No close here: self is whole, so deinit closes fd (closing twice would close
+            // a descriptor another thread opened meanwhile).
+            guard bound == 0 else { throw .other("bind \(source): errno \(errno)") }
         }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
@@ -48,7 +50,6 @@ final class ClientConnection {
         }
         if connected != 0 {
             let error = errno
-            close(fd)
             throw error == ECONNREFUSED ? .refused : error == ETIMEDOUT ? .timeout : .other("connect: errno \(error)")
         }
     }
@@ -132,7 +133,10 @@ func load(port: Int, clients: Int, duration: Duration, keepAlive: Bool = false,
             finished.withLock { $0 += 1 }
         }
     }
-    try await during?()
-    while finished.withLock({ $0 }) < clients { try await Task.sleep(for: .milliseconds(20)) }
+    // The clients run to the deadline even when `during` fails: none may outlive the test.
+    let failure: (any Error)?
+    do { try await during?(); failure = nil } catch { failure = error }
+    while finished.withLock({ $0 }) < clients { try? await Task.sleep(for: .milliseconds(20)) }
+    if let failure { throw failure }
     return counts.withLock { $0 }
 }
