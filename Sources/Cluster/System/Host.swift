@@ -1,3 +1,4 @@
+import CClusterShims
 #if canImport(Glibc)
 import Glibc
 #endif
