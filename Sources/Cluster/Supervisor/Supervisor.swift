@@ -1,5 +1,6 @@
 import CClusterShims
 import Logging
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,7 +21,8 @@ public actor Supervisor {
     public enum Outcome: Sendable, Equatable, CustomStringConvertible {
         /// Stopped on request (a signal or ``stop(immediately:)``) after the workers drained.
         case stopped
-        /// Workers kept failing to boot, or one said it cannot boot: the reason says which.
+        /// Workers kept failing to boot, or one said it cannot boot, and no worker was left
+        /// serving: the reason says which.
         case crashLoop(String)
 
         /// The exit code for the primary: 0 when stopped, 1 after a crash loop.
@@ -102,6 +104,8 @@ public actor Supervisor {
     private var signals: SignalWatcher?
     /// The new primary of a hot upgrade in progress.
     private var upgradeChild: Int32?
+    /// Why the cluster is degraded (a crash-loop episode while workers serve), or nil.
+    private nonisolated let degradedReason = Mutex<String?>(nil)
     /// Whether this primary, started by a hot upgrade, has told the old one to stop.
     private var tookOver = false
 
@@ -146,6 +150,11 @@ public actor Supervisor {
 
     /// The number of workers the supervisor keeps.
     public var desiredWorkers: Int { desired }
+
+    /// Why the cluster is degraded, or nil when it is not: workers keep failing to boot
+    /// while others serve, and boot attempts back off (see ``RestartPolicy``). Readable
+    /// from any thread, for health checks (`ClusterAdmin`'s `/readyz` reports it).
+    public nonisolated var degradation: String? { degradedReason.withLock { $0 } }
 
     /// The generation new workers belong to; each completed reload adds one.
     public var currentGeneration: Int { generation }
@@ -264,6 +273,10 @@ public actor Supervisor {
         guard var entry = managed[id], entry.readyAt == nil else { return }
         entry.readyAt = clock.now
         managed[id] = entry
+        if let episode = ledger.booted() {
+            degradedReason.withLock { $0 = nil }
+            logger.notice("recovered: \(entry.worker) booted, ending the crash loop that began \(RestartLedger<ContinuousClock.Instant>.seconds(episode.began.duration(to: clock.now))) ago (\(episode.failures) boot failures); restarts are back to normal")
+        }
         guard let old = entry.replacing else {
             // A worker joined (scaling up, or a restart): keep-alive clients stay where
             // they connected, so each other worker gives back its share of connections.
@@ -297,13 +310,29 @@ public actor Supervisor {
         guard phase == .running, !entry.retiring else { return }
         let uptime = entry.startedAt.duration(to: clock.now)
         let decision = ledger.exited(worker: "\(worker)", slot: worker.slot, status: status, uptime: uptime,
-                                     wasReady: entry.readyAt != nil, at: clock.now)
-        switch decision {
-        case .restart(let delay):
+                                     wasReady: entry.readyAt != nil, serving: readyWorkers, at: clock.now)
+        apply(decision, slot: worker.slot) { delay in
             metrics.countRestart()
             restartsBySlot[worker.slot, default: 0] += 1
             logger.warning("\(worker) exited (\(status)) after \(RestartLedger<ContinuousClock.Instant>.seconds(uptime)); restarting slot \(worker.slot) in \(RestartLedger<ContinuousClock.Instant>.seconds(delay))")
-            pendingRestarts.append((worker.slot, clock.now.advanced(by: delay)))
+        }
+    }
+
+    /// Workers ready and not retiring: those serving now.
+    private var readyWorkers: Int {
+        managed.values.filter { $0.readyAt != nil && !$0.retiring }.count
+    }
+
+    /// Carries out a restart decision for `slot`; `restarting` reports a restart.
+    private func apply(_ decision: RestartDecision, slot: Int, restarting: (Duration) -> Void) {
+        switch decision {
+        case .restart(let delay):
+            restarting(delay)
+            pendingRestarts.append((slot, clock.now.advanced(by: delay)))
+        case .degrade(let delay, let reason):
+            degradedReason.withLock { $0 = reason }
+            logger.critical("crash loop: \(reason)")
+            pendingRestarts.append((slot, clock.now.advanced(by: delay)))
         case .stop(let reason):
             logger.critical("\(reason)")
             beginStop(.crashLoop(reason), immediately: false)
@@ -334,11 +363,8 @@ public actor Supervisor {
                 return
             }
             let decision = ledger.exited(worker: "the worker for slot \(slot)", slot: slot, status: .exited(127),
-                                         uptime: .zero, wasReady: false, at: clock.now)
-            switch decision {
-            case .restart(let delay): pendingRestarts.append((slot, clock.now.advanced(by: delay)))
-            case .stop(let reason): beginStop(.crashLoop(reason), immediately: false)
-            }
+                                         uptime: .zero, wasReady: false, serving: readyWorkers, at: clock.now)
+            apply(decision, slot: slot) { _ in }
         }
     }
 
@@ -408,6 +434,11 @@ public actor Supervisor {
         }
         let old = managed.values.filter { !$0.retiring && $0.replacing == nil }.sorted { $0.worker.id < $1.worker.id }.map(\.worker.id)
         rollout = (generation + 1, old)
+        if ledger.episode != nil, !pendingRestarts.isEmpty {
+            // An operator who reloads after fixing a deploy should not wait out the backoff.
+            logger.notice("reload during a crash loop: the \(pendingRestarts.count) slots waiting to restart start now")
+            pendingRestarts = pendingRestarts.map { ($0.slot, clock.now) }
+        }
         logger.notice("reloading: replacing \(old.count) workers with generation \(generation + 1), \(supervision.reload.maxSurge) at a time")
     }
 
@@ -522,7 +553,7 @@ public actor Supervisor {
         }
         if lastPublished.map({ $0.duration(to: now) >= .seconds(1) }) ?? true {
             lastPublished = now
-            metrics.publish(desired: desired)
+            metrics.publish(desired: desired, degraded: ledger.episode != nil)
         }
         if supervision.recycling.isEnabled, phase == .running {
             if lastSample.map({ $0.duration(to: now) >= .seconds(1) }) ?? true {

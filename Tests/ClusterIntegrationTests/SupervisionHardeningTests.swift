@@ -1,0 +1,133 @@
+import Foundation
+import Testing
+
+extension IntegrationTests {
+    /// Bad deploys against the supervisor, with real processes: a binary on disk that
+    /// cannot boot.
+    @Suite(.timeLimit(.minutes(3)))
+    struct SupervisionHardeningTests {
+        /// A directory holding a copy of the fixture, so a test can replace the binary the
+        /// primary runs from, as a deploy does.
+        final class Deploy {
+            let directory: String
+            var binary: String { directory + "/ClusterFixture" }
+
+            init() throws {
+                directory = FileManager.default.temporaryDirectory.appendingPathComponent("deploy-\(UUID())").path
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                try install(SpawnedProcess.product("ClusterFixture"))
+            }
+
+            /// Removes the directory (the primary may still run from it).
+            func remove() { try? FileManager.default.removeItem(atPath: directory) }
+
+            /// Puts `file` (a copy) at the binary's path, atomically, as a deploy would.
+            func install(_ file: String) throws {
+                let staged = directory + "/staged"
+                try? FileManager.default.removeItem(atPath: staged)
+                do {
+                    try FileManager.default.linkItem(atPath: file, toPath: staged)
+                } catch {
+                    try FileManager.default.copyItem(atPath: file, toPath: staged)
+                }
+                guard rename(staged, binary) == 0 else { throw TestFailure.unexpected("rename: errno \(errno)") }
+            }
+
+            /// Puts a shell script at the binary's path.
+            func install(script: String) throws {
+                let file = directory + "/script"
+                try ("#!/bin/sh\n" + script + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+                chmod(file, 0o755)
+                try install(file)
+            }
+
+            /// Starts the supervised primary from the copy.
+            func start(_ environment: [String: String]) throws -> SpawnedProcess {
+                // The shell execs the copy, so the pid is the primary's and /proc/self/exe is the copy.
+                try SpawnedProcess("ClusterFixture", ["supervised"], environment: environment,
+                                   shellPrefix: "exec \(binary) supervised")
+            }
+        }
+
+        /// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
+        private func eventually(within timeout: Duration, _ condition: () throws -> Bool) async throws -> Bool {
+            let deadline = ContinuousClock.now + timeout
+            while ContinuousClock.now < deadline {
+                if try condition() { return true }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            return try condition()
+        }
+
+        @Test func aBrokenBinaryAndOneCrashLeaveTheOtherWorkerServingDegradedUntilTheGoodBinaryReturns() async throws {
+            let deploy = try Deploy()
+            defer { deploy.remove() }
+            let good = deploy.directory + "/good"
+            try FileManager.default.linkItem(atPath: deploy.binary, toPath: good)
+            let primary = try deploy.start([
+                "WORKERS": "2", "ADMIN_PORT": "0", "RESTART_DELAY_MS": "100", "MAX_BOOT_FAILURES": "2",
+                "DEGRADED_DELAY_MS": "400", "MAX_DEGRADED_DELAY_MS": "1000",
+            ])
+            defer { primary.stop() }
+            let listening = try await primary.waitForEvents(["event": "listening"], count: 2)
+            let port = listening[0]["port"] as! Int
+            let admin = try #require(try await primary.waitForEvent(["event": "admin"])["port"] as? Int)
+
+            try deploy.install(script: "echo 'this deploy cannot boot' >&2; exit 3")
+            let victim = listening[0], survivor = String(listening[1]["id"] as! Int)
+            kill(Int32(victim["pid"] as! Int), SIGKILL)
+
+            // Fast retries fail, then the crash-loop guard: degraded, the other worker serves.
+            let degraded = try await primary.waitForLine(timeout: .seconds(20)) { $0.contains("crash loop:") }
+            let degradedAt = ContinuousClock.now
+            #expect(degraded.contains("3 workers failed to boot") && degraded.contains("degraded")
+                    && degraded.contains("1 worker keeps serving"), "\(degraded)")
+            var answered = 0
+            while degradedAt.duration(to: .now) < .seconds(3) {
+                let (outcome, _) = try ClientConnection(port: port).get(keepAlive: false)
+                #expect(outcome == .ok(worker: survivor), "the healthy worker keeps answering during the crash loop")
+                answered += 1
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(isRunning(primary.pid), "the primary stays up")
+            let ready = try HTTP.get(port: admin, path: "/readyz")
+            #expect(ready.status == 200 && ready.body.contains("ready: 1 workers") && ready.body.contains("degraded: "),
+                    "\(ready.status) \(ready.body)")
+            #expect(try await eventually(within: .seconds(5)) {
+                try HTTP.get(port: admin, path: "/metrics").body.contains("cluster_degraded 1")
+            }, "the metric says degraded")
+            // Backing off: 0.4 s, 0.8 s, then 1 s apart, not 100 ms doubling from zero again.
+            let failedWhileDegraded = primary.events(["event": "exit", "code": "3"]).count - 3
+            print("crash loop: \(answered) requests answered by worker \(survivor) in 3 s; \(failedWhileDegraded) boot attempts meanwhile")
+            #expect(failedWhileDegraded >= 1 && failedWhileDegraded <= 5, "\(failedWhileDegraded) boot attempts in 3 s while degraded")
+
+            // The good binary back: the next attempt boots and the slot recovers by itself.
+            try deploy.install(good)
+            let recovered = try await primary.waitForLine(timeout: .seconds(10)) { $0.contains("recovered:") }
+            #expect(recovered.contains("ending the crash loop"), "\(recovered)")
+            _ = try await primary.waitForEvents(["event": "listening"], count: 3)
+            let healed = try HTTP.get(port: admin, path: "/readyz")
+            #expect(healed.status == 200 && healed.body.contains("ready: 2 workers") && !healed.body.contains("degraded"),
+                    "\(healed.body)")
+            #expect(try await eventually(within: .seconds(5)) {
+                try HTTP.get(port: admin, path: "/metrics").body.contains("cluster_degraded 0")
+            })
+            #expect(primary.output.filter { $0.contains("crash loop:") }.count == 1, "one crash-loop message per episode")
+            primary.signal(SIGTERM)
+            #expect(try await primary.waitForExit() == 0)
+        }
+
+        @Test func aBrokenBinaryWithNoWorkerLeftServingStillStopsThePrimary() async throws {
+            let deploy = try Deploy()
+            defer { deploy.remove() }
+            let primary = try deploy.start(["WORKERS": "1", "RESTART_DELAY_MS": "100", "MAX_BOOT_FAILURES": "2"])
+            defer { primary.stop() }
+            let listening = try await primary.waitForEvents(["event": "listening"], count: 1)
+            try deploy.install(script: "exit 3")
+            kill(Int32(listening[0]["pid"] as! Int), SIGKILL)
+            #expect(try await primary.waitForExit(timeout: .seconds(20)) == 1, "the crash-loop exit status")
+            let message = try #require(primary.output.first { $0.contains("failed to boot") })
+            #expect(message.contains("3 workers failed to boot") && message.contains("stopping the cluster"), "\(message)")
+        }
+    }
+}
