@@ -3,7 +3,7 @@
 //
 // Primary environment: WORKERS, PORT, DISTRIBUTION (default shared), READINESS=explicit,
 // RESTART_DELAY_MS, MAX_BOOT_FAILURES, BOOT_PERIOD_MS, DEGRADED_DELAY_MS, MAX_DEGRADED_DELAY_MS,
-// BOOT_TIMEOUT_MS, DRAIN_TIMEOUT_MS, READY_TIMEOUT_MS, MAX_SURGE, WATCHDOG_MS, KILL_AFTER_MS, MAX_REQUESTS, MAX_RSS_MB,
+// BOOT_TIMEOUT_MS, DRAIN_TIMEOUT_MS, READY_TIMEOUT_MS, MAX_SURGE, UPGRADE_TIMEOUT_MS, WATCHDOG_MS, KILL_AFTER_MS, MAX_REQUESTS, MAX_RSS_MB,
 // MAX_AGE_MS, RUN_AS (a user), LIMIT_NOFILE, ADMIN_PORT (prints {"event":"admin","port":N}). Commands on standard input: "reload", "scale N", "stop", "stop now".
 // It prints the events as JSON lines, and {"event":"outcome",...} before it exits.
 //
@@ -43,6 +43,7 @@ func runSupervisedPrimary(_ primary: Primary) async throws {
         bootTimeout: duration("BOOT_TIMEOUT_MS") ?? defaults.bootTimeout,
         drainTimeout: duration("DRAIN_TIMEOUT_MS") ?? defaults.drainTimeout,
         reload: .init(maxSurge: integer("MAX_SURGE") ?? 1, readyTimeout: duration("READY_TIMEOUT_MS") ?? .seconds(60)),
+        upgradeTimeout: duration("UPGRADE_TIMEOUT_MS") ?? defaults.upgradeTimeout,
         watchdog: .init(timeout: duration("WATCHDOG_MS") ?? .seconds(30), killAfter: duration("KILL_AFTER_MS") ?? .seconds(1)),
         recycling: .init(maxRequests: integer("MAX_REQUESTS"), maxRSS: integer("MAX_RSS_MB").map { $0 << 20 },
                          maxAge: duration("MAX_AGE_MS")))

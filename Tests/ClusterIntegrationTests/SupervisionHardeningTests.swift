@@ -3,7 +3,7 @@ import Testing
 
 extension IntegrationTests {
     /// Bad deploys against the supervisor, with real processes: a binary on disk that
-    /// cannot boot.
+    /// cannot boot, and a new primary that never takes over.
     @Suite(.timeLimit(.minutes(3)))
     struct SupervisionHardeningTests {
         /// A directory holding a copy of the fixture, so a test can replace the binary the
@@ -58,6 +58,15 @@ extension IntegrationTests {
             }
             return try condition()
         }
+
+        /// The pid a log line names as `(pid N)` after `marker`.
+        private func pid(in line: String, after marker: String) throws -> Int32 {
+            let tail = try #require(line.range(of: marker)).upperBound
+            let digits = line[tail...].drop { !$0.isNumber }.prefix { $0.isNumber }
+            return try #require(Int32(digits))
+        }
+
+        // MARK: A bad deploy plus one crash
 
         @Test func aBrokenBinaryAndOneCrashLeaveTheOtherWorkerServingDegradedUntilTheGoodBinaryReturns() async throws {
             let deploy = try Deploy()
@@ -128,6 +137,73 @@ extension IntegrationTests {
             #expect(try await primary.waitForExit(timeout: .seconds(20)) == 1, "the crash-loop exit status")
             let message = try #require(primary.output.first { $0.contains("failed to boot") })
             #expect(message.contains("3 workers failed to boot") && message.contains("stopping the cluster"), "\(message)")
+        }
+
+        // MARK: A hung hot upgrade
+
+        @Test func aNewPrimaryThatNeverTakesOverIsKilledAtTheDeadlineAndTheOldOneServesOn() async throws {
+            let deploy = try Deploy()
+            defer { deploy.remove() }
+            let primary = try deploy.start(["WORKERS": "1", "UPGRADE_TIMEOUT_MS": "2000"])
+            defer { primary.stop() }
+            let listening = try await primary.waitForEvents(["event": "listening"], count: 1)
+            let port = listening[0]["port"] as! Int
+            try deploy.install(script: "exec sleep 600")
+
+            let signalled = ContinuousClock.now
+            primary.signal(SIGUSR2)
+            let started = try await primary.waitForLine { $0.contains("hot upgrade: started a new primary") }
+            let successor = try pid(in: started, after: "new primary")
+            primary.adopt(successor)
+            #expect(descriptors(of: successor).values.contains { $0.hasPrefix("socket:") }, "it holds the listener")
+
+            let failed = try await primary.waitForLine(timeout: .seconds(15)) { $0.contains("did not take over within 2 s") }
+            #expect(failed.contains("pid \(successor)") && failed.contains("killing it"), "\(failed)")
+            #expect(try await eventually(within: .seconds(5)) { !isRunning(successor) }, "the new primary is gone")
+            let elapsed = signalled.duration(to: .now)
+            print("hung hot upgrade: new primary killed \(elapsed) after SIGUSR2 (deadline 2 s)")
+            #expect(elapsed >= .milliseconds(1900) && elapsed < .seconds(10))
+            #expect(isRunning(primary.pid))
+            let (outcome, _) = try ClientConnection(port: port).get(keepAlive: false)
+            #expect(outcome == .ok(worker: "1"), "the old primary's worker serves on")
+
+            primary.signal(SIGTERM)
+            #expect(try await primary.waitForExit() == 0)
+            #expect(throws: Outcome.refused) { try ClientConnection(port: port) }
+        }
+
+        @Test func stoppingDuringAHotUpgradeKillsTheNewPrimaryAndItsWorkersSoNothingHoldsThePort() async throws {
+            let failFile = FileManager.default.temporaryDirectory.appendingPathComponent("fail-\(UUID())").path
+            defer { try? FileManager.default.removeItem(atPath: failFile) }
+            let primary = try SpawnedProcess("ClusterFixture", ["supervised"], environment: [
+                "WORKERS": "2", "FAIL_FILE": failFile, "UPGRADE_TIMEOUT_MS": "60000", "BOOT_TIMEOUT_MS": "60000",
+            ])
+            defer { primary.stop() }
+            let listening = try await primary.waitForEvents(["event": "listening"], count: 2)
+            let port = listening[0]["port"] as! Int
+            // The new primary's workers start and never get ready.
+            try "hang".write(toFile: failFile, atomically: true, encoding: .utf8)
+
+            primary.signal(SIGUSR2)
+            let supervising = try await primary.waitForEvents(["event": "supervising"], count: 2)
+            let successor = Int32(supervising[1]["pid"] as! Int)
+            primary.adopt(successor)
+            var workers: [Int32] = []
+            #expect(try await eventually(within: .seconds(10)) {
+                workers = children(of: successor)
+                return workers.count == 2
+            }, "the new primary started its 2 workers")
+            workers.forEach(primary.adopt)
+            #expect(workers.allSatisfy { descriptors(of: $0).values.contains { $0.hasPrefix("socket:") } })
+
+            primary.signal(SIGTERM)
+            let stopping = try await primary.waitForLine { $0.contains("stopping during a hot upgrade") }
+            #expect(stopping.contains("pid \(successor)"), "\(stopping)")
+            #expect(try await primary.waitForExit() == 0)
+            #expect(!isRunning(successor), "the old primary waited for the new one's death")
+            #expect(try await eventually(within: .seconds(5)) { workers.allSatisfy { !isRunning($0) } },
+                    "its workers died with it (PR_SET_PDEATHSIG)")
+            #expect(throws: Outcome.refused) { try ClientConnection(port: port) }
         }
     }
 }

@@ -1,4 +1,5 @@
 import CClusterShims
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -9,24 +10,98 @@ extension Primary {
     /// listening sockets inherited (descriptors from 3, described in
     /// `CLUSTER_UPGRADE_LISTENERS`). The new primary binds nothing: it serves the same
     /// sockets, so no connection is refused while both run. When its workers are ready it
-    /// sends this primary SIGTERM, and this one drains and exits.
+    /// says so through the descriptor named in `CLUSTER_UPGRADE_NOTIFY`, then sends this
+    /// primary SIGTERM, and this one drains and exits.
     ///
     /// - Parameter exited: Called on the I/O thread if the new primary exits while this
     ///   one still runs: the upgrade failed, and this primary carries on.
-    /// - Returns: The new primary's pid.
-    public func upgrade(exited: @escaping @Sendable (ExitStatus) -> Void) async throws(ClusterError) -> Int32 {
-        try await loop.submit { [self] () throws(ClusterError) -> Int32 in
-            let (descriptors, spec) = handover()
+    /// - Returns: The new primary, to ask whether it took over, or to kill it.
+    public func upgrade(exited: @escaping @Sendable (ExitStatus) -> Void) async throws(ClusterError) -> PrimaryUpgrade {
+        try await loop.submit { [self] () throws(ClusterError) -> PrimaryUpgrade in
+            let handed = handover()
+            var descriptors = handed.descriptors
+            let notify = try Syscall.pipe()
+            defer { Syscall.close(notify.write) }
+            let notifyTarget = Int32(3 + descriptors.count)
+            descriptors.append((notify.write, notifyTarget))
             var environment = Spawn.currentEnvironment()
             environment["CLUSTER_UPGRADE_FROM"] = String(getpid())
-            environment["CLUSTER_UPGRADE_LISTENERS"] = spec
+            environment["CLUSTER_UPGRADE_LISTENERS"] = handed.spec
+            environment["CLUSTER_UPGRADE_NOTIFY"] = String(notifyTarget)
             let executable = Spawn.currentExecutable()
-            let (pid, pidfd) = try Spawn.start(SpawnRequest(
-                executable: executable, arguments: [executable] + CommandLine.arguments.dropFirst(),
-                environment: environment, workingDirectory: nil, descriptors: descriptors))
-            try loop.register(pidfd, events: EPOLLIN.rawValue, handler: ProcessWatch(pidfd: pidfd, loop: loop, exited: exited))
-            return pid
+            let started: (pid: pid_t, pidfd: Int32)
+            do throws(ClusterError) {
+                started = try Spawn.start(SpawnRequest(
+                    executable: executable, arguments: [executable] + CommandLine.arguments.dropFirst(),
+                    environment: environment, workingDirectory: nil, descriptors: descriptors))
+            } catch {
+                Syscall.close(notify.read)
+                throw error
+            }
+            let watch = ProcessWatch(pidfd: started.pidfd, loop: loop, exited: exited)
+            do throws(ClusterError) {
+                try loop.register(started.pidfd, events: EPOLLIN.rawValue, handler: watch)
+            } catch {
+                _ = try? Syscall.pidfdSignal(started.pidfd, SIGKILL)
+                Syscall.close(notify.read)
+                Syscall.close(started.pidfd)
+                throw error
+            }
+            return PrimaryUpgrade(pid: started.pid, watch: watch, notify: notify.read)
         }
+    }
+
+    /// Started by a hot upgrade: tells the old primary that this one takes over, before
+    /// SIGTERM asks it to drain, so that it can tell this SIGTERM from an operator's (which
+    /// ends an upgrade in progress by killing the new primary).
+    func announceTakeOver() {
+        guard let fd = cluster_startup_env("CLUSTER_UPGRADE_NOTIFY").flatMap({ Int32(String(cString: $0)) }), fd > 2 else { return }
+        var byte: UInt8 = 1
+        _ = withUnsafeBytes(of: &byte) { try? Syscall.write(fd, $0) }
+        Syscall.close(fd)
+    }
+}
+
+/// A new primary a hot upgrade started (``Primary/upgrade(exited:)``): whether it took
+/// over, and the means to kill it if it does not.
+public final class PrimaryUpgrade: Sendable {
+    /// The new primary's pid.
+    public let pid: Int32
+    private let watch: ProcessWatch
+    /// The read end of the pipe the new primary writes a byte to when it takes over.
+    private let notify: Mutex<(fd: Int32, tookOver: Bool)>
+
+    init(pid: Int32, watch: ProcessWatch, notify: Int32) {
+        self.pid = pid
+        self.watch = watch
+        self.notify = Mutex((notify, false))
+    }
+
+    deinit {
+        notify.withLock { if $0.fd >= 0 { Syscall.close($0.fd) } }
+    }
+
+    /// Whether the new primary said it takes over. It says so before it sends this primary
+    /// SIGTERM, so when that SIGTERM arrives this is already true.
+    public var tookOver: Bool {
+        notify.withLock { state in
+            guard !state.tookOver, state.fd >= 0 else { return state.tookOver }
+            var byte: UInt8 = 0
+            guard let count = withUnsafeMutableBytes(of: &byte, { (try? Syscall.read(state.fd, into: $0)) ?? nil }) else {
+                return false // nothing yet
+            }
+            // It said so, or closed its end without saying it (it exited): nothing more to read.
+            state.tookOver = count == 1
+            Syscall.close(state.fd)
+            state.fd = -1
+            return state.tookOver
+        }
+    }
+
+    /// SIGKILLs the new primary unless it has exited already; its workers die with it
+    /// (`PR_SET_PDEATHSIG`). Its exit is reported as any other, to the `exited` handler.
+    public func kill() {
+        watch.kill()
     }
 }
 
@@ -35,6 +110,8 @@ final class ProcessWatch: IOHandler, @unchecked Sendable {
     private let pidfd: Int32
     private let loop: IOLoop
     private let exited: @Sendable (ExitStatus) -> Void
+    /// Loop thread only: the pidfd is closed once the child is reaped.
+    private var reaped = false
 
     init(pidfd: Int32, loop: IOLoop, exited: @escaping @Sendable (ExitStatus) -> Void) {
         self.pidfd = pidfd
@@ -43,9 +120,19 @@ final class ProcessWatch: IOHandler, @unchecked Sendable {
     }
 
     func handle(events: UInt32) {
-        guard let status = (try? Syscall.pidfdReap(pidfd)) ?? nil else { return }
+        guard !reaped, let status = (try? Syscall.pidfdReap(pidfd)) ?? nil else { return }
+        reaped = true
         loop.deregister(pidfd)
         Syscall.close(pidfd)
         exited(status)
+    }
+
+    /// SIGKILLs the child through its pidfd, on the loop thread, unless it was reaped: no
+    /// pid-reuse race.
+    func kill() {
+        loop.execute { [self] in
+            guard !reaped else { return }
+            _ = try? Syscall.pidfdSignal(pidfd, SIGKILL)
+        }
     }
 }

@@ -102,8 +102,9 @@ public actor Supervisor {
     private var restartsBySlot: [Int: Int] = [:]
     private let startedAt = ContinuousClock.now
     private var signals: SignalWatcher?
-    /// The new primary of a hot upgrade in progress.
-    private var upgradeChild: Int32?
+    /// The hot upgrade in progress: the new primary, when it started, and whether this
+    /// primary killed it (it is gone when its exit arrives).
+    private var upgrading: (child: PrimaryUpgrade, startedAt: ContinuousClock.Instant, killed: Bool)?
     /// Why the cluster is degraded (a crash-loop episode while workers serve), or nil.
     private nonisolated let degradedReason = Mutex<String?>(nil)
     /// Whether this primary, started by a hot upgrade, has told the old one to stop.
@@ -218,9 +219,11 @@ public actor Supervisor {
         case .stop(let immediately): beginStop(.stopped, immediately: immediately)
         case .upgrade: await startUpgrade()
         case .upgradeEnded(let status):
-            upgradeChild = nil
-            if phase == .running {
-                logger.error("hot upgrade failed: the new primary exited (\(status)) before it took over; this primary carries on")
+            // One upgrade at a time, and the loop handles this after the one that started it.
+            guard let current = upgrading else { break }
+            upgrading = nil
+            if phase == .running, !current.killed {
+                logger.error("hot upgrade failed: the new primary (pid \(current.child.pid)) exited (\(status)) before it took over; this primary carries on")
             }
         case .tick:
             tick()
@@ -381,7 +384,8 @@ public actor Supervisor {
         case .running:
             break
         case .stopping(let outcome):
-            if managed.isEmpty { phase = .done(outcome) }
+            // A new primary being killed still holds the listeners: wait for its exit.
+            if managed.isEmpty, upgrading == nil { phase = .done(outcome) }
             return
         case .done:
             return
@@ -483,17 +487,47 @@ public actor Supervisor {
 
     private func startUpgrade() async {
         guard phase == .running else { return }
-        if let upgradeChild {
-            logger.notice("hot upgrade already in progress (new primary \(upgradeChild))")
+        if let upgrading {
+            logger.notice("hot upgrade already in progress (new primary \(upgrading.child.pid))")
             return
         }
+        let child: PrimaryUpgrade
         do {
-            let pid = try await primary.upgrade { [feed] status in feed.yield(.upgradeEnded(status)) }
-            upgradeChild = pid
-            logger.notice("hot upgrade: started a new primary (pid \(pid)) on the same listeners; this one drains when its workers are ready")
+            child = try await primary.upgrade { [feed] status in feed.yield(.upgradeEnded(status)) }
         } catch {
             logger.error("hot upgrade failed: \(error); this primary carries on")
+            return
         }
+        upgrading = (child, clock.now, false)
+        guard phase == .running else {
+            // Stopped while it was starting: it must not outlive this primary on the listeners.
+            endUpgrade()
+            return
+        }
+        logger.notice("hot upgrade: started a new primary (pid \(child.pid)) on the same listeners; this one drains when its workers are ready (within \(RestartLedger<ContinuousClock.Instant>.seconds(supervision.upgradeTimeout)))")
+    }
+
+    /// The new primary has not taken over within the upgrade timeout: kill it, carry on.
+    private func checkUpgradeDeadline(now: ContinuousClock.Instant) {
+        guard let current = upgrading, !current.killed, phase == .running,
+              current.startedAt.duration(to: now) > supervision.upgradeTimeout, !current.child.tookOver else { return }
+        logger.error("hot upgrade failed: the new primary (pid \(current.child.pid)) did not take over within \(RestartLedger<ContinuousClock.Instant>.seconds(supervision.upgradeTimeout)); killing it (its workers die with it); this primary carries on")
+        current.child.kill()
+        upgrading?.killed = true
+    }
+
+    /// Stopping: a new primary that took over carries on; one that has not is killed
+    /// first, so that nothing started here outlives this primary on the listeners.
+    private func endUpgrade() {
+        guard let current = upgrading, !current.killed else { return }
+        if current.child.tookOver {
+            logger.notice("primary \(current.child.pid) took over: this one drains and exits")
+            upgrading = nil
+            return
+        }
+        logger.warning("stopping during a hot upgrade: killing the new primary (pid \(current.child.pid)) first (its workers die with it)")
+        current.child.kill()
+        upgrading?.killed = true
     }
 
     /// Started by a hot upgrade: once every worker is ready, the old primary may go.
@@ -505,6 +539,7 @@ public actor Supervisor {
         // Only our parent: a pid that is no longer the old primary's is never signalled.
         guard getppid() == old else { return }
         logger.notice("took over from primary \(old): its workers drain now")
+        primary.announceTakeOver()
         kill(old, SIGTERM)
     }
 
@@ -531,6 +566,7 @@ public actor Supervisor {
         pendingRestarts.removeAll()
         rollout = nil
         reloadQueued = false
+        endUpgrade()
         // Connections not yet accepted stay queued (for a new primary after a hot upgrade).
         primary.stopAccepting()
         for (id, entry) in managed {
@@ -551,6 +587,7 @@ public actor Supervisor {
             checkReadiness(entry, now: now)
             checkWatchdog(id, entry, now: now)
         }
+        checkUpgradeDeadline(now: now)
         if lastPublished.map({ $0.duration(to: now) >= .seconds(1) }) ?? true {
             lastPublished = now
             metrics.publish(desired: desired, degraded: ledger.episode != nil)
