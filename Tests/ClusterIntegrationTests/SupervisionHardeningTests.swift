@@ -66,6 +66,24 @@ extension IntegrationTests {
             return try #require(Int32(digits))
         }
 
+        /// Waits until `pid` has `count` children; `primary` adopts `pid` and them, to
+        /// SIGKILL them if the test fails.
+        private func adoptChildren(of pid: Int32, count: Int, by primary: SpawnedProcess) async throws -> [Int32] {
+            primary.adopt(pid)
+            var found: [Int32] = []
+            let started = try await eventually(within: .seconds(10)) {
+                found = children(of: pid)
+                return found.count == count
+            }
+            found.forEach(primary.adopt)
+            try #require(started, "\(pid) has \(found.count) children, not \(count)")
+            return found
+        }
+
+        private func holdsASocket(_ pid: Int32) -> Bool {
+            descriptors(of: pid).values.contains { $0.hasPrefix("socket:") }
+        }
+
         // MARK: A bad deploy plus one crash
 
         @Test func aBrokenBinaryAndOneCrashLeaveTheOtherWorkerServingDegradedUntilTheGoodBinaryReturns() async throws {
@@ -148,18 +166,20 @@ extension IntegrationTests {
             defer { primary.stop() }
             let listening = try await primary.waitForEvents(["event": "listening"], count: 1)
             let port = listening[0]["port"] as! Int
-            try deploy.install(script: "exec sleep 600")
+            // A wrapper that does not exec: its child holds the listeners too.
+            try deploy.install(script: "sleep 600; echo never")
 
             let signalled = ContinuousClock.now
             primary.signal(SIGUSR2)
             let started = try await primary.waitForLine { $0.contains("hot upgrade: started a new primary") }
             let successor = try pid(in: started, after: "new primary")
-            primary.adopt(successor)
-            #expect(descriptors(of: successor).values.contains { $0.hasPrefix("socket:") }, "it holds the listener")
+            let wrapped = try await adoptChildren(of: successor, count: 1, by: primary)
+            #expect(([successor] + wrapped).allSatisfy(holdsASocket), "the new primary and its program hold the listener")
 
             let failed = try await primary.waitForLine(timeout: .seconds(15)) { $0.contains("did not take over within 2 s") }
             #expect(failed.contains("pid \(successor)") && failed.contains("killing it"), "\(failed)")
-            #expect(try await eventually(within: .seconds(5)) { !isRunning(successor) }, "the new primary is gone")
+            #expect(try await eventually(within: .seconds(5)) { !isRunning(successor) && !wrapped.contains(where: isRunning) },
+                    "the new primary and its program are gone")
             let elapsed = signalled.duration(to: .now)
             print("hung hot upgrade: new primary killed \(elapsed) after SIGUSR2 (deadline 2 s)")
             #expect(elapsed >= .milliseconds(1900) && elapsed < .seconds(10))
@@ -187,14 +207,8 @@ extension IntegrationTests {
             primary.signal(SIGUSR2)
             let supervising = try await primary.waitForEvents(["event": "supervising"], count: 2)
             let successor = Int32(supervising[1]["pid"] as! Int)
-            primary.adopt(successor)
-            var workers: [Int32] = []
-            #expect(try await eventually(within: .seconds(10)) {
-                workers = children(of: successor)
-                return workers.count == 2
-            }, "the new primary started its 2 workers")
-            workers.forEach(primary.adopt)
-            #expect(workers.allSatisfy { descriptors(of: $0).values.contains { $0.hasPrefix("socket:") } })
+            let workers = try await adoptChildren(of: successor, count: 2, by: primary)
+            #expect(workers.allSatisfy(holdsASocket), "the new primary's workers hold the listener")
 
             primary.signal(SIGTERM)
             let stopping = try await primary.waitForLine { $0.contains("stopping during a hot upgrade") }

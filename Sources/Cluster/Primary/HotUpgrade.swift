@@ -38,7 +38,7 @@ extension Primary {
                 Syscall.close(notify.read)
                 throw error
             }
-            let watch = ProcessWatch(pidfd: started.pidfd, loop: loop, exited: exited)
+            let watch = ProcessWatch(pid: started.pid, pidfd: started.pidfd, loop: loop, exited: exited)
             do throws(ClusterError) {
                 try loop.register(started.pidfd, events: EPOLLIN.rawValue, handler: watch)
             } catch {
@@ -98,8 +98,9 @@ public final class PrimaryUpgrade: Sendable {
         }
     }
 
-    /// SIGKILLs the new primary unless it has exited already; its workers die with it
-    /// (`PR_SET_PDEATHSIG`). Its exit is reported as any other, to the `exited` handler.
+    /// SIGKILLs the new primary and its children unless it has exited already: its workers
+    /// die with it (`PR_SET_PDEATHSIG`), and a wrapper script's program is killed with the
+    /// script. Its exit is reported as any other, to the `exited` handler.
     public func kill() {
         watch.kill()
     }
@@ -107,13 +108,15 @@ public final class PrimaryUpgrade: Sendable {
 
 /// Reaps one child by its pidfd and reports how it ended.
 final class ProcessWatch: IOHandler, @unchecked Sendable {
+    private let pid: pid_t
     private let pidfd: Int32
     private let loop: IOLoop
     private let exited: @Sendable (ExitStatus) -> Void
     /// Loop thread only: the pidfd is closed once the child is reaped.
     private var reaped = false
 
-    init(pidfd: Int32, loop: IOLoop, exited: @escaping @Sendable (ExitStatus) -> Void) {
+    init(pid: pid_t, pidfd: Int32, loop: IOLoop, exited: @escaping @Sendable (ExitStatus) -> Void) {
+        self.pid = pid
         self.pidfd = pidfd
         self.loop = loop
         self.exited = exited
@@ -127,12 +130,45 @@ final class ProcessWatch: IOHandler, @unchecked Sendable {
         exited(status)
     }
 
-    /// SIGKILLs the child through its pidfd, on the loop thread, unless it was reaped: no
-    /// pid-reuse race.
+    /// SIGKILLs the child and its own children through pidfds, on the loop thread, unless
+    /// it was reaped: no pid-reuse race. Its children's pidfds are opened while they are
+    /// still its children (checked), before it dies and they are handed to init.
     func kill() {
         loop.execute { [self] in
             guard !reaped else { return }
+            let children = Self.children(of: pid).compactMap { child -> Int32? in
+                guard let fd = try? Syscall.pidfdOpen(child) else { return nil }
+                guard Self.parent(of: child) == pid else {
+                    Syscall.close(fd)
+                    return nil
+                }
+                return fd
+            }
             _ = try? Syscall.pidfdSignal(pidfd, SIGKILL)
+            for fd in children {
+                _ = try? Syscall.pidfdSignal(fd, SIGKILL)
+                Syscall.close(fd)
+            }
         }
+    }
+
+    /// The children of `pid`, every thread's, from /proc.
+    private static func children(of pid: pid_t) -> [pid_t] {
+        guard let tasks = opendir("/proc/\(pid)/task") else { return [] }
+        defer { closedir(tasks) }
+        var children: [pid_t] = []
+        while let entry = readdir(tasks) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard let task = Int32(name), let list = Host.read("/proc/\(pid)/task/\(task)/children") else { continue }
+            children += list.split(whereSeparator: \.isWhitespace).compactMap { Int32($0) }
+        }
+        return children
+    }
+
+    /// The parent of `pid`, from /proc/PID/stat, or nil when it is gone.
+    private static func parent(of pid: pid_t) -> pid_t? {
+        guard let stat = Host.read("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 1 ? Int32(fields[1]) : nil
     }
 }
