@@ -51,11 +51,24 @@ extension Primary {
         }
     }
 
+    /// Started by a hot upgrade: the descriptor it announces its takeover on must not reach
+    /// a program this one runs (it would hold the old primary's pipe open).
+    func keepUpgradeNotifyFromPrograms() {
+        guard let fd = upgradeNotifyDescriptor else { return }
+        try? Syscall.setCloseOnExec(fd)
+    }
+
+    private var upgradeNotifyDescriptor: Int32? {
+        guard upgradedFrom != nil, let fd = cluster_startup_env("CLUSTER_UPGRADE_NOTIFY").flatMap({ Int32(String(cString: $0)) }),
+              fd > 2 else { return nil }
+        return fd
+    }
+
     /// Started by a hot upgrade: tells the old primary that this one takes over, before
     /// SIGTERM asks it to drain, so that it can tell this SIGTERM from an operator's (which
     /// ends an upgrade in progress by killing the new primary).
     func announceTakeOver() {
-        guard let fd = cluster_startup_env("CLUSTER_UPGRADE_NOTIFY").flatMap({ Int32(String(cString: $0)) }), fd > 2 else { return }
+        guard let fd = upgradeNotifyDescriptor else { return }
         var byte: UInt8 = 1
         _ = withUnsafeBytes(of: &byte) { try? Syscall.write(fd, $0) }
         Syscall.close(fd)

@@ -200,6 +200,7 @@ public actor Supervisor {
                 logger.error("cannot handle signals: \(error); SIGTERM will end the primary without draining")
             }
         }
+        primary.keepUpgradeNotifyFromPrograms()
         logger.info("supervising \(desired) workers (generation \(generation))")
         await reconcile()
         for await input in inputs {
@@ -335,6 +336,7 @@ public actor Supervisor {
         case .degrade(let delay, let reason):
             degradedReason.withLock { $0 = reason }
             logger.critical("crash loop: \(reason)")
+            restarting(delay)
             pendingRestarts.append((slot, clock.now.advanced(by: delay)))
         case .stop(let reason):
             logger.critical("\(reason)")
