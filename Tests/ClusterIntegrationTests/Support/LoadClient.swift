@@ -37,7 +37,7 @@ final class ClientConnection {
             let bound = withUnsafePointer(to: &local) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
             }
-            guard bound == 0 else { close(fd); throw .other("bind \(source): errno \(errno)") }
+            guard bound == 0 else { throw .other("bind \(source): errno \(errno)") }
         }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
@@ -47,8 +47,10 @@ final class ClientConnection {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         if connected != 0 {
+            // No close here: a class whose initializer throws once every property is set is
+            // deinitialized, and deinit closes the socket (twice would close a descriptor
+            // another thread may have opened meanwhile).
             let error = errno
-            close(fd)
             throw error == ECONNREFUSED ? .refused : error == ETIMEDOUT ? .timeout : .other("connect: errno \(error)")
         }
     }
