@@ -144,6 +144,32 @@ extension IntegrationTests {
             #expect(try await primary.waitForExit() == 0)
         }
 
+        @Test func aReloadAfterTheFixRetriesTheWaitingSlotAtOnceInsteadOfAfterTheBackoff() async throws {
+            let deploy = try Deploy()
+            defer { deploy.remove() }
+            let good = deploy.directory + "/good"
+            try FileManager.default.linkItem(atPath: deploy.binary, toPath: good)
+            let primary = try deploy.start(["WORKERS": "2", "RESTART_DELAY_MS": "100", "MAX_BOOT_FAILURES": "1",
+                                            "DEGRADED_DELAY_MS": "60000"])
+            defer { primary.stop() }
+            let listening = try await primary.waitForEvents(["event": "listening"], count: 2)
+            try deploy.install(script: "exit 3")
+            let slot = listening[0]["slot"] as! Int
+            kill(Int32(listening[0]["pid"] as! Int), SIGKILL)
+            _ = try await primary.waitForLine { $0.contains("crash loop:") && $0.contains("wait 60 s") }
+
+            try deploy.install(good)
+            let reloaded = ContinuousClock.now
+            primary.send("reload")
+            let retried = try await primary.waitForLine { $0.contains("reload during a crash loop") }
+            #expect(retried.contains("slot \(slot) start now"), "\(retried)")
+            _ = try await primary.waitForLine(timeout: .seconds(30)) { $0.contains("recovered:") }
+            _ = try await primary.waitForLine(timeout: .seconds(30)) { $0.contains("reload complete: every worker is generation 2") }
+            let elapsed = reloaded.duration(to: .now)
+            print("crash loop ended by a reload \(elapsed) after it (backoff 60 s)")
+            #expect(elapsed < .seconds(30), "the waiting slot did not wait out its 60 s backoff")
+        }
+
         @Test func aBrokenBinaryWithNoWorkerLeftServingStillStopsThePrimary() async throws {
             let deploy = try Deploy()
             defer { deploy.remove() }

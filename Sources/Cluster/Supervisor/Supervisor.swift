@@ -442,7 +442,8 @@ public actor Supervisor {
         rollout = (generation + 1, old)
         if ledger.episode != nil, !pendingRestarts.isEmpty {
             // An operator who reloads after fixing a deploy should not wait out the backoff.
-            logger.notice("reload during a crash loop: the \(pendingRestarts.count) slots waiting to restart start now")
+            let slots = pendingRestarts.map { String($0.slot) }.joined(separator: ", ")
+            logger.notice("reload during a crash loop: \(pendingRestarts.count == 1 ? "slot" : "slots") \(slots) start now, not after the backoff")
             pendingRestarts = pendingRestarts.map { ($0.slot, clock.now) }
         }
         logger.notice("reloading: replacing \(old.count) workers with generation \(generation + 1), \(supervision.reload.maxSurge) at a time")
