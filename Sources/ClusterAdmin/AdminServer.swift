@@ -11,12 +11,15 @@ public import Prometheus
 ///   which the primary and a ``Supervisor`` publish every second, and any the program
 ///   records through swift-metrics);
 /// - `GET /healthz`: 200 while the primary runs;
-/// - `GET /readyz`: 200 when at least one worker is ready to serve, 503 otherwise.
+/// - `GET /readyz`: 200 when at least one worker is ready to serve, 503 otherwise. With a
+///   ``Supervisor`` given, a degraded cluster (workers keep failing to boot while others
+///   serve) still answers 200 while any worker serves, and the body says `degraded:` and
+///   why; the metric `cluster_degraded` is 1 meanwhile.
 ///
 /// ```swift
 /// let registry = AdminServer.bootstrapMetrics()        // once, before anything records
 /// let admin = try await AdminServer.start(on: .tcp(host: "127.0.0.1", port: 9090),
-///                                         primary: primary, registry: registry)
+///                                         primary: primary, supervisor: supervisor, registry: registry)
 /// ```
 public enum AdminServer {
     /// Makes swift-metrics record into a new Prometheus registry and returns it. Call once
@@ -28,15 +31,17 @@ public enum AdminServer {
     }
 
     /// Serves the admin endpoints on `address` in the background. Close the returned
-    /// channel to stop; its `localAddress` has the port chosen for port 0.
-    public static func start(on address: ListenAddress, primary: Primary,
+    /// channel to stop; its `localAddress` has the port chosen for port 0. Pass the
+    /// `supervisor` for `/readyz` to report a degraded cluster.
+    public static func start(on address: ListenAddress, primary: Primary, supervisor: Supervisor? = nil,
                              registry: PrometheusCollectorRegistry) async throws -> any Channel {
         try await StandaloneHTTPServer.bind(address) { request, loop in
-            loop.makeSucceededFuture(respond(to: request, primary: primary, registry: registry))
+            loop.makeSucceededFuture(respond(to: request, primary: primary, supervisor: supervisor, registry: registry))
         }
     }
 
-    static func respond(to request: HTTPRequest, primary: Primary, registry: PrometheusCollectorRegistry) -> HTTPResponse {
+    static func respond(to request: HTTPRequest, primary: Primary, supervisor: Supervisor?,
+                        registry: PrometheusCollectorRegistry) -> HTTPResponse {
         let path = request.head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? "/"
         guard request.head.method == .GET || request.head.method == .HEAD else {
             return HTTPResponse(status: .methodNotAllowed, body: "only GET and HEAD\n")
@@ -50,9 +55,10 @@ public enum AdminServer {
             return HTTPResponse(body: "ok\n")
         case "/readyz":
             let ready = primary.workers.values.filter { $0.state == .listening }.count
+            let degraded = supervisor?.degradation.map { "degraded: \($0)\n" } ?? ""
             return ready > 0
-                ? HTTPResponse(body: "ready: \(ready) workers\n")
-                : HTTPResponse(status: .serviceUnavailable, body: "not ready: no worker is ready to serve\n")
+                ? HTTPResponse(body: "ready: \(ready) workers\n" + degraded)
+                : HTTPResponse(status: .serviceUnavailable, body: "not ready: no worker is ready to serve\n" + degraded)
         default:
             return HTTPResponse(status: .notFound, body: "not found: try /metrics, /healthz or /readyz\n")
         }
@@ -64,10 +70,11 @@ extension AdminServer {
     /// metrics and serves the admin endpoints on that port (all interfaces; `ADMIN_HOST`
     /// overrides). Returns the channel, or nil when the variable is not set.
     @discardableResult
-    public static func startFromEnvironment(primary: Primary) async throws -> (any Channel)? {
+    public static func startFromEnvironment(primary: Primary, supervisor: Supervisor? = nil) async throws -> (any Channel)? {
         guard Cluster.environmentValue("ADMIN_PORT") != nil else { return nil }
         let port = try Cluster.environmentInteger("ADMIN_PORT", default: 0, in: 0...65535)
         let host = Cluster.environmentValue("ADMIN_HOST") ?? "0.0.0.0"
-        return try await start(on: .tcp(host: host, port: port), primary: primary, registry: bootstrapMetrics())
+        return try await start(on: .tcp(host: host, port: port), primary: primary, supervisor: supervisor,
+                               registry: bootstrapMetrics())
     }
 }

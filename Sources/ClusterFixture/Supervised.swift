@@ -2,8 +2,8 @@
 // environment, and HTTP workers with routes that misbehave on purpose.
 //
 // Primary environment: WORKERS, PORT, DISTRIBUTION (default shared), READINESS=explicit,
-// RESTART_DELAY_MS, MAX_BOOT_FAILURES, BOOT_PERIOD_MS, BOOT_TIMEOUT_MS, DRAIN_TIMEOUT_MS,
-// READY_TIMEOUT_MS, MAX_SURGE, WATCHDOG_MS, KILL_AFTER_MS, MAX_REQUESTS, MAX_RSS_MB,
+// RESTART_DELAY_MS, MAX_BOOT_FAILURES, BOOT_PERIOD_MS, DEGRADED_DELAY_MS, MAX_DEGRADED_DELAY_MS,
+// BOOT_TIMEOUT_MS, DRAIN_TIMEOUT_MS, READY_TIMEOUT_MS, MAX_SURGE, UPGRADE_TIMEOUT_MS, WATCHDOG_MS, KILL_AFTER_MS, MAX_REQUESTS, MAX_RSS_MB,
 // MAX_AGE_MS, RUN_AS (a user), LIMIT_NOFILE, ADMIN_PORT (prints {"event":"admin","port":N}). Commands on standard input: "reload", "scale N", "stop", "stop now".
 // It prints the events as JSON lines, and {"event":"outcome",...} before it exits.
 //
@@ -36,11 +36,14 @@ func runSupervisedPrimary(_ primary: Primary) async throws {
         workers: integer("WORKERS") ?? 2,
         restart: RestartPolicy(initialDelay: duration("RESTART_DELAY_MS") ?? .milliseconds(100),
                                maxBootFailures: integer("MAX_BOOT_FAILURES") ?? 5,
-                               period: duration("BOOT_PERIOD_MS") ?? .seconds(30)),
+                               period: duration("BOOT_PERIOD_MS") ?? .seconds(30),
+                               degradedDelay: duration("DEGRADED_DELAY_MS") ?? defaults.restart.degradedDelay,
+                               maxDegradedDelay: duration("MAX_DEGRADED_DELAY_MS") ?? defaults.restart.maxDegradedDelay),
         readiness: environment["READINESS"] == "explicit" ? .explicit : .listening,
         bootTimeout: duration("BOOT_TIMEOUT_MS") ?? defaults.bootTimeout,
         drainTimeout: duration("DRAIN_TIMEOUT_MS") ?? defaults.drainTimeout,
         reload: .init(maxSurge: integer("MAX_SURGE") ?? 1, readyTimeout: duration("READY_TIMEOUT_MS") ?? .seconds(60)),
+        upgradeTimeout: duration("UPGRADE_TIMEOUT_MS") ?? defaults.upgradeTimeout,
         watchdog: .init(timeout: duration("WATCHDOG_MS") ?? .seconds(30), killAfter: duration("KILL_AFTER_MS") ?? .seconds(1)),
         recycling: .init(maxRequests: integer("MAX_REQUESTS"), maxRSS: integer("MAX_RSS_MB").map { $0 << 20 },
                          maxAge: duration("MAX_AGE_MS")))
@@ -63,7 +66,7 @@ func runSupervisedPrimary(_ primary: Primary) async throws {
             }
         }
     }
-    if let admin = try await AdminServer.startFromEnvironment(primary: primary) {
+    if let admin = try await AdminServer.startFromEnvironment(primary: primary, supervisor: supervisor) {
         emit(["event": "admin", "port": admin.localAddress?.port ?? 0])
     }
     emit(["event": "supervising", "pid": Int(getpid())])

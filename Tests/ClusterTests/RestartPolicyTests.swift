@@ -19,7 +19,7 @@ struct ManualInstant: InstantProtocol, Sendable {
         var delays: [RestartDecision] = []
         for second in 0..<6 {
             delays.append(ledger.exited(worker: "worker 1", slot: 0, status: .signaled(.kill), uptime: .seconds(1),
-                                        wasReady: true, at: .seconds(Double(second))))
+                                        wasReady: true, serving: 3, at: .seconds(Double(second))))
         }
         #expect(delays == [.restart(after: .zero), .restart(after: .milliseconds(100)), .restart(after: .milliseconds(200)),
                            .restart(after: .milliseconds(400)), .restart(after: .milliseconds(800)),
@@ -28,28 +28,28 @@ struct ManualInstant: InstantProtocol, Sendable {
 
     @Test func backoffIsPerSlotAndResetsAfterAWorkerStayedUp() {
         var ledger = Ledger(policy: RestartPolicy(initialDelay: .milliseconds(100), resetAfter: .seconds(10)))
-        _ = ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(1), wasReady: true, at: .seconds(0))
-        _ = ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(1), wasReady: true, at: .seconds(1))
-        #expect(ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(1), wasReady: true, at: .seconds(2))
+        _ = ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(1), wasReady: true, serving: 3, at: .seconds(0))
+        _ = ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(1), wasReady: true, serving: 3, at: .seconds(1))
+        #expect(ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(1), wasReady: true, serving: 3, at: .seconds(2))
                 == .restart(after: .milliseconds(200)), "the third restart of slot 0 in a row")
-        #expect(ledger.exited(worker: "w", slot: 1, status: .exited(1), uptime: .seconds(1), wasReady: true, at: .seconds(2))
+        #expect(ledger.exited(worker: "w", slot: 1, status: .exited(1), uptime: .seconds(1), wasReady: true, serving: 3, at: .seconds(2))
                 == .restart(after: .zero), "another slot starts its own count")
-        #expect(ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(11), wasReady: true, at: .seconds(20))
+        #expect(ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(11), wasReady: true, serving: 3, at: .seconds(20))
                 == .restart(after: .zero), "a worker up longer than resetAfter resets its slot")
     }
 
-    @Test func moreBootFailuresThanAllowedWithinThePeriodStopTheCluster() {
+    @Test func moreBootFailuresThanAllowedWithinThePeriodWithNoWorkerServingStopTheCluster() {
         var ledger = Ledger(policy: RestartPolicy(maxBootFailures: 3, period: .seconds(10)))
         for second in 0..<3 {
             let decision = ledger.exited(worker: "worker \(second + 1) (pid 9)", slot: 0, status: .exited(1), uptime: .zero,
-                                         wasReady: false, at: .seconds(Double(second)))
+                                         wasReady: false, serving: 0, at: .seconds(Double(second)))
             guard case .restart = decision else {
                 Issue.record("boot failure \(second + 1) of 3 allowed stopped the cluster: \(decision)")
                 return
             }
         }
         let fourth = ledger.exited(worker: "worker 4 (pid 9)", slot: 0, status: .exited(1), uptime: .zero,
-                                   wasReady: false, at: .seconds(3))
+                                   wasReady: false, serving: 0, at: .seconds(3))
         guard case .stop(let reason) = fourth else {
             Issue.record("a fourth boot failure within 10 s did not stop the cluster: \(fourth)")
             return
@@ -62,13 +62,13 @@ struct ManualInstant: InstantProtocol, Sendable {
         var ledger = Ledger(policy: RestartPolicy(maxBootFailures: 1, period: .seconds(10)))
         for second in [0.0, 11, 22, 33] {
             guard case .restart = ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .zero, wasReady: false,
-                                                at: .seconds(second)) else {
+                                                serving: 0, at: .seconds(second)) else {
                 Issue.record("a boot failure 11 s after the last stopped the cluster; only failures within 10 s count")
                 return
             }
         }
         guard case .stop = ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .zero, wasReady: false,
-                                         at: .seconds(34)) else {
+                                         serving: 0, at: .seconds(34)) else {
             Issue.record("two boot failures within 1 s, with one allowed, did not stop the cluster")
             return
         }
@@ -78,21 +78,101 @@ struct ManualInstant: InstantProtocol, Sendable {
         var ledger = Ledger(policy: RestartPolicy(maxBootFailures: 0, period: .seconds(60)))
         for second in 0..<50 {
             guard case .restart = ledger.exited(worker: "w", slot: second % 4, status: .signaled(.segmentationFault),
-                                                uptime: .seconds(2), wasReady: true, at: .seconds(Double(second))) else {
+                                                uptime: .seconds(2), wasReady: true, serving: 3, at: .seconds(Double(second))) else {
                 Issue.record("a crash after the worker was ready stopped the cluster")
                 return
             }
         }
     }
 
-    @Test func theCannotBootExitCodeStopsAtOnce() {
+    @Test func theCannotBootExitCodeWithNoWorkerServingStopsAtOnce() {
         var ledger = Ledger(policy: RestartPolicy())
         let decision = ledger.exited(worker: "worker 1 (pid 5)", slot: 0, status: .exited(RestartPolicy.cannotBootExitCode),
-                                     uptime: .zero, wasReady: false, at: .seconds(0))
+                                     uptime: .zero, wasReady: false, serving: 0, at: .seconds(0))
         guard case .stop(let reason) = decision else {
             Issue.record("exit code 78 did not stop the cluster: \(decision)")
             return
         }
         #expect(reason.contains("worker 1 (pid 5)") && reason.contains("78"))
     }
+
+    // MARK: The crash-loop guard with workers serving
+
+    /// A bad deploy: boot failures with one healthy worker still serving.
+    private func failToBoot(_ ledger: inout Ledger, times: Int, from start: Double, serving: Int = 1) -> [RestartDecision] {
+        (0..<times).map { index in
+            ledger.exited(worker: "worker \(index + 10) (pid 9)", slot: 1, status: .exited(1), uptime: .zero, wasReady: false,
+                          serving: serving, at: .seconds(start + Double(index) * 0.1))
+        }
+    }
+
+    @Test func bootFailuresPastTheLimitWhileAWorkerServesDegradeOnceAndBackOffExponentiallyToTheCap() {
+        var ledger = Ledger(policy: RestartPolicy(initialDelay: .milliseconds(100), maxBootFailures: 3, period: .seconds(10),
+                                                  degradedDelay: .seconds(1), maxDegradedDelay: .seconds(8)))
+        let decisions = failToBoot(&ledger, times: 9, from: 0)
+        #expect(decisions.prefix(3) == [.restart(after: .zero), .restart(after: .milliseconds(100)),
+                                        .restart(after: .milliseconds(200))], "within the limit: the slot's own backoff")
+        guard case .degrade(let delay, let reason) = decisions[3] else {
+            Issue.record("a fourth boot failure with a worker serving did not degrade the cluster: \(decisions[3])")
+            return
+        }
+        #expect(delay == .seconds(1))
+        #expect(reason.contains("worker 13 (pid 9)") && reason.contains("4 workers failed to boot within 10 s")
+                && reason.contains("degraded") && reason.contains("1 worker keeps serving") && reason.contains("8 s"),
+                "the message names the worker, the count, what still serves and the cap: \(reason)")
+        #expect(Array(decisions.dropFirst(4)) == [.restart(after: .seconds(2)), .restart(after: .seconds(4)),
+                                                  .restart(after: .seconds(8)), .restart(after: .seconds(8)),
+                                                  .restart(after: .seconds(8))],
+                "one degrade per episode, then attempts double up to the cap")
+        #expect(ledger.episode?.failures == 6)
+    }
+
+    @Test func aWorkerThatBootsEndsTheEpisodeAndTheNextOneNeedsTheFullCountAgain() {
+        var ledger = Ledger(policy: RestartPolicy(maxBootFailures: 2, period: .seconds(60), degradedDelay: .seconds(1)))
+        _ = failToBoot(&ledger, times: 5, from: 0)
+        #expect(ledger.episode == ManualInstant.seconds(0.2).episode(failures: 3))
+        #expect(ledger.booted() == ManualInstant.seconds(0.2).episode(failures: 3), "the episode that ended, for the log")
+        #expect(ledger.episode == nil && ledger.booted() == nil)
+        let after = failToBoot(&ledger, times: 3, from: 5)
+        #expect(after.prefix(2) == [.restart(after: .zero), .restart(after: .milliseconds(100))],
+                "restarts are fast again, the slot's backoff starts over")
+        guard case .degrade = after[2] else {
+            Issue.record("a new run of failures past the limit did not begin a new episode: \(after[2])")
+            return
+        }
+    }
+
+    @Test func theLastServingWorkerGoneDuringAnEpisodeStopsTheCluster() {
+        var ledger = Ledger(policy: RestartPolicy(maxBootFailures: 1, period: .seconds(60)))
+        _ = failToBoot(&ledger, times: 2, from: 0, serving: 2)
+        #expect(ledger.episode != nil)
+        #expect(ledger.exited(worker: "worker 1 (pid 4)", slot: 0, status: .signaled(.kill), uptime: .seconds(30), wasReady: true,
+                              serving: 1, at: .seconds(1)) == .restart(after: .zero),
+                "a serving worker that dies while another serves is restarted")
+        let last = ledger.exited(worker: "worker 2 (pid 5)", slot: 2, status: .signaled(.segmentationFault), uptime: .seconds(30),
+                                 wasReady: true, serving: 0, at: .seconds(3))
+        guard case .stop(let reason) = last else {
+            Issue.record("the last serving worker died during a crash loop and the cluster carried on: \(last)")
+            return
+        }
+        #expect(reason.contains("worker 2 (pid 5)") && reason.contains("no worker is left serving") && reason.contains("crash loop"),
+                "\(reason)")
+    }
+
+    @Test func theCannotBootExitCodeWhileWorkersServeDegradesAtOnce() {
+        var ledger = Ledger(policy: RestartPolicy(degradedDelay: .seconds(2)))
+        let decision = ledger.exited(worker: "worker 3 (pid 7)", slot: 1, status: .exited(RestartPolicy.cannotBootExitCode),
+                                     uptime: .zero, wasReady: false, serving: 2, at: .seconds(0))
+        guard case .degrade(let delay, let reason) = decision else {
+            Issue.record("exit code 78 with 2 workers serving did not degrade the cluster: \(decision)")
+            return
+        }
+        #expect(delay == .seconds(2))
+        #expect(reason.contains("worker 3 (pid 7)") && reason.contains("78") && reason.contains("2 workers keep serving"), "\(reason)")
+    }
+}
+
+extension ManualInstant {
+    /// A crash-loop episode that began at this instant.
+    func episode(failures: Int) -> RestartLedger<ManualInstant>.Episode { .init(began: self, failures: failures) }
 }

@@ -13,9 +13,11 @@ struct MetricsPublisher {
     /// A worker died unexpectedly and is restarted.
     func countRestart() { counter("cluster_worker_restarts_total").increment() }
 
-    /// Publishes the count a supervisor keeps.
-    func publish(desired: Int) {
+    /// Publishes the count a supervisor keeps, and whether it is degraded (1: workers keep
+    /// failing to boot while others serve).
+    func publish(desired: Int, degraded: Bool) {
         gauge("cluster_workers_desired").record(desired)
+        gauge("cluster_degraded").record(degraded ? 1 : 0)
         _ = counter("cluster_worker_restarts_total") // 0 until the first restart, not absent
     }
 

@@ -1,16 +1,22 @@
-/// When a worker that died is started again, and when the primary gives up instead.
+/// When a worker that died is started again, and what the primary does when workers keep
+/// failing to boot.
 ///
 /// - **Backoff per slot.** A slot's first restart is immediate (a trap in one request
 ///   costs one worker's in-flight requests, not seconds of capacity); the next waits
 ///   ``initialDelay``, and each further one ``factor`` times longer, up to ``maxDelay``.
 ///   A worker that stayed up for ``resetAfter`` starts its slot's count over.
-/// - **Crash-loop intensity.** A worker that exits before it is ready failed to boot. More
-///   than ``maxBootFailures`` boot failures within ``period`` stop the cluster: the primary
-///   drains the other workers and exits non-zero. A worker that was ready and then died
-///   (a trap in one request) is always restarted: one bad request must not take the
-///   server down.
+/// - **Crash-loop guard.** A worker that exits before it is ready failed to boot. More
+///   than ``maxBootFailures`` boot failures within ``period`` begin a crash-loop episode.
+///   While other workers serve, the cluster carries on *degraded*: it logs the episode
+///   once, stops retrying fast and backs its boot attempts off from ``degradedDelay``,
+///   ``factor`` times longer each, up to ``maxDegradedDelay``; the first worker that
+///   becomes ready ends the episode. When no worker is left serving (none ever was, or the
+///   last one died during the episode), the primary drains and exits non-zero instead. A
+///   worker that was ready and then died (a trap in one request) is always restarted: one
+///   bad request must not take the server down.
 /// - **Cannot boot.** A worker that exits with ``cannotBootExitCode`` (78, `EX_CONFIG`)
-///   says retrying is pointless (a missing file, a bad config): the cluster stops at once.
+///   says retrying is pointless (a missing file, a bad config): with no worker serving the
+///   cluster stops at once; with workers serving it begins a crash-loop episode at once.
 public struct RestartPolicy: Sendable, Hashable {
     /// The delay before a slot's second restart in a row (the first is immediate).
     public var initialDelay: Duration
@@ -24,21 +30,30 @@ public struct RestartPolicy: Sendable, Hashable {
     public var maxBootFailures: Int
     /// The window ``maxBootFailures`` counts in.
     public var period: Duration
+    /// During a crash-loop episode, the delay before the first boot attempt; each further
+    /// one waits ``factor`` times longer.
+    public var degradedDelay: Duration
+    /// During a crash-loop episode, the longest delay between boot attempts.
+    public var maxDegradedDelay: Duration
 
     /// The exit code by which a worker says it cannot boot and the cluster should stop
     /// rather than retry: 78, `EX_CONFIG` from sysexits.h.
     public static let cannotBootExitCode: Int32 = 78
 
     /// A policy; every parameter has a default: immediate, then 100 ms doubling to 15 s,
-    /// reset after 1 s up, and more than 5 boot failures within 30 s stop the cluster.
+    /// reset after 1 s up; more than 5 boot failures within 30 s begin a crash-loop
+    /// episode, whose boot attempts wait 1 s doubling to 60 s.
     public init(initialDelay: Duration = .milliseconds(100), factor: Double = 2, maxDelay: Duration = .seconds(15),
-                resetAfter: Duration = .seconds(1), maxBootFailures: Int = 5, period: Duration = .seconds(30)) {
+                resetAfter: Duration = .seconds(1), maxBootFailures: Int = 5, period: Duration = .seconds(30),
+                degradedDelay: Duration = .seconds(1), maxDegradedDelay: Duration = .seconds(60)) {
         self.initialDelay = initialDelay
         self.factor = max(1, factor)
         self.maxDelay = max(initialDelay, maxDelay)
         self.resetAfter = resetAfter
         self.maxBootFailures = max(0, maxBootFailures)
         self.period = period
+        self.degradedDelay = max(.zero, degradedDelay)
+        self.maxDegradedDelay = max(self.degradedDelay, maxDegradedDelay)
     }
 
     /// Restarts at once, forever: Node's basic example.
@@ -49,48 +64,111 @@ public struct RestartPolicy: Sendable, Hashable {
 enum RestartDecision: Equatable, Sendable {
     /// Start the slot again after this delay.
     case restart(after: Duration)
+    /// A crash-loop episode begins while workers still serve: say so once (the reason),
+    /// and start the slot again after this delay.
+    case degrade(after: Duration, reason: String)
     /// Stop the cluster; the reason names the worker, its exit and the count.
     case stop(reason: String)
 }
 
-/// The restart history a ``RestartPolicy`` is applied to: per-slot backoff and the recent
-/// boot failures. A pure value, driven by the instants it is given.
+/// The restart history a ``RestartPolicy`` is applied to: per-slot backoff, the recent
+/// boot failures and the crash-loop episode in progress. A pure value, driven by the
+/// instants and counts it is given.
 struct RestartLedger<Instant: InstantProtocol>: Sendable where Instant.Duration == Duration {
+    /// A run of boot failures past the policy's limit while workers still serve.
+    struct Episode: Equatable, Sendable {
+        /// When it began.
+        let began: Instant
+        /// Boot failures since it began, the one that began it included.
+        var failures: Int
+    }
+
     let policy: RestartPolicy
     private var attempts: [Int: Int] = [:]
     private var bootFailures: [Instant] = []
+    /// The crash-loop episode in progress, if any: the cluster is degraded.
+    private(set) var episode: Episode?
 
     init(policy: RestartPolicy) { self.policy = policy }
 
     /// Records that `worker` in `slot` exited with `status` at `now` after `uptime`
-    /// (ready or not), and decides.
+    /// (ready or not), while `serving` other workers are ready, and decides.
     mutating func exited(worker: String, slot: Int, status: ExitStatus, uptime: Duration, wasReady: Bool,
-                         at now: Instant) -> RestartDecision {
-        if status.code == RestartPolicy.cannotBootExitCode {
-            return .stop(reason: "\(worker) exited with code \(RestartPolicy.cannotBootExitCode): it cannot boot, so restarting it is pointless; stopping the cluster. Its output above says why.")
-        }
-        if !wasReady {
+                         serving: Int, at now: Instant) -> RestartDecision {
+        let cannotBoot = status.code == RestartPolicy.cannotBootExitCode
+        if !wasReady || cannotBoot {
+            let period = policy.period
             bootFailures.append(now)
-            bootFailures.removeAll { $0.duration(to: now) > policy.period }
-            if bootFailures.count > policy.maxBootFailures {
-                return .stop(reason: "\(worker) exited (\(status)) before it was ready: \(bootFailures.count) workers failed to boot within \(Self.seconds(policy.period)) (at most \(policy.maxBootFailures) allowed); stopping the cluster instead of restarting in a loop. Its output above says why.")
-            }
+            bootFailures.removeAll { $0.duration(to: now) > period }
         }
+        if var current = episode {
+            guard serving > 0 else {
+                return .stop(reason: "\(worker) exited (\(status)) and no worker is left serving, in a crash loop that began \(Self.seconds(current.began.duration(to: now))) ago (\(current.failures) boot failures since); stopping the cluster. The workers' output above says why they cannot boot.")
+            }
+            guard !wasReady else { return .restart(after: slotDelay(slot: slot, uptime: uptime)) }
+            current.failures += 1
+            episode = current
+            return .restart(after: degradedDelay(failure: current.failures))
+        }
+        if cannotBoot {
+            guard serving > 0 else {
+                return .stop(reason: "\(worker) exited with code \(RestartPolicy.cannotBootExitCode): it cannot boot, so restarting it is pointless; stopping the cluster. Its output above says why.")
+            }
+            return beginEpisode(at: now, reason: "\(worker) exited with code \(RestartPolicy.cannotBootExitCode): it cannot boot", serving: serving)
+        }
+        if !wasReady, bootFailures.count > policy.maxBootFailures {
+            let failed = "\(worker) exited (\(status)) before it was ready: \(bootFailures.count) workers failed to boot within \(Self.seconds(policy.period)) (at most \(policy.maxBootFailures) allowed)"
+            guard serving > 0 else {
+                return .stop(reason: "\(failed); stopping the cluster instead of restarting in a loop. Its output above says why.")
+            }
+            return beginEpisode(at: now, reason: failed, serving: serving)
+        }
+        return .restart(after: slotDelay(slot: slot, uptime: uptime))
+    }
+
+    /// Records that a worker became ready; returns the crash-loop episode this ends, if
+    /// one was in progress.
+    mutating func booted() -> Episode? {
+        guard let ended = episode else { return nil }
+        episode = nil
+        bootFailures.removeAll()
+        attempts.removeAll()
+        return ended
+    }
+
+    private mutating func beginEpisode(at now: Instant, reason: String, serving: Int) -> RestartDecision {
+        episode = Episode(began: now, failures: 1)
+        let delay = degradedDelay(failure: 1)
+        return .degrade(after: delay, reason: "\(reason). The cluster is degraded: \(serving) \(serving == 1 ? "worker keeps" : "workers keep") serving; boot attempts now wait \(Self.seconds(delay)), growing to \(Self.seconds(policy.maxDegradedDelay)), until a worker boots. Its output above says why it cannot boot.")
+    }
+
+    /// The next delay of `slot`'s backoff, after a worker up `uptime`.
+    private mutating func slotDelay(slot: Int, uptime: Duration) -> Duration {
         if uptime >= policy.resetAfter { attempts[slot] = 0 }
         let attempt = attempts[slot, default: 0]
         attempts[slot] = attempt + 1
-        return .restart(after: delay(attempt: attempt))
+        return delay(attempt: attempt)
     }
 
     /// The delay before restart number `attempt` (0-based) of one slot.
     func delay(attempt: Int) -> Duration {
         guard attempt > 0 else { return .zero }
-        var delay = policy.initialDelay
-        for _ in 0..<min(attempt - 1, 64) {
-            delay = delay * policy.factor
-            if delay >= policy.maxDelay { return policy.maxDelay }
+        return Self.backoff(from: policy.initialDelay, factor: policy.factor, steps: attempt - 1, max: policy.maxDelay)
+    }
+
+    /// The delay after boot failure number `failure` (1-based) of a crash-loop episode.
+    func degradedDelay(failure: Int) -> Duration {
+        Self.backoff(from: policy.degradedDelay, factor: policy.factor, steps: max(0, failure - 1), max: policy.maxDegradedDelay)
+    }
+
+    /// `initial` grown by `factor` `steps` times, capped at `max`.
+    private static func backoff(from initial: Duration, factor: Double, steps: Int, max ceiling: Duration) -> Duration {
+        var delay = initial
+        for _ in 0..<min(steps, 64) {
+            delay = delay * factor
+            if delay >= ceiling { return ceiling }
         }
-        return min(delay, policy.maxDelay)
+        return min(delay, ceiling)
     }
 
     static func seconds(_ duration: Duration) -> String {

@@ -76,6 +76,10 @@ public struct Supervision: Sendable {
     public var drainTimeout: Duration
     /// How reloads roll.
     public var reload: Reload
+    /// How long a hot upgrade may take: a new primary that has not taken over this long
+    /// after it started is killed (its workers die with it) and this primary carries on.
+    /// Default: 90 s, room for its workers' boot (each has ``bootTimeout``, started together).
+    public var upgradeTimeout: Duration
     /// The hung-worker watchdog; nil: off.
     public var watchdog: Watchdog?
     /// When workers are recycled.
@@ -91,7 +95,7 @@ public struct Supervision: Sendable {
     /// Supervision with every default.
     public init(workers: Int = Cluster.availableCores, restart: RestartPolicy = RestartPolicy(),
                 readiness: Readiness = .listening, bootTimeout: Duration = .seconds(60),
-                drainTimeout: Duration = .seconds(30), reload: Reload = Reload(),
+                drainTimeout: Duration = .seconds(30), reload: Reload = Reload(), upgradeTimeout: Duration = .seconds(90),
                 watchdog: Watchdog? = Watchdog(), recycling: Recycling = Recycling(),
                 autoscale: (any AutoscalePolicy)? = nil, handlesSignals: Bool = true) {
         self.workers = max(0, workers)
@@ -100,6 +104,7 @@ public struct Supervision: Sendable {
         self.bootTimeout = bootTimeout
         self.drainTimeout = drainTimeout
         self.reload = reload
+        self.upgradeTimeout = max(.zero, upgradeTimeout)
         self.watchdog = watchdog
         self.recycling = recycling
         self.autoscale = autoscale

@@ -1,5 +1,6 @@
 import CClusterShims
 import Logging
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,7 +21,8 @@ public actor Supervisor {
     public enum Outcome: Sendable, Equatable, CustomStringConvertible {
         /// Stopped on request (a signal or ``stop(immediately:)``) after the workers drained.
         case stopped
-        /// Workers kept failing to boot, or one said it cannot boot: the reason says which.
+        /// Workers kept failing to boot, or one said it cannot boot, and no worker was left
+        /// serving: the reason says which.
         case crashLoop(String)
 
         /// The exit code for the primary: 0 when stopped, 1 after a crash loop.
@@ -100,8 +102,11 @@ public actor Supervisor {
     private var restartsBySlot: [Int: Int] = [:]
     private let startedAt = ContinuousClock.now
     private var signals: SignalWatcher?
-    /// The new primary of a hot upgrade in progress.
-    private var upgradeChild: Int32?
+    /// The hot upgrade in progress: the new primary, when it started, and whether this
+    /// primary killed it (it is gone when its exit arrives).
+    private var upgrading: (child: PrimaryUpgrade, startedAt: ContinuousClock.Instant, killed: Bool)?
+    /// Why the cluster is degraded (a crash-loop episode while workers serve), or nil.
+    private nonisolated let degradedReason = Mutex<String?>(nil)
     /// Whether this primary, started by a hot upgrade, has told the old one to stop.
     private var tookOver = false
 
@@ -147,6 +152,11 @@ public actor Supervisor {
     /// The number of workers the supervisor keeps.
     public var desiredWorkers: Int { desired }
 
+    /// Why the cluster is degraded, or nil when it is not: workers keep failing to boot
+    /// while others serve, and boot attempts back off (see ``RestartPolicy``). Readable
+    /// from any thread, for health checks (`ClusterAdmin`'s `/readyz` reports it).
+    public nonisolated var degradation: String? { degradedReason.withLock { $0 } }
+
     /// The generation new workers belong to; each completed reload adds one.
     public var currentGeneration: Int { generation }
 
@@ -190,6 +200,7 @@ public actor Supervisor {
                 logger.error("cannot handle signals: \(error); SIGTERM will end the primary without draining")
             }
         }
+        primary.keepUpgradeNotifyFromPrograms()
         logger.info("supervising \(desired) workers (generation \(generation))")
         await reconcile()
         for await input in inputs {
@@ -209,9 +220,11 @@ public actor Supervisor {
         case .stop(let immediately): beginStop(.stopped, immediately: immediately)
         case .upgrade: await startUpgrade()
         case .upgradeEnded(let status):
-            upgradeChild = nil
-            if phase == .running {
-                logger.error("hot upgrade failed: the new primary exited (\(status)) before it took over; this primary carries on")
+            // One upgrade at a time, and the loop handles this after the one that started it.
+            guard let current = upgrading else { break }
+            upgrading = nil
+            if phase == .running, !current.killed {
+                logger.error("hot upgrade failed: the new primary (pid \(current.child.pid)) exited (\(status)) before it took over; this primary carries on")
             }
         case .tick:
             tick()
@@ -264,6 +277,10 @@ public actor Supervisor {
         guard var entry = managed[id], entry.readyAt == nil else { return }
         entry.readyAt = clock.now
         managed[id] = entry
+        if let episode = ledger.booted() {
+            degradedReason.withLock { $0 = nil }
+            logger.notice("recovered: \(entry.worker) booted, ending the crash loop that began \(RestartLedger<ContinuousClock.Instant>.seconds(episode.began.duration(to: clock.now))) ago (\(episode.failures) boot failures); restarts are back to normal")
+        }
         guard let old = entry.replacing else {
             // A worker joined (scaling up, or a restart): keep-alive clients stay where
             // they connected, so each other worker gives back its share of connections.
@@ -297,13 +314,30 @@ public actor Supervisor {
         guard phase == .running, !entry.retiring else { return }
         let uptime = entry.startedAt.duration(to: clock.now)
         let decision = ledger.exited(worker: "\(worker)", slot: worker.slot, status: status, uptime: uptime,
-                                     wasReady: entry.readyAt != nil, at: clock.now)
-        switch decision {
-        case .restart(let delay):
+                                     wasReady: entry.readyAt != nil, serving: readyWorkers, at: clock.now)
+        apply(decision, slot: worker.slot) { delay in
             metrics.countRestart()
             restartsBySlot[worker.slot, default: 0] += 1
             logger.warning("\(worker) exited (\(status)) after \(RestartLedger<ContinuousClock.Instant>.seconds(uptime)); restarting slot \(worker.slot) in \(RestartLedger<ContinuousClock.Instant>.seconds(delay))")
-            pendingRestarts.append((worker.slot, clock.now.advanced(by: delay)))
+        }
+    }
+
+    /// Workers ready and not retiring: those serving now.
+    private var readyWorkers: Int {
+        managed.values.filter { $0.readyAt != nil && !$0.retiring }.count
+    }
+
+    /// Carries out a restart decision for `slot`; `restarting` reports a restart.
+    private func apply(_ decision: RestartDecision, slot: Int, restarting: (Duration) -> Void) {
+        switch decision {
+        case .restart(let delay):
+            restarting(delay)
+            pendingRestarts.append((slot, clock.now.advanced(by: delay)))
+        case .degrade(let delay, let reason):
+            degradedReason.withLock { $0 = reason }
+            logger.critical("crash loop: \(reason)")
+            restarting(delay)
+            pendingRestarts.append((slot, clock.now.advanced(by: delay)))
         case .stop(let reason):
             logger.critical("\(reason)")
             beginStop(.crashLoop(reason), immediately: false)
@@ -334,11 +368,8 @@ public actor Supervisor {
                 return
             }
             let decision = ledger.exited(worker: "the worker for slot \(slot)", slot: slot, status: .exited(127),
-                                         uptime: .zero, wasReady: false, at: clock.now)
-            switch decision {
-            case .restart(let delay): pendingRestarts.append((slot, clock.now.advanced(by: delay)))
-            case .stop(let reason): beginStop(.crashLoop(reason), immediately: false)
-            }
+                                         uptime: .zero, wasReady: false, serving: readyWorkers, at: clock.now)
+            apply(decision, slot: slot) { _ in }
         }
     }
 
@@ -355,7 +386,8 @@ public actor Supervisor {
         case .running:
             break
         case .stopping(let outcome):
-            if managed.isEmpty { phase = .done(outcome) }
+            // A new primary being killed still holds the listeners: wait for its exit.
+            if managed.isEmpty, upgrading == nil { phase = .done(outcome) }
             return
         case .done:
             return
@@ -408,6 +440,12 @@ public actor Supervisor {
         }
         let old = managed.values.filter { !$0.retiring && $0.replacing == nil }.sorted { $0.worker.id < $1.worker.id }.map(\.worker.id)
         rollout = (generation + 1, old)
+        if ledger.episode != nil, !pendingRestarts.isEmpty {
+            // An operator who reloads after fixing a deploy should not wait out the backoff.
+            let slots = pendingRestarts.map { String($0.slot) }.joined(separator: ", ")
+            logger.notice("reload during a crash loop: \(pendingRestarts.count == 1 ? "slot" : "slots") \(slots) start now, not after the backoff")
+            pendingRestarts = pendingRestarts.map { ($0.slot, clock.now) }
+        }
         logger.notice("reloading: replacing \(old.count) workers with generation \(generation + 1), \(supervision.reload.maxSurge) at a time")
     }
 
@@ -452,17 +490,47 @@ public actor Supervisor {
 
     private func startUpgrade() async {
         guard phase == .running else { return }
-        if let upgradeChild {
-            logger.notice("hot upgrade already in progress (new primary \(upgradeChild))")
+        if let upgrading {
+            logger.notice("hot upgrade already in progress (new primary \(upgrading.child.pid))")
             return
         }
+        let child: PrimaryUpgrade
         do {
-            let pid = try await primary.upgrade { [feed] status in feed.yield(.upgradeEnded(status)) }
-            upgradeChild = pid
-            logger.notice("hot upgrade: started a new primary (pid \(pid)) on the same listeners; this one drains when its workers are ready")
+            child = try await primary.upgrade { [feed] status in feed.yield(.upgradeEnded(status)) }
         } catch {
             logger.error("hot upgrade failed: \(error); this primary carries on")
+            return
         }
+        upgrading = (child, clock.now, false)
+        guard phase == .running else {
+            // Stopped while it was starting: it must not outlive this primary on the listeners.
+            endUpgrade()
+            return
+        }
+        logger.notice("hot upgrade: started a new primary (pid \(child.pid)) on the same listeners; this one drains when its workers are ready (within \(RestartLedger<ContinuousClock.Instant>.seconds(supervision.upgradeTimeout)))")
+    }
+
+    /// The new primary has not taken over within the upgrade timeout: kill it, carry on.
+    private func checkUpgradeDeadline(now: ContinuousClock.Instant) {
+        guard let current = upgrading, !current.killed, phase == .running,
+              current.startedAt.duration(to: now) > supervision.upgradeTimeout, !current.child.tookOver else { return }
+        logger.error("hot upgrade failed: the new primary (pid \(current.child.pid)) did not take over within \(RestartLedger<ContinuousClock.Instant>.seconds(supervision.upgradeTimeout)); killing it (its workers die with it); this primary carries on")
+        current.child.kill()
+        upgrading?.killed = true
+    }
+
+    /// Stopping: a new primary that took over carries on; one that has not is killed
+    /// first, so that nothing started here outlives this primary on the listeners.
+    private func endUpgrade() {
+        guard let current = upgrading, !current.killed else { return }
+        if current.child.tookOver {
+            logger.notice("primary \(current.child.pid) took over: this one drains and exits")
+            upgrading = nil
+            return
+        }
+        logger.warning("stopping during a hot upgrade: killing the new primary (pid \(current.child.pid)) first (its workers die with it)")
+        current.child.kill()
+        upgrading?.killed = true
     }
 
     /// Started by a hot upgrade: once every worker is ready, the old primary may go.
@@ -474,6 +542,7 @@ public actor Supervisor {
         // Only our parent: a pid that is no longer the old primary's is never signalled.
         guard getppid() == old else { return }
         logger.notice("took over from primary \(old): its workers drain now")
+        primary.announceTakeOver()
         kill(old, SIGTERM)
     }
 
@@ -500,6 +569,7 @@ public actor Supervisor {
         pendingRestarts.removeAll()
         rollout = nil
         reloadQueued = false
+        endUpgrade()
         // Connections not yet accepted stay queued (for a new primary after a hot upgrade).
         primary.stopAccepting()
         for (id, entry) in managed {
@@ -520,9 +590,10 @@ public actor Supervisor {
             checkReadiness(entry, now: now)
             checkWatchdog(id, entry, now: now)
         }
+        checkUpgradeDeadline(now: now)
         if lastPublished.map({ $0.duration(to: now) >= .seconds(1) }) ?? true {
             lastPublished = now
-            metrics.publish(desired: desired)
+            metrics.publish(desired: desired, degraded: ledger.episode != nil)
         }
         if supervision.recycling.isEnabled, phase == .running {
             if lastSample.map({ $0.duration(to: now) >= .seconds(1) }) ?? true {

@@ -50,7 +50,8 @@ enum Host {
         return Int(clamping: limit.rlim_cur)
     }
 
-    private static func read(_ path: String) -> String? {
+    /// The whole text of a small file such as one under /proc, or nil when it cannot be read.
+    static func read(_ path: String) -> String? {
         guard let file = fopen(path, "re") else { return nil }
         defer { fclose(file) }
         var bytes: [UInt8] = []

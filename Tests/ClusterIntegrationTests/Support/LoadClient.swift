@@ -49,6 +49,9 @@ final class ClientConnection {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         if connected != 0 {
+            // No close here: a class whose initializer throws once every property is set is
+            // deinitialized, and deinit closes the socket (twice would close a descriptor
+            // another thread may have opened meanwhile).
             let error = errno
             throw error == ECONNREFUSED ? .refused : error == ETIMEDOUT ? .timeout : .other("connect: errno \(error)")
         }
