@@ -26,6 +26,7 @@ struct RunOptions: ParsableArguments {
     @Option(name: .customLong("ready-after"), parsing: .unconditional, help: "With readiness started: how long a program must run to be ready (1s; 0s to 1h).") var readyAfter: String?
     @Option(name: .customLong("boot-timeout"), parsing: .unconditional, help: "How long a worker may take to be ready (60s; 1s to 24h).") var bootTimeout: String?
     @Option(name: .customLong("drain-timeout"), parsing: .unconditional, help: "How long a draining program may take before SIGKILL (30s; 0s to 24h).") var drainTimeout: String?
+    @Option(name: .customLong("upgrade-timeout"), parsing: .unconditional, help: "How long a hot upgrade's new primary may take to take over before it is killed (90s; 1s to 24h).") var upgradeTimeout: String?
     @Option(name: .customLong("drain-signal"), parsing: .unconditional, help: "The signal that asks a program to finish (TERM).") var drainSignal: String?
     @Option(name: .customLong("restart-delay"), parsing: .unconditional, help: "The first backoff after a crash (100ms, doubling; 0s to 1h).") var restartDelay: String?
     @Option(name: .customLong("max-boot-failures"), parsing: .unconditional, help: "Boot failures within boot-period that stop the cluster (5; 1 to 10000).") var maxBootFailures: String?
@@ -54,7 +55,7 @@ struct RunOptions: ParsableArguments {
             ("listen", listen), ("env", env), ("command", command),
         ].filter { !$0.1.isEmpty } + [
             ("workers", workers), ("distribution", distribution), ("readiness", readiness), ("ready-after", readyAfter),
-            ("boot-timeout", bootTimeout), ("drain-timeout", drainTimeout), ("drain-signal", drainSignal),
+            ("boot-timeout", bootTimeout), ("drain-timeout", drainTimeout), ("upgrade-timeout", upgradeTimeout), ("drain-signal", drainSignal),
             ("restart-delay", restartDelay), ("max-boot-failures", maxBootFailures), ("boot-period", bootPeriod),
             ("max-surge", maxSurge), ("watchdog", watchdog), ("max-rss", maxRSS), ("max-age", maxAge),
             ("min-workers", minWorkers), ("max-workers", maxWorkers), ("scale-down-after", scaleDownAfter),
@@ -114,7 +115,7 @@ extension ClusterCommand {
             let registry = configuration.admin.map { _ in AdminServer.bootstrapMetrics() }
             let supervisor = Supervisor(primary: primary, supervision: configuration.supervision)
             if let address = configuration.admin, let registry {
-                let channel = try await AdminServer.start(on: address, primary: primary, registry: registry)
+                let channel = try await AdminServer.start(on: address, primary: primary, supervisor: supervisor, registry: registry)
                 say("admin endpoints on \(channel.localAddress.map { "\($0)" } ?? "\(address)")")
             }
             let control = try ControlServer(path: configuration.control, supervisor: supervisor, logs: logs,

@@ -26,6 +26,7 @@ struct RunConfiguration: Sendable, Equatable {
     var readyAfter: Duration = .seconds(1)
     var bootTimeout: Duration = .seconds(60)
     var drainTimeout: Duration = .seconds(30)
+    var upgradeTimeout: Duration = .seconds(90)
     var drainSignal = Signal.terminate
     var restartDelay: Duration = .milliseconds(100)
     var maxBootFailures = 5
@@ -62,6 +63,7 @@ struct RunConfiguration: Sendable, Equatable {
             bootTimeout: bootTimeout,
             drainTimeout: drainTimeout,
             reload: .init(maxSurge: maxSurge, readyTimeout: bootTimeout),
+            upgradeTimeout: upgradeTimeout,
             // The program's own watchdog pings (WATCHDOG=1) are checked in the worker; the
             // worker's heartbeat keeps the library's watchdog for the worker itself.
             watchdog: Supervision.Watchdog(),
@@ -115,6 +117,9 @@ struct RunConfiguration: Sendable, Equatable {
         }),
         Setting(name: "boot-timeout", help: "how long a worker may take to be ready (default 60s, 1s to 24h)", apply: { v, c throws in
             c.bootTimeout = try duration(v[0], in: .seconds(1) ... .seconds(day))
+        }),
+        Setting(name: "upgrade-timeout", help: "how long a hot upgrade's new primary may take to take over before it is killed (default 90s, 1s to 24h)", apply: { v, c throws in
+            c.upgradeTimeout = try duration(v[0], in: .seconds(1) ... .seconds(day))
         }),
         Setting(name: "drain-timeout", help: "how long a draining worker may take before SIGKILL (default 30s, 0s to 24h)", apply: { v, c throws in
             c.drainTimeout = try duration(v[0], in: .zero ... .seconds(day))

@@ -73,6 +73,9 @@ extension IntegrationTests {
             defer { primary.stop() }
             kill(pids[2]!, SIGSTOP)
             defer { kill(pids[2]!, SIGCONT) } // even if connecting fails
+            // SIGSTOP returns before every thread has stopped; one still running could
+            // accept the connections below.
+            try await waitUntilStopped(pids[2]!)
             var clients = try (0..<16).map { _ in try ClientConnection(port: port) }
             let first = clients.map { $0.get(keepAlive: true).0 }
             kill(pids[2]!, SIGCONT)
@@ -90,6 +93,19 @@ extension IntegrationTests {
             }
             print("shared keep-alive, uneven at first: responses per worker \(servedBy)")
             #expect((servedBy["2"] ?? 0) >= 100, "worker 2 got no share of the connections: \(servedBy)")
+        }
+
+        /// Waits until every thread of `pid` is stopped (state T in /proc).
+        private func waitUntilStopped(_ pid: Int32) async throws {
+            let deadline = ContinuousClock.now + .seconds(10)
+            while ContinuousClock.now < deadline {
+                let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+                let states = threads.compactMap { try? String(contentsOfFile: "/proc/\(pid)/task/\($0)/stat", encoding: .utf8) }
+                    .compactMap { $0.split(separator: ")").last?.split(separator: " ").first }
+                if !states.isEmpty, states.allSatisfy({ $0 == "T" || $0 == "t" }) { return }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            Issue.record("worker \(pid) did not stop within 10 s")
         }
 
         @Test(arguments: ["shared", "reusePort", "roundRobin", "leastConnections", "sticky"])

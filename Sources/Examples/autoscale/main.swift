@@ -89,10 +89,10 @@ do {
         }
         primary.setup(PrimarySettings(distribution: try Cluster.environmentDistribution()))
         log("Primary \(primary.pid) is running: \(minimum) to \(maximum) workers, \(described)")
-        if let admin = try await AdminServer.startFromEnvironment(primary: primary) {
+        let supervisor = Supervisor(primary: primary, supervision: Supervision(workers: minimum, autoscale: policy))
+        if let admin = try await AdminServer.startFromEnvironment(primary: primary, supervisor: supervisor) {
             log("Admin endpoints on \(admin.localAddress.map { "\($0)" } ?? "?")")
         }
-        let supervisor = Supervisor(primary: primary, supervision: Supervision(workers: minimum, autoscale: policy))
         let events = primary.events
         Task {
             for await event in events {

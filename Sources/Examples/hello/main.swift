@@ -30,13 +30,13 @@ do {
         }
         primary.setup(PrimarySettings(distribution: try Cluster.environmentDistribution()))
         log("Primary \(primary.pid) is running")
-        // ADMIN_PORT=9090: /metrics (Prometheus), /healthz, /readyz on the primary.
-        if let admin = try await AdminServer.startFromEnvironment(primary: primary) {
-            log("Admin endpoints on \(admin.localAddress.map { "\($0)" } ?? "?")")
-        }
         // The supervisor restarts dead workers with backoff, drains on SIGTERM/SIGINT,
         // reloads worker by worker on SIGHUP and scales on SIGTTIN/SIGTTOU.
         let supervisor = Supervisor(primary: primary, supervision: Supervision(workers: workers))
+        // ADMIN_PORT=9090: /metrics (Prometheus), /healthz, /readyz (degraded too) on the primary.
+        if let admin = try await AdminServer.startFromEnvironment(primary: primary, supervisor: supervisor) {
+            log("Admin endpoints on \(admin.localAddress.map { "\($0)" } ?? "?")")
+        }
         let events = primary.events
         Task {
             for await event in events {
