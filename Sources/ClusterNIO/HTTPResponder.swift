@@ -82,7 +82,8 @@ final class HTTPResponderHandler: ChannelInboundHandler {
         switch unwrapInboundIn(data) {
         case .head(let head):
             observe(.head)
-            let announced = head.headers["content-length"].first.flatMap { Int($0) } ?? 0
+            // llhttp checked the digits; one it read but Int cannot hold is over any limit.
+            let announced = head.headers["content-length"].first.map { Int($0) ?? .max } ?? 0
             guard announced <= limits.maxBodyBytes else {
                 reject(version: head.version, context: context)
                 return

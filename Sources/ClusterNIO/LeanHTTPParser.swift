@@ -47,6 +47,8 @@ enum LeanHTTPParser {
         (Array("DELETE".utf8), .DELETE), (Array("OPTIONS".utf8), .OPTIONS), (Array("PATCH".utf8), .PATCH),
     ]
 
+    static func isToken(_ byte: UInt8) -> Bool { token[Int(byte)] }
+
     /// `tchar` of RFC 9110: the bytes of a method or a field name.
     private static let token: [Bool] = (0..<256).map { byte in
         let byte = UInt8(byte)
@@ -84,9 +86,12 @@ enum LeanHTTPParser {
 
         mutating func run(limits: HTTPServerLimits) -> Outcome {
             // Request line: method SP origin-form SP HTTP-version CRLF.
+            // A method this parser knows, checked as it arrives: llhttp judges any other
+            // at its first byte, so it gets the bytes as soon as they leave the known ones.
             var methodEnd = 0
             while methodEnd < end, raw[methodEnd] != LeanHTTPParser.space {
-                guard LeanHTTPParser.token[Int(raw[methodEnd])], methodEnd < 7 else { return .handOver }
+                let prefix = UnsafeRawBufferPointer(rebasing: raw[0...methodEnd])
+                guard LeanHTTPParser.methods.contains(where: { $0.name.starts(with: prefix) }) else { return .handOver }
                 methodEnd += 1
             }
             guard methodEnd < end else { return starved }
@@ -132,12 +137,15 @@ enum LeanHTTPParser {
 
             var headers = HTTPHeaders()
             var contentLength: Int?
+            var close = false, keepAlive = false
+            var paddedContentLength = false
             var firstLine = true
             while true {
                 guard index < end else { return starved }
                 switch raw[index] {
                 case LeanHTTPParser.cr:
                     if let failure = lineEnd() { return failure }
+                    guard !paddedContentLength else { return .reject(.badRequest, reason: "Content-Length is not a number") }
                     guard index <= limit else { return .reject(.requestHeaderFieldsTooLarge, reason: "the request head is over \(limit) bytes") }
                     let requestHead = HTTPRequestHead(version: version, method: method,
                                                       uri: String(decoding: target, as: UTF8.self), headers: headers)
@@ -145,7 +153,9 @@ enum LeanHTTPParser {
                     guard length <= limits.maxBodyBytes else {
                         return .reject(.payloadTooLarge, reason: "the body is over \(limits.maxBodyBytes) bytes")
                     }
-                    return .head(Head(head: requestHead, length: index, contentLength: length, keepAlive: requestHead.isKeepAlive))
+                    // As llhttp decides: `close` wins; HTTP/1.0 stays open only when asked.
+                    let persistent = !close && (version == .http1_1 || keepAlive)
+                    return .head(Head(head: requestHead, length: index, contentLength: length, keepAlive: persistent))
                 case LeanHTTPParser.lf:
                     return .reject(.badRequest, reason: "a bare LF in the request head; lines end with CRLF")
                 case LeanHTTPParser.space, LeanHTTPParser.tab:
@@ -169,19 +179,24 @@ enum LeanHTTPParser {
                 let field = Field(name)
                 switch field {
                 case .transferEncoding, .expect, .upgrade: return .handOver
-                case .contentLength where contentLength != nil:
-                    return .reject(.badRequest, reason: "Content-Length appears twice")
                 case .contentLength, .connection, .other: break
                 }
                 while index < end, raw[index] == LeanHTTPParser.space || raw[index] == LeanHTTPParser.tab { index += 1 }
+                if field == .contentLength, contentLength != nil || paddedContentLength {
+                    // As llhttp: at the second one's value.
+                    guard index < end else { return starved }
+                    return .reject(.badRequest, reason: "Content-Length appears twice")
+                }
                 let valueStart = index
                 var valueEnd = index
                 // Content-Length: digits, then only whitespace.
-                var digits: Int? = field == .contentLength ? 0 : nil
+                var digits: UInt64? = field == .contentLength ? 0 : nil
                 var trailing = false
                 while index < end, raw[index] != LeanHTTPParser.cr {
                     let byte = raw[index]
                     switch byte {
+                    case LeanHTTPParser.tab where digits != nil:
+                        return .reject(.badRequest, reason: "Content-Length is not a number")
                     case LeanHTTPParser.space, LeanHTTPParser.tab:
                         trailing = true
                     case 0x21...0x7E, 0x80...0xFF:
@@ -190,9 +205,13 @@ enum LeanHTTPParser {
                             guard !trailing, let digit = byte.asciiDigit else {
                                 return .reject(.badRequest, reason: "Content-Length is not a number")
                             }
+                            // As llhttp: an overflow is an error at the digit that causes it.
                             let (times, overflow) = value.multipliedReportingOverflow(by: 10)
-                            let (sum, carry) = times.addingReportingOverflow(digit)
-                            digits = overflow || carry ? Int.max : sum
+                            let (sum, carry) = times.addingReportingOverflow(UInt64(digit))
+                            guard !overflow && !carry else {
+                                return .reject(.badRequest, reason: "Content-Length is larger than 64 bits")
+                            }
+                            digits = sum
                         }
                         trailing = false
                     case LeanHTTPParser.lf:
@@ -203,14 +222,26 @@ enum LeanHTTPParser {
                     index += 1
                 }
                 guard index < end else { return starved }
+                let untrimmed = UnsafeRawBufferPointer(rebasing: raw[valueStart..<index])
                 if let failure = lineEnd() { return failure }
                 let value = UnsafeRawBufferPointer(rebasing: raw[valueStart..<valueEnd])
                 switch field {
                 case .contentLength:
-                    guard !value.isEmpty, let digits else { return .reject(.badRequest, reason: "Content-Length is empty") }
-                    contentLength = digits
+                    // Empty: llhttp judges it once the next line has begun (it could have
+                    // been a fold), so this waits as long.
+                    if value.isEmpty {
+                        guard index < end, raw[index] != LeanHTTPParser.cr || index + 1 < end else { return starved }
+                        return .reject(.badRequest, reason: "Content-Length is empty")
+                    }
+                    guard let digits else { return .reject(.badRequest, reason: "Content-Length is not a number") }
+                    // Digits then spaces: rejected with the whole head, as SwiftNIO does.
+                    if trailing { paddedContentLength = true } else { contentLength = Int(clamping: digits) }
                 case .connection:
-                    if value.lowercasedTokens().contains("upgrade") { return .handOver }
+                    // Plain tokens only; anything else (tabs, empty elements) llhttp reads
+                    // by rules of its own, so it decides.
+                    guard let tokens = untrimmed.connectionTokens(), !tokens.contains("upgrade") else { return .handOver }
+                    close = close || tokens.contains("close")
+                    keepAlive = keepAlive || tokens.contains("keep-alive")
                 case .other, .transferEncoding, .expect, .upgrade:
                     break
                 }
@@ -259,14 +290,15 @@ extension UnsafeRawBufferPointer {
         return zip(self, other).allSatisfy { a, b in a | 0x20 == b }
     }
 
-    /// The comma-separated tokens of a field value, trimmed and lowercased.
-    fileprivate func lowercasedTokens() -> [String] {
-        String(decoding: self, as: UTF8.self).lowercased().split(separator: ",").map { $0.trimmingWhitespace() }
-    }
-}
-
-extension Substring {
-    fileprivate func trimmingWhitespace() -> String {
-        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+    /// The comma-separated elements of a `Connection` value, lowercased, spaces around
+    /// them dropped; nil when one is empty or is not a token.
+    fileprivate func connectionTokens() -> [String]? {
+        var tokens: [String] = []
+        for element in split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false) {
+            let trimmed = element.drop { $0 == UInt8(ascii: " ") }.reversed().drop { $0 == UInt8(ascii: " ") }.reversed()
+            guard !trimmed.isEmpty, trimmed.allSatisfy({ LeanHTTPParser.isToken($0) }) else { return nil }
+            tokens.append(String(decoding: trimmed, as: UTF8.self).lowercased())
+        }
+        return tokens
     }
 }

@@ -1,23 +1,26 @@
-// Shared by the differential tests and the HTTP fuzz target (Fuzz/ links this file).
-@_spi(Fuzzing) import ClusterNIO
+// Shared by the differential tests and the HTTP fuzz target (Fuzz/ links this folder).
+@_spi(Fuzzing) public import ClusterNIO
 import NIOCore
-import NIOEmbedded
+public import NIOEmbedded
 import NIOHTTP1
 
 /// What a server made of a byte stream: the requests it answered, and whether it then
 /// rejected the stream (an error status) rather than waiting for more or closing cleanly.
-struct HTTPVerdict: Equatable, CustomStringConvertible {
-    var accepted: Int
-    var rejected: Bool
+public struct HTTPVerdict: Equatable, CustomStringConvertible {
+    /// Requests answered.
+    public var accepted: Int
+    /// Whether an error response followed them.
+    public var rejected: Bool
 
-    var description: String { "\(accepted) accepted, " + (rejected ? "then rejected" : "not rejected") }
+    public var description: String { "\(accepted) accepted, " + (rejected ? "then rejected" : "not rejected") }
 }
 
 /// The same bytes through the lean path (`serveHTTP`'s handler) and through SwiftNIO's own
 /// HTTP/1 server pipeline (llhttp) with the same size limits.
-enum HTTPDifferential {
-    /// The lean path's verdict on `chunks` read one after the other, and its channel.
-    static func lean(_ chunks: [[UInt8]], limits: HTTPServerLimits) -> (HTTPVerdict, EmbeddedChannel) {
+public enum HTTPDifferential {
+    /// The lean path's verdict on `chunks` read one after the other, and its channel
+    /// (``close(_:)`` it when done).
+    public static func lean(_ chunks: [[UInt8]], limits: HTTPServerLimits) -> (HTTPVerdict, EmbeddedChannel) {
         let channel = EmbeddedChannel()
         let counter = Counter()
         try! channel.pipeline.syncOperations.addHandler(HTTPFuzzing.leanHandler(limits: limits) { _, loop in
@@ -28,16 +31,18 @@ enum HTTPDifferential {
         var output: [UInt8] = []
         for chunk in chunks where channel.isActive {
             _ = try? channel.writeInbound(ByteBuffer(bytes: chunk))
+            // Pipelined requests past one turn's share are answered on the next turns.
+            channel.embeddedEventLoop.run()
             while let buffer = try? channel.readOutbound(as: ByteBuffer.self) { output += buffer.readableBytesView }
         }
         while let buffer = try? channel.readOutbound(as: ByteBuffer.self) { output += buffer.readableBytesView }
-        let rejected = statuses(in: output).contains { $0 >= 400 }
+        let rejected = rejects(output)
         return (HTTPVerdict(accepted: counter.count, rejected: rejected), channel)
     }
 
     /// SwiftNIO's verdict: `configureHTTPServerPipeline` with `limits.maxHeaderBytes` as its
     /// header limits, a server that answers every request and applies `limits.maxBodyBytes`.
-    static func reference(_ chunks: [[UInt8]], limits: HTTPServerLimits) -> HTTPVerdict {
+    public static func reference(_ chunks: [[UInt8]], limits: HTTPServerLimits) -> HTTPVerdict {
         let channel = EmbeddedChannel()
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
         decoderLimits.maxHeaderListSize = limits.maxHeaderBytes
@@ -50,24 +55,41 @@ enum HTTPDifferential {
         for chunk in chunks where !server.closed {
             _ = try? channel.writeInbound(ByteBuffer(bytes: chunk))
         }
-        return HTTPVerdict(accepted: server.accepted, rejected: server.rejected)
+        let verdict = HTTPVerdict(accepted: server.accepted, rejected: server.rejected)
+        // Closed after the verdict: its end of input would be judged too.
+        close(channel)
+        return verdict
     }
 
-    /// The status codes of the responses in `output`.
-    private static func statuses(in output: [UInt8]) -> [Int] {
+    /// Closes `channel` if a handler has not, and runs what its close left to the event
+    /// loop (taking the handlers out of the pipeline, which frees them).
+    public static func close(_ channel: EmbeddedChannel) {
+        _ = try? channel.finish()
+        channel.embeddedEventLoop.run()
+    }
+
+    /// Whether `output` has an error response before any answer that closed the
+    /// connection as its request asked (`Connection: close`, HTTP/1.0): what the server
+    /// writes after that is not an answer to the client, which asked for nothing more.
+    private static func rejects(_ output: [UInt8]) -> Bool {
         let marker = Array("HTTP/1.".utf8)
-        var codes: [Int] = []
+        var starts: [Int] = []
         var index = 0
-        while index + marker.count + 5 <= output.count {
+        while index + marker.count <= output.count {
             if output[index..<index + marker.count].elementsEqual(marker) {
-                let digits = output[index + marker.count + 2..<index + marker.count + 5]
-                if let code = Int(String(decoding: digits, as: UTF8.self)) { codes.append(code) }
+                starts.append(index)
                 index += marker.count
             } else {
                 index += 1
             }
         }
-        return codes
+        for (number, start) in starts.enumerated() {
+            let end = number + 1 < starts.count ? starts[number + 1] : output.count
+            let response = String(decoding: output[start..<end], as: UTF8.self)
+            if let code = Int(response.dropFirst(marker.count + 2).prefix(3)), code >= 400 { return true }
+            if response.lowercased().contains("\r\nconnection: close\r\n") { return false }
+        }
+        return false
     }
 
     private final class Counter: @unchecked Sendable {
@@ -96,7 +118,7 @@ private final class ReferenceServer: ChannelInboundHandler {
         case .head(let head):
             keepAlive = head.isKeepAlive
             bodyBytes = 0
-            if let length = head.headers["content-length"].first.flatMap({ Int($0) }), length > maxBodyBytes { reject() }
+            if let length = head.headers["content-length"].first.map({ Int($0) ?? .max }), length > maxBodyBytes { reject() }
         case .body(let chunk):
             bodyBytes += chunk.readableBytes
             if bodyBytes > maxBodyBytes { reject() }
