@@ -155,10 +155,24 @@ extension ClusterWorker {
     /// Serves HTTP/1.1 on `address` with `responder` until the primary says drain. On drain
     /// the listener closes, idle keep-alive connections close, and a request in flight
     /// finishes and is answered with `Connection: close`.
+    ///
+    /// Requests are parsed strictly (RFC 9112): a malformed or ambiguous one (two
+    /// `Content-Length`s, whitespace before a colon, a bare LF, control characters...) is
+    /// answered `400` and its connection closed at once. `limits` bounds how long a client
+    /// may take and how large a request may be.
+    ///
+    /// - Parameters:
+    ///   - address: The listener to accept on.
+    ///   - group: The event loops to serve on. Default: one thread.
+    ///   - maxConnections: At this many open connections the worker takes no more until
+    ///     one closes. Default: no limit.
+    ///   - limits: Timeouts and size limits per connection. Default: ``HTTPServerLimits/default``.
+    ///   - responder: Answers each request.
     public func serveHTTP(
         _ address: ListenAddress,
         group: (any EventLoopGroup)? = nil,
         maxConnections: Int? = nil,
+        limits: HTTPServerLimits = .default,
         responder: @escaping HTTPResponder
     ) async throws {
         let responder: HTTPResponder = { [self] request, loop in
@@ -167,7 +181,7 @@ extension ClusterWorker {
         }
         try await serve(address, group: group, maxConnections: maxConnections) { channel in
             channel.eventLoop.makeCompletedFuture {
-                try channel.pipeline.syncOperations.addHandler(LeanHTTPHandler(responder: responder))
+                try channel.pipeline.syncOperations.addHandler(LeanHTTPHandler(limits: limits, responder: responder))
             }
         }
     }

@@ -46,39 +46,88 @@ extension HTTPResponse {
 /// Answers one request on the connection's event loop; may complete later (a slow route).
 public typealias HTTPResponder = @Sendable (HTTPRequest, any EventLoop) -> EventLoopFuture<HTTPResponse>
 
-/// Collects a request, asks the responder, writes the answer; keep-alive as the client asks.
+/// Collects a request from SwiftNIO's HTTP/1 pipeline, asks the responder, writes the
+/// answer; keep-alive as the client asks. A body over the limit is answered `413` and the
+/// connection closed; a parser error (answered `400` by the pipeline's error handler) closes
+/// the connection at once.
 final class HTTPResponderHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
+    /// Progress through a request, for the deadlines kept in front of the pipeline.
+    enum Event {
+        /// A head arrived; its body follows.
+        case head
+        /// The request is complete; the responder has it.
+        case end
+        /// The response is written and the connection stays open.
+        case responded
+    }
+
     private let responder: HTTPResponder
+    private let limits: HTTPServerLimits
+    private let observe: (Event) -> Void
     private var head: HTTPRequestHead?
     private var body = ByteBuffer()
+    private var rejected = false
 
-    init(responder: @escaping HTTPResponder) {
+    init(responder: @escaping HTTPResponder, limits: HTTPServerLimits = .default, observe: @escaping (Event) -> Void = { _ in }) {
         self.responder = responder
+        self.limits = limits
+        self.observe = observe
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !rejected else { return }
         switch unwrapInboundIn(data) {
         case .head(let head):
+            observe(.head)
+            // llhttp checked the digits; one it read but Int cannot hold is over any limit.
+            let announced = head.headers["content-length"].first.map { Int($0) ?? .max } ?? 0
+            guard announced <= limits.maxBodyBytes else {
+                reject(version: head.version, context: context)
+                return
+            }
             self.head = head
             body.clear()
         case .body(var chunk):
+            guard body.readableBytes + chunk.readableBytes <= limits.maxBodyBytes else {
+                reject(version: head?.version ?? .http1_1, context: context)
+                return
+            }
             body.writeBuffer(&chunk)
         case .end:
             guard let head else { return }
             self.head = nil
+            observe(.end)
             let keepAlive = head.isKeepAlive
             let channel = context.channel
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            responder(HTTPRequest(head: head, body: body), context.eventLoop).whenComplete { result in
+            let request = HTTPRequest(head: head, body: body)
+            body = ByteBuffer()
+            responder(request, context.eventLoop).whenComplete { result in
                 let (handler, context) = loopBound.value
                 let response = HTTPResponse(result)
                 guard channel.isActive else { return }
                 handler.write(response, version: head.version, keepAlive: keepAlive, context: context)
             }
         }
+    }
+
+    /// A parser error: the error handler before this one has answered `400`; close now
+    /// rather than wait for the client.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        rejected = true
+        context.close(promise: nil)
+    }
+
+    private func reject(version: HTTPVersion, context: ChannelHandlerContext) {
+        rejected = true
+        head = nil
+        body = ByteBuffer()
+        let text = "413 Content Too Large: the body is over \(limits.maxBodyBytes) bytes\n"
+        let response = HTTPResponse(status: .payloadTooLarge, body: text)
+        write(response, version: version, keepAlive: false, context: context)
     }
 
     private func write(_ response: HTTPResponse, version: HTTPVersion, keepAlive: Bool, context: ChannelHandlerContext) {
@@ -89,6 +138,7 @@ final class HTTPResponderHandler: ChannelInboundHandler {
         context.write(wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil)
         guard !keepAlive else {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            observe(.responded)
             return
         }
         let channel = context.channel

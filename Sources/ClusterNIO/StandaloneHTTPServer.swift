@@ -2,21 +2,22 @@ public import Cluster
 public import NIOCore
 import NIOPosix
 
-/// The HTTP server of ``ClusterWorker/serveHTTP(_:group:maxConnections:responder:)`` in
+/// The HTTP server of ``ClusterWorker/serveHTTP(_:group:maxConnections:limits:responder:)`` in
 /// one process, without a cluster: the same pipeline and responder, bound by SwiftNIO
 /// itself. For development, and to measure what the cluster costs.
 public enum StandaloneHTTPServer {
     /// Serves `address` with `responder` on `group` (default: one event loop per core) until
-    /// the process ends.
-    public static func serve(_ address: ListenAddress, group: (any EventLoopGroup)? = nil,
+    /// the process ends, each connection within `limits`.
+    public static func serve(_ address: ListenAddress, group: (any EventLoopGroup)? = nil, limits: HTTPServerLimits = .default,
                              responder: @escaping HTTPResponder) async throws {
-        let channel = try await bind(address, group: group, responder: responder)
+        let channel = try await bind(address, group: group, limits: limits, responder: responder)
         try await channel.closeFuture.get()
     }
 
-    /// Binds `address` and serves `responder` on it in the background; close the returned
-    /// channel to stop. Its `localAddress` has the port chosen for port 0.
-    public static func bind(_ address: ListenAddress, group: (any EventLoopGroup)? = nil,
+    /// Binds `address` and serves `responder` on it in the background, each connection
+    /// within `limits`; close the returned channel to stop. Its `localAddress` has the port
+    /// chosen for port 0.
+    public static func bind(_ address: ListenAddress, group: (any EventLoopGroup)? = nil, limits: HTTPServerLimits = .default,
                             responder: @escaping HTTPResponder) async throws -> any Channel {
         let group = group ?? MultiThreadedEventLoopGroup.singleton
         let bootstrap = ServerBootstrap(group: group)
@@ -25,7 +26,7 @@ public enum StandaloneHTTPServer {
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(LeanHTTPHandler(responder: responder))
+                    try channel.pipeline.syncOperations.addHandler(LeanHTTPHandler(limits: limits, responder: responder))
                 }
             }
         if let path = address.path {

@@ -157,3 +157,46 @@ struct FrameDecoder {
         return descriptors
     }
 }
+
+/// The frame decoder for the fuzz target in `Fuzz/`, which may be built in release mode
+/// where `@testable` is unavailable. Not API: no stability promised.
+@_spi(Fuzzing) public enum FrameFuzzing {
+    /// What the decoder made of a stream.
+    public struct Decoded {
+        /// Each frame it returned, encoded again (header and payload).
+        public var frames: [[UInt8]]
+        /// The descriptors each frame claimed, in order.
+        public var claimed: [[Int32]]
+        /// The descriptors no frame claimed, which the channel closes.
+        public var unclaimed: [Int32]
+        /// The error that stopped the stream, if one did.
+        public var error: (any Error)?
+    }
+
+    /// Reads `bytes` as the channel does, `readSize` bytes at a time, with `descriptors`
+    /// (numbers only: nothing is opened or closed) arriving with the first read, taking
+    /// every frame after each read, with payloads of at most `maximumPayload` bytes.
+    public static func decode(_ bytes: [UInt8], readSize: Int, descriptors: [Int32], maximumPayload: Int) -> Decoded {
+        var decoder = FrameDecoder(maximumPayload: maximumPayload)
+        var result = Decoded(frames: [], claimed: [], unclaimed: [], error: nil)
+        var offset = 0
+        repeat {
+            let end = min(bytes.count, offset + max(1, readSize))
+            bytes[offset..<end].withUnsafeBytes { decoder.append($0, descriptors: offset == 0 ? descriptors : []) }
+            offset = end
+            do {
+                while let frame = try decoder.next() {
+                    var encoded: [UInt8] = []
+                    frame.encode(into: &encoded)
+                    result.frames.append(encoded)
+                    result.claimed.append(frame.descriptors)
+                }
+            } catch {
+                result.error = error
+                break
+            }
+        } while offset < bytes.count
+        result.unclaimed = decoder.takeUnclaimedDescriptors()
+        return result
+    }
+}

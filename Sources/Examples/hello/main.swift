@@ -4,6 +4,7 @@
 // drain and stop, SIGTTIN/SIGTTOU add or remove a worker.
 //
 //     swift run hello            # PORT=8000, WORKERS=cores (0: one process, no cluster), DISTRIBUTION=leastConnections
+//                                # HTTP limits: HTTP_HEADER_TIMEOUT_MS, HTTP_MAX_BODY_BYTES... (docs/http.md)
 //     curl localhost:8000
 //     kill -HUP <primary pid>    # rolling reload
 import Cluster
@@ -19,6 +20,7 @@ func log(_ line: String) {
 
 do {
     let port = try Cluster.environmentInteger("PORT", default: 8000, in: 0...65535)
+    let limits = try HTTPServerLimits.fromEnvironment()
     let respond: HTTPResponder = { _, loop in loop.makeSucceededFuture(HTTPResponse(body: "Hello World\n")) }
     switch Cluster.role {
     case .primary(let primary):
@@ -26,7 +28,7 @@ do {
         if workers == 0 {
             // The same server in this one process, without a cluster: what the cluster costs.
             log("Serving in one process (pid \(primary.pid)), without workers")
-            try await StandaloneHTTPServer.serve(.tcp(port: port), responder: respond)
+            try await StandaloneHTTPServer.serve(.tcp(port: port), limits: limits, responder: respond)
         }
         primary.setup(PrimarySettings(distribution: try Cluster.environmentDistribution()))
         log("Primary \(primary.pid) is running")
@@ -52,7 +54,7 @@ do {
         exit(outcome.exitCode)
     case .worker(let worker):
         log("Worker \(getpid()) started")
-        try await worker.serveHTTP(.tcp(port: port), responder: respond)
+        try await worker.serveHTTP(.tcp(port: port), limits: limits, responder: respond)
     }
 } catch {
     log("hello: \(error)")

@@ -43,3 +43,17 @@ enum MessageJSON {
     /// falls back to Foundation then, so it never reaches a caller.
     struct Fallback: Error {}
 }
+
+/// The message codec for the fuzz target in `Fuzz/`, which may be built in release mode
+/// where `@testable` is unavailable. Not API: no stability promised.
+@_spi(Fuzzing) public enum MessageJSONFuzzing {
+    /// Decodes `T` from JSON bytes as a channel message's payload is decoded.
+    public static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
+        try MessageJSON.decode(type, from: bytes)
+    }
+
+    /// Encodes `value` as a channel message's payload is encoded.
+    public static func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
+        try MessageJSON.encode(value)
+    }
+}
