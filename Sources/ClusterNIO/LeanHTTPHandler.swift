@@ -338,8 +338,9 @@ final class LeanHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
-        if quiescing { context.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
         if let pending { context.fireChannelRead(NIOAny(pending)) }
+        // After the request it has begun: the pipeline then answers it, with `close`.
+        if quiescing { context.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
         if readHeld {
             readHeld = false
             context.read()

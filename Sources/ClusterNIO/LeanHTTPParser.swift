@@ -11,14 +11,15 @@ import NIOHTTP1
 /// field's colon, or any other byte outside `tchar` in a field name; a line folded onto the
 /// previous one (obs-fold) or whitespace right after the request line; NUL and other
 /// control characters (HTAB aside) in a field value or the request target; a
-/// `Content-Length` that is not only digits (`+37`, `-1`, `3 7`, empty) or that appears
-/// twice. A head longer than the limit gets `431`; a `Content-Length` above the body limit
-/// `413`.
+/// `Content-Length` that is not only digits (`+37`, `-1`, `3 7`, `37 `, empty), that does
+/// not fit 64 bits, or that appears twice. A head longer than the limit gets `431`; a
+/// `Content-Length` above the body limit `413`.
 ///
 /// Handed over: `Transfer-Encoding` (and so `Content-Length` with it, which llhttp
-/// rejects), `Expect`, `Upgrade`, a `Connection: upgrade`, methods other than the common
-/// seven, request targets not in origin form or with bytes it does not judge itself
-/// (HTAB, form feed, obs-text), and versions other than HTTP/1.0 and 1.1.
+/// rejects), `Expect`, `Upgrade`, a `Connection` value with `upgrade` or with elements that
+/// are not plain tokens, methods other than the common seven, request targets not in
+/// origin form or with bytes it does not judge itself (HTAB, form feed, obs-text), and
+/// versions other than HTTP/1.0 and 1.1.
 enum LeanHTTPParser {
     /// A complete, valid request head.
     struct Head {

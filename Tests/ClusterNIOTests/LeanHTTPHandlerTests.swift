@@ -179,6 +179,14 @@ import Testing
         #expect(!channel.isActive)
     }
 
+    @Test func aChunkedRequestArrivingDuringTheDrainGraceIsAnsweredThenClosed() throws {
+        let channel = try channel()
+        channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        let response = try exchange(channel, "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        #expect(response.hasPrefix("HTTP/1.1 200 OK\r\n") && response.hasSuffix("POST /c hello"), "\(response)")
+        #expect(!channel.isActive, "closed once answered")
+    }
+
     @Test func theAcceptLimiterHoldsReadsAtTheLimitAndResumesWhenAConnectionCloses() throws {
         let server = EmbeddedChannel()
         let reads = ReadCounter()
