@@ -37,6 +37,19 @@ def pipes(count):
     return fds
 
 
+def send_with_pipes(times, data, count):
+    """Sends `data` with `count` fresh pipe ends attached, `times` times or until the
+    primary closes the channel; returns how many went out."""
+    for done in range(times):
+        fds = pipes(count)
+        ok = send(data, fds)
+        for fd in fds:
+            os.close(fd)
+        if not ok:
+            return done
+    return times
+
+
 def report(**fields):
     # One write, so the line is not interleaved with the primary's output on the pipe.
     os.write(1, (json.dumps({"event": "attacked", **fields}) + "\n").encode())
@@ -72,33 +85,12 @@ if attack == "rss":
     sent += send(frame(CONTROL, control(heartbeat)))
 elif attack == "unannounced":
     # Descriptors on frames that announce none: 300 times 2, if the primary let it go on.
-    for _ in range(300):
-        fds = pipes(2)
-        ok = send(frame(MESSAGE, b"x"), fds)
-        for fd in fds:
-            os.close(fd)
-        if not ok:
-            break
-        sent += 1
+    sent = send_with_pipes(300, frame(MESSAGE, b"x"), 2)
 elif attack == "control-fds":
-    for _ in range(300):
-        fds = pipes(2)
-        ok = send(frame(CONTROL, control({"online": {}}), announced=2), fds)
-        for fd in fds:
-            os.close(fd)
-        if not ok:
-            break
-        sent += 1
+    sent = send_with_pipes(300, frame(CONTROL, control({"online": {}}), announced=2), 2)
 elif attack == "message-fds":
     # Messages the primary's app ignores, each with 64 descriptors: 6,400 in all.
-    for _ in range(100):
-        fds = pipes(64)
-        ok = send(frame(MESSAGE, b"take these", announced=64), fds)
-        for fd in fds:
-            os.close(fd)
-        if not ok:
-            break
-        sent += 1
+    sent = send_with_pipes(100, frame(MESSAGE, b"take these", announced=64), 64)
 elif attack == "accepting-twice":
     # Listener 0 asked for again and again, each time with a new handoff link.
     for _ in range(300):
