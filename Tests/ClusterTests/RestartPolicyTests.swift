@@ -176,3 +176,23 @@ extension ManualInstant {
     /// A crash-loop episode that began at this instant.
     func episode(failures: Int) -> RestartLedger<ManualInstant>.Episode { .init(began: self, failures: failures) }
 }
+
+/// Settings a program passes through the public API are untrusted too: none may trap.
+@Suite struct SupervisionFigureTests {
+    @Test func aHugeBackoffFactorReachesTheCeilingWithoutATrap() {
+        var ledger = RestartLedger<ManualInstant>(policy: RestartPolicy(initialDelay: .seconds(1), factor: 1e300,
+                                                                        maxDelay: .seconds(Int64.max / 2), resetAfter: .seconds(10)))
+        var last: RestartDecision?
+        for second in 0..<4 {
+            last = ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(1), wasReady: true, serving: 3,
+                                 at: .seconds(Double(second)))
+        }
+        #expect(last == .restart(after: .seconds(Int64.max / 2)))
+    }
+
+    @Test func anyDurationPrintsInALogLine() {
+        #expect(Autoscaler.milliseconds(.milliseconds(250)) == "250 ms")
+        #expect(Autoscaler.milliseconds(.milliseconds(4097)) == "4.10 s")
+        #expect(!Autoscaler.milliseconds(.seconds(Int64.max)).isEmpty)
+    }
+}

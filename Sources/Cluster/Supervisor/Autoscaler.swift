@@ -212,14 +212,15 @@ public struct Autoscaler: AutoscalePolicy, Hashable {
     }
 
     static func format(_ value: Double) -> String {
+        guard abs(value) < 1e15 else { return "\(value)" } // beyond Int's reach: as it is
         let hundredths = Int((value * 100).rounded())
         return "\(hundredths / 100).\(hundredths % 100 < 10 ? "0" : "")\(hundredths % 100)"
     }
 
     static func milliseconds(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        let total = seconds * 1000 + attoseconds / 1_000_000_000_000_000
-        return total >= 1000 ? "\(Self.format(Double(total) / 1000)) s" : "\(total) ms"
+        // In floating point: any duration a caller gives prints, none traps.
+        let total = duration.inSeconds * 1000
+        return total >= 1000 ? "\(Self.format(total / 1000)) s" : "\(Int(total)) ms"
     }
 }
 

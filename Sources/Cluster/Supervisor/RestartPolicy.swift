@@ -165,8 +165,9 @@ struct RestartLedger<Instant: InstantProtocol>: Sendable where Instant.Duration 
     private static func backoff(from initial: Duration, factor: Double, steps: Int, max ceiling: Duration) -> Duration {
         var delay = initial
         for _ in 0..<min(steps, 64) {
+            // Compared in seconds first: a huge factor must reach the ceiling, not trap.
+            if delay.inSeconds * factor >= ceiling.inSeconds { return ceiling }
             delay = delay * factor
-            if delay >= ceiling { return ceiling }
         }
         return min(delay, ceiling)
     }

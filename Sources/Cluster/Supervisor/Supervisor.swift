@@ -332,12 +332,12 @@ public actor Supervisor {
         switch decision {
         case .restart(let delay):
             restarting(delay)
-            pendingRestarts.append((slot, clock.now.advanced(by: delay)))
+            pendingRestarts.append((slot, clock.now.advanced(by: delay.asTimerDelay)))
         case .degrade(let delay, let reason):
             degradedReason.withLock { $0 = reason }
             logger.critical("crash loop: \(reason)")
             restarting(delay)
-            pendingRestarts.append((slot, clock.now.advanced(by: delay)))
+            pendingRestarts.append((slot, clock.now.advanced(by: delay.asTimerDelay)))
         case .stop(let reason):
             logger.critical("\(reason)")
             beginStop(.crashLoop(reason), immediately: false)
