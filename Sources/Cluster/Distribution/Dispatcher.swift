@@ -39,6 +39,13 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     /// Set while the process is out of descriptors (EMFILE): accepting waits, with a
     /// backoff, and the episode is logged once at its start and once at its end.
     private var exhaustion: Exhaustion?
+    /// Connections wait when every worker declined them (at its limit, or out of
+    /// descriptors). A close may never come to retry them (roundRobin workers report
+    /// none), so they are retried on a timer too: 10 ms, doubling to 1 s while they wait.
+    private var retryScheduled = false
+    private var retryDelay = Dispatcher.firstRetry
+    private static let firstRetry: Duration = .milliseconds(10)
+    private static let longestRetry: Duration = .seconds(1)
 
     private struct Exhaustion {
         let since: ContinuousClock.Instant
@@ -210,6 +217,18 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
 
     // MARK: Routing
 
+    private func scheduleRetry() {
+        guard !retryScheduled, !stopped, !router.workerIDs.isEmpty else { return }
+        retryScheduled = true
+        _ = loop.schedule(after: retryDelay) { [self] in
+            loop.execute {
+                self.retryScheduled = false
+                self.retryDelay = min(self.retryDelay * 2, Dispatcher.longestRetry)
+                self.retryWaiting()
+            }
+        }
+    }
+
     private func retryWaiting() {
         guard !waiting.isEmpty else { return resumeAccepting() }
         let queued = waiting
@@ -250,6 +269,7 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
             }
         }
         if waiting.count >= waitingLimit { pauseAccepting() }
+        if waiting.isEmpty { retryDelay = Dispatcher.firstRetry } else { scheduleRetry() }
     }
 
     /// Hands `batch` to `worker`, numbered in order from one number in the message; false
