@@ -17,6 +17,8 @@ extension IntegrationTests {
             let listening = try await primary.waitForEvents(["event": "listening"], count: 2)
             let port = listening[0]["port"] as! Int
             let workers = listening.map { Int32($0["pid"] as! Int) }
+            workers.forEach(primary.adopt)
+            let openDescriptors = { (pid: Int32) in descriptors(of: pid).count }
 
             // 600 idle connections: more than the primary and both workers can hold. Each
             // worker fills its table (a worker declines what the kernel could not give it).
@@ -45,10 +47,6 @@ extension IntegrationTests {
             if episodes > 0 { _ = try await primary.waitForLine { $0.contains("listener 0 has descriptors again") } }
             #expect(primary.events(["event": "exit"]).isEmpty, "a worker died: \(primary.events(["event": "exit"]))")
             #expect(kill(primary.pid, 0) == 0, "the primary is gone")
-        }
-
-        private func openDescriptors(_ pid: Int32) -> Int {
-            (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
         }
 
         private func raiseOwnDescriptorLimit(to wanted: rlim_t) throws {

@@ -207,7 +207,3 @@ extension Array where Element == UInt8 {
     }
 }
 
-/// The resident memory of `pid` in kB, from /proc.
-private func residentKilobytes(_ pid: Int32) -> Int? {
-    status(of: pid, "VmRSS").flatMap { Int($0.split(separator: " ")[0]) }
-}

@@ -23,10 +23,6 @@ extension IntegrationTests {
             return (primary, honest["port"] as! Int)
         }
 
-        private func openDescriptors(_ pid: Int32) -> Int {
-            (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
-        }
-
         /// The primary answers through a worker that is not the liar.
         private func expectServing(_ port: Int) throws {
             let response = try HTTP.get(port: port)
@@ -60,57 +56,51 @@ extension IntegrationTests {
         func descriptorsWhereNoneMayBeAreClosedAndTheLiarKilled(attack: String, distribution: String, reason: String) async throws {
             let (primary, port) = try await start(attack, distribution: distribution)
             defer { primary.stop() }
-            let before = openDescriptors(primary.pid)
+            let before = descriptors(of: primary.pid).count
             try await expectCaught(primary, saying: reason)
             try expectServing(port)
-            #expect(openDescriptors(primary.pid) <= before + 4, "the primary kept descriptors the liar sent")
+            #expect(descriptors(of: primary.pid).count <= before + 4, "the primary kept descriptors the liar sent")
         }
 
         @Test func descriptorsOnMessagesTheAppIgnoresAreClosed() async throws {
             let (primary, port) = try await start("message-fds")
             defer { primary.stop() }
-            let before = openDescriptors(primary.pid)
+            let before = descriptors(of: primary.pid).count
             let attacked = try await primary.waitForEvent(["event": "attacked"])
             #expect(attacked["sent"] as? Int == 100)
             // The app drops each message unread; its 64 descriptors go with it.
             let deadline = ContinuousClock.now + .seconds(10)
-            while openDescriptors(primary.pid) > before + 4, ContinuousClock.now < deadline {
+            while descriptors(of: primary.pid).count > before + 4, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(20))
             }
-            #expect(openDescriptors(primary.pid) <= before + 4, "6,400 descriptors sent; the primary holds \(openDescriptors(primary.pid) - before) more than before")
+            #expect(descriptors(of: primary.pid).count <= before + 4, "6,400 descriptors sent; the primary holds \(descriptors(of: primary.pid).count - before) more than before")
             try expectServing(port)
         }
 
         @Test func aWorkerFloodingAnotherThroughThePrimaryIsHeldBackNotBuffered() async throws {
             let (primary, port) = try await start("forward-flood")
             defer { primary.stop() }
-            let before = residentMemory(primary.pid)
+            let before = (residentKilobytes(primary.pid) ?? 0) * 1024
             // It tries to send 20 × 8 MiB to a worker that reads nothing (itself).
             let attacked = try await primary.waitForEvent(["event": "attacked"])
             let sent = attacked["sent"] as? Int ?? -1
-            let grown = residentMemory(primary.pid) - before
+            let grown = (residentKilobytes(primary.pid) ?? 0) * 1024 - before
             #expect(sent < 20, "the primary took all 160 MiB: no back-pressure")
             #expect(grown < 48 << 20, "the primary grew by \(grown >> 20) MiB while the liar sent \(sent) × 8 MiB")
             try expectServing(port)
         }
 
-        private func residentMemory(_ pid: Int32) -> Int {
-            let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-            let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
-            return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
-        }
-
         @Test func aWorkerCannotMakeThePrimaryBindWithoutEnd() async throws {
             let (primary, port) = try await start("listen-flood")
             defer { primary.stop() }
-            let before = openDescriptors(primary.pid)
+            let before = descriptors(of: primary.pid).count
             // 300 requests, each for a new address, every one answered: the primary binds
             // until it holds 64 (the fixture's own listener and 63 more), and says so once.
             let attacked = try await primary.waitForEvent(["event": "attacked", "sent": "300"])
             #expect(attacked["granted"] as? Int == 63)
             #expect(attacked["refused"] as? Int == 237)
             #expect(primary.output.filter { $0.contains("refused: the primary already holds 64 listeners") }.count == 1)
-            #expect(openDescriptors(primary.pid) <= before + 63 + 2, "the primary bound more listeners than its limit")
+            #expect(descriptors(of: primary.pid).count <= before + 63 + 2, "the primary bound more listeners than its limit")
             try expectServing(port)
         }
     }

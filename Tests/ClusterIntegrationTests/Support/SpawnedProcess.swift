@@ -185,6 +185,11 @@ func descriptors(of pid: Int32) -> [Int: String] {
     return result
 }
 
+/// The resident memory of `pid` in kB, from /proc.
+func residentKilobytes(_ pid: Int32) -> Int? {
+    status(of: pid, "VmRSS").flatMap { Int($0.split(separator: " ")[0]) }
+}
+
 /// One field of /proc/PID/status, such as `Uid` or `SigIgn`.
 func status(of pid: Int32, _ field: String) -> String? {
     guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
