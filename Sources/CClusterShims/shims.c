@@ -192,7 +192,16 @@ static void cluster_bootstrap(int argc, char **argv, char **envp) {
     if (uid != NULL && setuid((uid_t)strtoul(uid, NULL, 10)) != 0) bootstrap_fail("setuid");
 
     // After the credential change: changing credentials clears the parent-death signal.
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) bootstrap_fail("prctl(PR_SET_PDEATHSIG)");
+    // SIGKILL, or the signal the primary names (the `cluster` command's workers take TERM,
+    // to kill their program's processes first). Set here, on the main thread: the setting
+    // is per thread, and the kernel sends every thread's.
+    int death = SIGKILL;
+    const char *named = cluster_startup_env("CLUSTER_DEATH_SIGNAL");
+    if (named != NULL) {
+        long value = strtol(named, NULL, 10);
+        if (value > 0 && value < 65) death = (int)value;
+    }
+    if (prctl(PR_SET_PDEATHSIG, death) != 0) bootstrap_fail("prctl(PR_SET_PDEATHSIG)");
     const char *primary = cluster_startup_env("CLUSTER_PRIMARY_PID");
     if (primary != NULL && getppid() != (pid_t)strtol(primary, NULL, 10)) _exit(0);
 
@@ -317,6 +326,14 @@ static char *write_decimal(char *out, long value) {
     while (count > 0) *out++ = digits[--count];
     *out = 0;
     return out;
+}
+
+int cluster_become_subreaper(void) {
+    return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+}
+
+int cluster_set_death_signal(int sig) {
+    return prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0);
 }
 
 int cluster_spawn_program(const char *path, char *const argv[], char *const envp[], char *pid_entry,

@@ -105,6 +105,8 @@ extension ClusterCommand {
             var settings = PrimarySettings(environment: configuration.environment, user: configuration.user, group: configuration.group,
                                            output: .prefixed, distribution: configuration.distribution, limits: configuration.limits)
             settings.onOutput = { worker, line in logs.append(worker: worker, line: line) }
+            // A worker ends by TERM when the primary dies, and kills its program's tree first.
+            settings.environment["CLUSTER_DEATH_SIGNAL"] = String(SIGTERM)
             // A program's connections are its own: it cannot be asked to shed some.
             settings.balanceConnections = false
             primary.setup(settings)
@@ -123,21 +125,25 @@ extension ClusterCommand {
             control.start()
             say("control socket \(control.path); primary \(getpid()) runs \(configuration.command.joined(separator: " "))")
             let events = primary.events
+            let groups = ProgramGroups()
             Task {
                 for await event in events {
                     switch event {
                     case .message(let worker, let message):
                         if let started = try? message.decode(ProgramWorker.Started.self) {
                             control.recordProgram(started.program, of: worker.id)
+                            groups.record(started.program, of: worker.id)
                         }
                     case .exit(let worker, _):
                         control.recordProgram(nil, of: worker.id)
+                        groups.ended(worker.id)
                     default:
                         break
                     }
                 }
             }
             let outcome = await supervisor.run()
+            groups.endAll()
             control.remove()
             say("primary \(getpid()) \(outcome)")
             Foundation.exit(outcome.exitCode)

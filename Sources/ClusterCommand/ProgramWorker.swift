@@ -7,8 +7,10 @@ import Synchronization
 /// its child and stands for it. The program gets the worker's sockets by the systemd
 /// socket-activation protocol (`LISTEN_FDS`, `LISTEN_PID` = its own pid, `LISTEN_FDNAMES`,
 /// descriptors from 3) and `PORT`; readiness comes from /proc (it waits on a socket,
-/// ``AcceptWatch``), from sd_notify (`READY=1`) or from a timer; a drain from the primary becomes `drain-signal` to the program; the
-/// program's exit becomes this worker's exit, so the supervisor sees every crash.
+/// ``AcceptWatch``), from sd_notify (`READY=1`) or from a timer; a drain from the primary
+/// becomes `drain-signal` to the program; the program's exit becomes this worker's exit, so
+/// the supervisor sees every crash; and every process the program starts ends with it
+/// (``TreeGuard``).
 struct ProgramWorker {
     let worker: ClusterWorker
     let configuration: RunConfiguration
@@ -41,8 +43,9 @@ struct ProgramWorker {
         if let notify { environment["NOTIFY_SOCKET"] = notify.address }
         if let watchdog = configuration.watchdog { environment["WATCHDOG_USEC"] = String(watchdog.saturatingMicroseconds) }
 
+        try TreeGuard.install()
         let pid = try await start(environment: environment, descriptors: descriptors)
-        worker.account(process: pid)
+        worker.account(process: getpid()) // the program and everything below this worker
         try? await worker.send(Started(program: pid))
         worker.onDrain { [drainSignal = configuration.drainSignal] in kill(pid, drainSignal.rawValue) }
 
@@ -59,14 +62,19 @@ struct ProgramWorker {
         case .notify:
             break
         case .accepting where !listeners.isEmpty:
-            let watch = AcceptWatch(pid: pid, descriptors: listeners.map(\.descriptor))
+            let watch = AcceptWatch(listeners: listeners)
             Task { [readyAfter = configuration.readyAfter] in
-                guard watch.isReadable else {
+                guard watch.isReadable(program: pid) else {
                     say("cannot see what program \(pid) waits on in /proc (is ptrace forbidden here?); it counts as ready after \(readyAfter)")
                     try? await Task.sleep(for: readyAfter)
                     return ready()
                 }
-                while !watch.isAccepting() { try? await Task.sleep(for: .milliseconds(20)) }
+                // Every 20 ms for the first second, then every 100 ms: a slow boot costs little.
+                var checks = 0
+                while !watch.isAccepting() {
+                    checks += 1
+                    try? await Task.sleep(for: .milliseconds(checks < 50 ? 20 : 100))
+                }
                 ready()
             }
         case .accepting, .started:
@@ -93,9 +101,7 @@ struct ProgramWorker {
                     return
                 }
                 continuation.resume(returning: pid)
-                var status: Int32 = 0
-                while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-                Self.exit(like: status)
+                Self.exit(like: TreeGuard.wait(for: pid))
             }
         }
     }

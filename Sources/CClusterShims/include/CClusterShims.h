@@ -85,6 +85,14 @@ long cluster_process_rss(pid_t pid);
 /// The CPU time (user and system) process `pid` has used, in microseconds, or -1.
 long long cluster_process_cpu_us(pid_t pid);
 
+/// Makes this process a child subreaper (PR_SET_CHILD_SUBREAPER): every orphan below it
+/// becomes its child instead of init's. Returns 0, or -1 with errno.
+int cluster_become_subreaper(void);
+
+/// Sets the signal this process gets when the thread that started it ends
+/// (PR_SET_PDEATHSIG). Returns 0, or -1 with errno.
+int cluster_set_death_signal(int sig);
+
 /// Starts a program that is not a swift-cluster worker, as systemd starts a socket-activated
 /// service: fork, then in the child PR_SET_PDEATHSIG (it dies with this process), its pid
 /// written into `pid_entry` (an `envp` entry "LISTEN_PID=" with room for the digits; may be

@@ -145,9 +145,14 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
         heartbeat.countConnection(opened: opened)
     }
 
-    /// Counts process `pid` (a program this worker started and serves through) as part
-    /// of the worker: its CPU time and memory are added to every heartbeat, so the
-    /// primary's stats, the autoscaler and recycling by memory see it.
+    /// Counts process `pid` (a program this worker started and serves through) and every
+    /// process below it as part of the worker: their CPU time and memory are added to
+    /// every heartbeat, so the primary's stats, the autoscaler and recycling by memory see
+    /// them. `account(process: getpid())` counts every process this worker starts.
+    ///
+    /// A process's CPU time includes that of the children it has reaped; its memory is
+    /// its resident set, so pages that forked processes share count once per process,
+    /// as `ps` counts them.
     public func account(process pid: Int32) {
         heartbeat.account(pid)
     }

@@ -56,7 +56,8 @@ final class Heartbeat: Sendable {
     private let connectionsTotal = Atomic<Int>(0)
     private let accounted = Mutex<[Int32]>([])
 
-    /// Adds process `pid`'s CPU time and memory to every report from now on.
+    /// Adds process `pid`'s CPU time and memory, and those of every process below it, to
+    /// every report from now on; `getpid()` adds every process this worker started.
     func account(_ pid: Int32) { accounted.withLock { $0.append(pid) } }
 
     /// Counts one request served.
@@ -130,10 +131,15 @@ final class Heartbeat: Sendable {
         getrusage(RUSAGE_SELF.rawValue, &usage)
         report.cpu = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1_000_000 + usage.ru_utime.tv_usec + usage.ru_stime.tv_usec
         report.rss = max(0, cluster_self_rss())
-        // A process this worker runs counts as the worker (the `cluster` command's programs).
-        for pid in accounted.withLock({ $0 }) {
-            report.cpu += max(0, Int(cluster_process_cpu_us(pid)))
-            report.rss += max(0, cluster_process_rss(pid))
+        // A process this worker runs counts as the worker, with everything it started (the
+        // `cluster` command's programs and their own workers).
+        var counted: Set<Int32> = [getpid()]
+        for root in accounted.withLock({ $0 }) {
+            for pid in [root] + ProcessTree.descendants(of: root) where counted.insert(pid).inserted {
+                guard let usage = ProcessTree.usage(of: pid) else { continue }
+                report.cpu = report.cpu.addingSaturated(usage.cpuMicroseconds)
+                report.rss = report.rss.addingSaturated(usage.residentBytes)
+            }
         }
         return report
     }

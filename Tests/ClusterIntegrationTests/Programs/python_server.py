@@ -2,8 +2,11 @@
 socket it inherits by systemd socket activation (fd 3), says READY=1 when NOTIFY_SOCKET
 is set, and on SIGTERM stops accepting and finishes the requests it has.
 Routes: / (who answers), /slow?ms=N, /crash (exits 3), /orphan (leaves a process whose
-parent has exited, for PID 1 to reap). BOOT_DELAY_MS: sleep before serving."""
-import os, signal, socket, subprocess, sys, threading, time
+parent has exited, for PID 1 to reap). BOOT_DELAY_MS: wait before serving, in sleep or,
+with BOOT_WAIT=select, in select() on a pipe of its own (as a master process waits for its
+workers). FORK=1: a master that forks a child to serve and waits in select() on a pipe
+of its own, as gunicorn's and Puma's do; TERM to the master is passed to the child."""
+import os, select, signal, socket, subprocess, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -41,7 +44,25 @@ class InheritedServer(ThreadingHTTPServer):
         self.socket = socket.socket(fileno=3)
 
 
-time.sleep(int(os.environ.get("BOOT_DELAY_MS", "0")) / 1000)
+boot_delay = int(os.environ.get("BOOT_DELAY_MS", "0")) / 1000
+if os.environ.get("BOOT_WAIT") == "select":
+    idle, _ = os.pipe()
+    deadline = time.monotonic() + boot_delay
+    while time.monotonic() < deadline:
+        select.select([idle], [], [], deadline - time.monotonic())
+else:
+    time.sleep(boot_delay)
+
+if os.environ.get("FORK") == "1":
+    child = os.fork()
+    if child != 0:
+        print(f"python master {os.getpid()} forked {child}", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(child, signal.SIGTERM))
+        wake, _ = os.pipe()
+        while os.waitpid(child, os.WNOHANG) == (0, 0):
+            select.select([wake], [], [], 0.5)
+        sys.exit(0)
+
 server = InheritedServer()
 signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
 if os.environ.get("NOTIFY_SOCKET"):
