@@ -35,8 +35,11 @@ struct ClusterStatus: Codable, Sendable {
 
     var primaryPID: Int32
     var desiredWorkers: Int
+    /// Advances only when a reload completes (every replacement ready).
     var generation: Int
     var workers: [Row]
+    /// The latest reload's outcome: under way, complete, or failed and why; nil before the first.
+    var reload: String?
 }
 
 /// The primary's end of the control socket: a Unix socket, mode 0600, that serves only
@@ -134,7 +137,7 @@ final class ControlServer: Sendable {
             return ControlReply(ok: true, message: "", status: wait { await self.status() })
         case ("reload", _):
             supervisor.reload()
-            return ControlReply(ok: true, message: "reload started: workers are replaced one by one as their replacements get ready")
+            return ControlReply(ok: true, message: "reload started: workers are replaced one by one as their replacements get ready; cluster status shows whether it completed or failed")
         case ("scale", let arguments):
             // Zero workers would leave every connection waiting in the backlog for nobody.
             guard let count = arguments.first.flatMap(Int.init), (1...1024).contains(count) else {
@@ -172,7 +175,8 @@ final class ControlServer: Sendable {
                 requestsPerSecond: stats.requestsPerSecond, connections: stats.connections)
         }
         return ClusterStatus(primaryPID: getpid(), desiredWorkers: await supervisor.desiredWorkers,
-                             generation: await supervisor.currentGeneration, workers: rows)
+                             generation: await supervisor.currentGeneration, workers: rows,
+                             reload: await supervisor.lastReload.map { "\($0)" })
     }
 
     private func streamLogs(to client: Int32, follow: Bool) {

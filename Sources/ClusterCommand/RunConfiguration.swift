@@ -29,6 +29,9 @@ struct RunConfiguration: Sendable, Equatable {
     var upgradeTimeout: Duration = .seconds(90)
     var drainSignal = Signal.terminate
     var restartDelay: Duration = .milliseconds(100)
+    /// How long a program must stay up for its slot's backoff to start over; dying sooner
+    /// (ready or not) counts as a boot failure.
+    var resetAfter: Duration = .seconds(30)
     var maxBootFailures = 5
     var bootPeriod: Duration = .seconds(30)
     var maxSurge = 1
@@ -58,7 +61,7 @@ struct RunConfiguration: Sendable, Equatable {
         }
         return Supervision(
             workers: autoscale == nil ? workers : (minWorkers ?? workers),
-            restart: RestartPolicy(initialDelay: restartDelay, maxBootFailures: maxBootFailures, period: bootPeriod),
+            restart: RestartPolicy(initialDelay: restartDelay, resetAfter: resetAfter, maxBootFailures: maxBootFailures, period: bootPeriod),
             readiness: .explicit,
             bootTimeout: bootTimeout,
             drainTimeout: drainTimeout,
@@ -127,6 +130,9 @@ struct RunConfiguration: Sendable, Equatable {
         Setting(name: "drain-signal", help: "the signal that asks the program to finish (default TERM)", apply: { v, c throws in c.drainSignal = try signal(v[0]) }),
         Setting(name: "restart-delay", help: "the first backoff after a crash (default 100ms, 0s to 1h; it doubles)", apply: { v, c throws in
             c.restartDelay = try duration(v[0], in: .zero ... .seconds(3600))
+        }),
+        Setting(name: "reset-after", help: "how long a program must stay up for its slot's backoff to start over; one that dies sooner, even after it was ready, counts as a boot failure (default 30s, 0s to 24h)", apply: { v, c throws in
+            c.resetAfter = try duration(v[0], in: .zero ... .seconds(day))
         }),
         Setting(name: "max-boot-failures", help: "this many workers failing to boot within boot-period stop the cluster (default 5, 1 to 10000)", apply: { v, c throws in
             c.maxBootFailures = try integer(v[0], in: 1...10_000, "a count from 1 to 10000")

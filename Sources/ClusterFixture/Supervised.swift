@@ -2,9 +2,10 @@
 // environment, and HTTP workers with routes that misbehave on purpose.
 //
 // Primary environment: WORKERS, PORT, DISTRIBUTION (default shared), READINESS=explicit,
-// RESTART_DELAY_MS, MAX_BOOT_FAILURES, BOOT_PERIOD_MS, DEGRADED_DELAY_MS, MAX_DEGRADED_DELAY_MS,
+// RESTART_DELAY_MS, RESET_AFTER_MS, MAX_BOOT_FAILURES, BOOT_PERIOD_MS, DEGRADED_DELAY_MS, MAX_DEGRADED_DELAY_MS,
 // BOOT_TIMEOUT_MS, DRAIN_TIMEOUT_MS, READY_TIMEOUT_MS, MAX_SURGE, UPGRADE_TIMEOUT_MS, WATCHDOG_MS, KILL_AFTER_MS, MAX_REQUESTS, MAX_RSS_MB,
-// MAX_AGE_MS, RUN_AS (a user), LIMIT_NOFILE, ADMIN_PORT (prints {"event":"admin","port":N}). Commands on standard input: "reload", "scale N", "stop", "stop now".
+// MAX_AGE_MS, RUN_AS (a user), LIMIT_NOFILE, ADMIN_PORT (prints {"event":"admin","port":N}). Commands on standard input: "reload", "scale N", "stop", "stop now",
+// "status" (prints {"event":"status","generation":N,"reload":"..."}).
 // It prints the events as JSON lines, and {"event":"outcome",...} before it exits.
 //
 // Worker: when the file FAIL_FILE names exists at start, its content says how to fail:
@@ -35,6 +36,7 @@ func runSupervisedPrimary(_ primary: Primary) async throws {
     let supervision = Supervision(
         workers: integer("WORKERS") ?? 2,
         restart: RestartPolicy(initialDelay: duration("RESTART_DELAY_MS") ?? .milliseconds(100),
+                               resetAfter: duration("RESET_AFTER_MS") ?? defaults.restart.resetAfter,
                                maxBootFailures: integer("MAX_BOOT_FAILURES") ?? 5,
                                period: duration("BOOT_PERIOD_MS") ?? .seconds(30),
                                degradedDelay: duration("DEGRADED_DELAY_MS") ?? defaults.restart.degradedDelay,
@@ -62,6 +64,12 @@ func runSupervisedPrimary(_ primary: Primary) async throws {
             case "reload": supervisor.reload()
             case "scale": supervisor.scale(to: Int(words.last ?? "") ?? 1)
             case "stop": supervisor.stop(immediately: words.last == "now")
+            case "status":
+                Task {
+                    let generation = await supervisor.currentGeneration
+                    let reload = await supervisor.lastReload.map { "\($0)" } ?? "none"
+                    emit(["event": "status", "generation": generation, "reload": reload])
+                }
             default: emit(["error": "unknown command \(line)"])
             }
         }

@@ -14,12 +14,14 @@ struct ManualInstant: InstantProtocol, Sendable {
     typealias Ledger = RestartLedger<ManualInstant>
 
     @Test func aSlotRestartsAtOnceThenBacksOffExponentiallyUpToTheCeiling() {
+        // Six deaths 1 s after start are six boot failures; the crash-loop guard is not what
+        // this measures, so it allows them.
         var ledger = Ledger(policy: RestartPolicy(initialDelay: .milliseconds(100), factor: 2, maxDelay: .seconds(1),
-                                                  resetAfter: .seconds(10)))
+                                                  resetAfter: .seconds(10), maxBootFailures: 100))
         var delays: [RestartDecision] = []
         for second in 0..<6 {
             delays.append(ledger.exited(worker: "worker 1", slot: 0, status: .signaled(.kill), uptime: .seconds(1),
-                                        wasReady: true, serving: 3, at: .seconds(Double(second))))
+                                        readyFor: .milliseconds(500), serving: 3, at: .seconds(Double(second))))
         }
         #expect(delays == [.restart(after: .zero), .restart(after: .milliseconds(100)), .restart(after: .milliseconds(200)),
                            .restart(after: .milliseconds(400)), .restart(after: .milliseconds(800)),
@@ -28,13 +30,13 @@ struct ManualInstant: InstantProtocol, Sendable {
 
     @Test func backoffIsPerSlotAndResetsAfterAWorkerStayedUp() {
         var ledger = Ledger(policy: RestartPolicy(initialDelay: .milliseconds(100), resetAfter: .seconds(10)))
-        _ = ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(1), wasReady: true, serving: 3, at: .seconds(0))
-        _ = ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(1), wasReady: true, serving: 3, at: .seconds(1))
-        #expect(ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(1), wasReady: true, serving: 3, at: .seconds(2))
+        _ = ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(1), readyFor: .milliseconds(500), serving: 3, at: .seconds(0))
+        _ = ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(1), readyFor: .milliseconds(500), serving: 3, at: .seconds(1))
+        #expect(ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(1), readyFor: .milliseconds(500), serving: 3, at: .seconds(2))
                 == .restart(after: .milliseconds(200)), "the third restart of slot 0 in a row")
-        #expect(ledger.exited(worker: "w", slot: 1, status: .exited(1), uptime: .seconds(1), wasReady: true, serving: 3, at: .seconds(2))
+        #expect(ledger.exited(worker: "w", slot: 1, status: .exited(1), uptime: .seconds(1), readyFor: .milliseconds(500), serving: 3, at: .seconds(2))
                 == .restart(after: .zero), "another slot starts its own count")
-        #expect(ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(11), wasReady: true, serving: 3, at: .seconds(20))
+        #expect(ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(11), readyFor: .seconds(10), serving: 3, at: .seconds(20))
                 == .restart(after: .zero), "a worker up longer than resetAfter resets its slot")
     }
 
@@ -42,14 +44,14 @@ struct ManualInstant: InstantProtocol, Sendable {
         var ledger = Ledger(policy: RestartPolicy(maxBootFailures: 3, period: .seconds(10)))
         for second in 0..<3 {
             let decision = ledger.exited(worker: "worker \(second + 1) (pid 9)", slot: 0, status: .exited(1), uptime: .zero,
-                                         wasReady: false, serving: 0, at: .seconds(Double(second)))
+                                         readyFor: nil, serving: 0, at: .seconds(Double(second)))
             guard case .restart = decision else {
                 Issue.record("boot failure \(second + 1) of 3 allowed stopped the cluster: \(decision)")
                 return
             }
         }
         let fourth = ledger.exited(worker: "worker 4 (pid 9)", slot: 0, status: .exited(1), uptime: .zero,
-                                   wasReady: false, serving: 0, at: .seconds(3))
+                                   readyFor: nil, serving: 0, at: .seconds(3))
         guard case .stop(let reason) = fourth else {
             Issue.record("a fourth boot failure within 10 s did not stop the cluster: \(fourth)")
             return
@@ -61,25 +63,26 @@ struct ManualInstant: InstantProtocol, Sendable {
     @Test func bootFailuresOutsideThePeriodAreForgotten() {
         var ledger = Ledger(policy: RestartPolicy(maxBootFailures: 1, period: .seconds(10)))
         for second in [0.0, 11, 22, 33] {
-            guard case .restart = ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .zero, wasReady: false,
+            guard case .restart = ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .zero, readyFor: nil,
                                                 serving: 0, at: .seconds(second)) else {
                 Issue.record("a boot failure 11 s after the last stopped the cluster; only failures within 10 s count")
                 return
             }
         }
-        guard case .stop = ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .zero, wasReady: false,
+        guard case .stop = ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .zero, readyFor: nil,
                                          serving: 0, at: .seconds(34)) else {
             Issue.record("two boot failures within 1 s, with one allowed, did not stop the cluster")
             return
         }
     }
 
-    @Test func workersThatServedAreAlwaysRestarted() {
-        var ledger = Ledger(policy: RestartPolicy(maxBootFailures: 0, period: .seconds(60)))
+    @Test func workersThatServedLongerThanResetAfterAreAlwaysRestartedAtOnce() {
+        var ledger = Ledger(policy: RestartPolicy(resetAfter: .seconds(30), maxBootFailures: 0, period: .seconds(60)))
         for second in 0..<50 {
-            guard case .restart = ledger.exited(worker: "w", slot: second % 4, status: .signaled(.segmentationFault),
-                                                uptime: .seconds(2), wasReady: true, serving: 3, at: .seconds(Double(second))) else {
-                Issue.record("a crash after the worker was ready stopped the cluster")
+            let decision = ledger.exited(worker: "w", slot: second % 4, status: .signaled(.segmentationFault),
+                                         uptime: .seconds(31), readyFor: .seconds(30), serving: second % 2, at: .seconds(Double(second)))
+            guard decision == .restart(after: .zero) else {
+                Issue.record("a crash after the worker served 30 s was not an immediate restart: \(decision)")
                 return
             }
         }
@@ -88,7 +91,7 @@ struct ManualInstant: InstantProtocol, Sendable {
     @Test func theCannotBootExitCodeWithNoWorkerServingStopsAtOnce() {
         var ledger = Ledger(policy: RestartPolicy())
         let decision = ledger.exited(worker: "worker 1 (pid 5)", slot: 0, status: .exited(RestartPolicy.cannotBootExitCode),
-                                     uptime: .zero, wasReady: false, serving: 0, at: .seconds(0))
+                                     uptime: .zero, readyFor: nil, serving: 0, at: .seconds(0))
         guard case .stop(let reason) = decision else {
             Issue.record("exit code 78 did not stop the cluster: \(decision)")
             return
@@ -101,7 +104,7 @@ struct ManualInstant: InstantProtocol, Sendable {
     /// A bad deploy: boot failures with one healthy worker still serving.
     private func failToBoot(_ ledger: inout Ledger, times: Int, from start: Double, serving: Int = 1) -> [RestartDecision] {
         (0..<times).map { index in
-            ledger.exited(worker: "worker \(index + 10) (pid 9)", slot: 1, status: .exited(1), uptime: .zero, wasReady: false,
+            ledger.exited(worker: "worker \(index + 10) (pid 9)", slot: 1, status: .exited(1), uptime: .zero, readyFor: nil,
                           serving: serving, at: .seconds(start + Double(index) * 0.1))
         }
     }
@@ -146,11 +149,11 @@ struct ManualInstant: InstantProtocol, Sendable {
         var ledger = Ledger(policy: RestartPolicy(maxBootFailures: 1, period: .seconds(60)))
         _ = failToBoot(&ledger, times: 2, from: 0, serving: 2)
         #expect(ledger.episode != nil)
-        #expect(ledger.exited(worker: "worker 1 (pid 4)", slot: 0, status: .signaled(.kill), uptime: .seconds(30), wasReady: true,
+        #expect(ledger.exited(worker: "worker 1 (pid 4)", slot: 0, status: .signaled(.kill), uptime: .seconds(30), readyFor: .seconds(29),
                               serving: 1, at: .seconds(1)) == .restart(after: .zero),
                 "a serving worker that dies while another serves is restarted")
         let last = ledger.exited(worker: "worker 2 (pid 5)", slot: 2, status: .signaled(.segmentationFault), uptime: .seconds(30),
-                                 wasReady: true, serving: 0, at: .seconds(3))
+                                 readyFor: .seconds(29), serving: 0, at: .seconds(3))
         guard case .stop(let reason) = last else {
             Issue.record("the last serving worker died during a crash loop and the cluster carried on: \(last)")
             return
@@ -162,7 +165,7 @@ struct ManualInstant: InstantProtocol, Sendable {
     @Test func theCannotBootExitCodeWhileWorkersServeDegradesAtOnce() {
         var ledger = Ledger(policy: RestartPolicy(degradedDelay: .seconds(2)))
         let decision = ledger.exited(worker: "worker 3 (pid 7)", slot: 1, status: .exited(RestartPolicy.cannotBootExitCode),
-                                     uptime: .zero, wasReady: false, serving: 2, at: .seconds(0))
+                                     uptime: .zero, readyFor: nil, serving: 2, at: .seconds(0))
         guard case .degrade(let delay, let reason) = decision else {
             Issue.record("exit code 78 with 2 workers serving did not degrade the cluster: \(decision)")
             return
@@ -170,11 +173,108 @@ struct ManualInstant: InstantProtocol, Sendable {
         #expect(delay == .seconds(2))
         #expect(reason.contains("worker 3 (pid 7)") && reason.contains("78") && reason.contains("2 workers keep serving"), "\(reason)")
     }
+
+    // MARK: Deaths soon after ready
+
+    /// A worker of a bad deploy: ready 0.5 s after it started, dead 5 s later.
+    private func dieAfterReady(_ ledger: inout Ledger, times: Int, from start: Double, every interval: Double = 5.5,
+                               slot: (Int) -> Int = { _ in 0 }, serving: Int = 1) -> [RestartDecision] {
+        (0..<times).map { index in
+            ledger.exited(worker: "worker \(index + 10) (pid 9)", slot: slot(index), status: .exited(1), uptime: .milliseconds(5_500),
+                          readyFor: .seconds(5), serving: serving, at: .seconds(start + Double(index) * interval))
+        }
+    }
+
+    @Test func theDefaultResetAfterIsThirtySeconds() {
+        #expect(RestartPolicy().resetAfter == .seconds(30))
+        #expect(RestartPolicy(resetAfter: .seconds(-1)).resetAfter == .zero)
+    }
+
+    @Test func aSlotsBackoffGrowsAcrossDeathsSoonAfterReadyAndResetsOnlyAfterResetAfter() {
+        var ledger = Ledger(policy: RestartPolicy(initialDelay: .milliseconds(100), resetAfter: .seconds(30), maxBootFailures: 100))
+        #expect(dieAfterReady(&ledger, times: 5, from: 0)
+                == [.restart(after: .zero), .restart(after: .milliseconds(100)), .restart(after: .milliseconds(200)),
+                    .restart(after: .milliseconds(400)), .restart(after: .milliseconds(800))],
+                "the first restart is immediate, then a death 5.5 s after start does not reset the slot")
+        #expect(ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(29), readyFor: .seconds(28), serving: 1,
+                              at: .seconds(60)) == .restart(after: .milliseconds(1600)), "29 s up is still short of 30 s")
+        #expect(ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(30), readyFor: .seconds(29), serving: 1,
+                              at: .seconds(100)) == .restart(after: .zero), "30 s up starts the slot over")
+    }
+
+    @Test func deathsSoonAfterReadyPastTheLimitDegradeAndReadinessAloneDoesNotEndTheEpisode() {
+        var ledger = Ledger(policy: RestartPolicy(initialDelay: .milliseconds(100), resetAfter: .seconds(30), maxBootFailures: 3,
+                                                  period: .seconds(60), degradedDelay: .seconds(1), maxDegradedDelay: .seconds(8)))
+        let decisions = dieAfterReady(&ledger, times: 6, from: 0, slot: { $0 % 2 })
+        #expect(decisions.prefix(3) == [.restart(after: .zero), .restart(after: .zero), .restart(after: .milliseconds(100))])
+        guard case .degrade(let delay, let reason) = decisions[3] else {
+            Issue.record("a fourth death 5 s after ready within 60 s did not degrade the cluster: \(decisions[3])")
+            return
+        }
+        #expect(delay == .seconds(1))
+        #expect(reason.contains("worker 13 (pid 9) exited (exit code 1) 5 s after it was ready")
+                && reason.contains("4 workers failed to boot within 60 s") && reason.contains("within 30 s of its start counts")
+                && reason.contains("1 worker keeps serving"), "\(reason)")
+        #expect(Array(decisions.dropFirst(4)) == [.restart(after: .seconds(2)), .restart(after: .seconds(4))],
+                "further early deaths are boot attempts of the episode")
+        #expect(ledger.episode?.failures == 3 && ledger.episode?.diedAfterReady == 3)
+
+        // The next worker says it is ready: that proved nothing in this episode.
+        #expect(ledger.booted() == nil && ledger.episode != nil)
+        let began = ManualInstant.seconds(3 * 5.5)
+        #expect(ledger.stayedUp(since: .seconds(1), at: .seconds(40)) == nil, "a worker started before the episode proves nothing")
+        #expect(ledger.stayedUp(since: .seconds(30), at: .seconds(59.9)) == nil, "29.9 s up is not yet resetAfter")
+        #expect(ledger.stayedUp(since: .seconds(30), at: .seconds(60)) == began.episode(failures: 3, diedAfterReady: 3),
+                "a worker started during the episode and up 30 s ends it")
+        #expect(ledger.episode == nil)
+        #expect(dieAfterReady(&ledger, times: 1, from: 61) == [.restart(after: .zero)], "restarts are back to normal")
+    }
+
+    @Test func deathsSoonAfterReadyWithNoWorkerServingStopTheCluster() {
+        var ledger = Ledger(policy: RestartPolicy(resetAfter: .seconds(30), maxBootFailures: 5, period: .seconds(30)))
+        let decisions = dieAfterReady(&ledger, times: 6, from: 0, every: 0.5, slot: { $0 % 3 }, serving: 0)
+        for (index, decision) in decisions.prefix(5).enumerated() {
+            guard case .restart = decision else {
+                Issue.record("early death \(index + 1) of 5 allowed stopped the cluster: \(decision)")
+                return
+            }
+        }
+        guard case .stop(let reason) = decisions[5] else {
+            Issue.record("a sixth worker dying 5 s after ready within 30 s, none serving, did not stop the cluster: \(decisions[5])")
+            return
+        }
+        #expect(reason.contains("worker 15 (pid 9) exited (exit code 1) 5 s after it was ready")
+                && reason.contains("6 workers failed to boot within 30 s") && reason.contains("stopping the cluster"), "\(reason)")
+    }
+
+    @Test func aWorkerThatDiesAfterALongHealthyLifeNeverCountsEvenDuringAnEpisode() {
+        var ledger = Ledger(policy: RestartPolicy(initialDelay: .milliseconds(100), resetAfter: .seconds(30), maxBootFailures: 1,
+                                                  period: .seconds(60)))
+        for second in 0..<10 {
+            #expect(ledger.exited(worker: "w", slot: 0, status: .signaled(.segmentationFault), uptime: .seconds(3600),
+                                  readyFor: .seconds(3599), serving: 2, at: .seconds(Double(second))) == .restart(after: .zero))
+        }
+        #expect(ledger.episode == nil, "ten traps after an hour each began no crash loop")
+        _ = dieAfterReady(&ledger, times: 2, from: 20, slot: { _ in 1 }, serving: 2)
+        #expect(ledger.episode?.failures == 1)
+        #expect(ledger.exited(worker: "w", slot: 0, status: .signaled(.segmentationFault), uptime: .seconds(3600),
+                              readyFor: .seconds(3599), serving: 2, at: .seconds(40)) == .restart(after: .zero))
+        #expect(ledger.episode?.failures == 1, "a long-lived worker's death is not a boot attempt of the episode")
+    }
+
+    @Test func theExitMessageSaysHowLongAfterReadyTheWorkerDied() {
+        #expect(Ledger.exit(of: "worker 3 (pid 9)", .exited(1), readyFor: .milliseconds(5_460))
+                == "worker 3 (pid 9) exited (exit code 1) 5.5 s after it was ready")
+        #expect(Ledger.exit(of: "worker 3 (pid 9)", .exited(1), readyFor: nil) == "worker 3 (pid 9) exited (exit code 1) before it was ready")
+        #expect(Ledger.roughly(.seconds(42)) == "42 s" && Ledger.roughly(.seconds(7200)) == "7200 s" && Ledger.roughly(.zero) == "0 s")
+    }
 }
 
 extension ManualInstant {
     /// A crash-loop episode that began at this instant.
-    func episode(failures: Int) -> RestartLedger<ManualInstant>.Episode { .init(began: self, failures: failures) }
+    func episode(failures: Int, diedAfterReady: Int = 0) -> RestartLedger<ManualInstant>.Episode {
+        .init(began: self, failures: failures, diedAfterReady: diedAfterReady)
+    }
 }
 
 /// Settings a program passes through the public API are untrusted too: none may trap.
@@ -184,7 +284,7 @@ extension ManualInstant {
                                                                         maxDelay: .seconds(Int64.max / 2), resetAfter: .seconds(10)))
         var last: RestartDecision?
         for second in 0..<4 {
-            last = ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(1), wasReady: true, serving: 3,
+            last = ledger.exited(worker: "w", slot: 0, status: .exited(1), uptime: .seconds(1), readyFor: .milliseconds(500), serving: 3,
                                  at: .seconds(Double(second)))
         }
         #expect(last == .restart(after: .seconds(Int64.max / 2)))

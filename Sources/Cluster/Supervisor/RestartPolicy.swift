@@ -4,16 +4,21 @@
 /// - **Backoff per slot.** A slot's first restart is immediate (a trap in one request
 ///   costs one worker's in-flight requests, not seconds of capacity); the next waits
 ///   ``initialDelay``, and each further one ``factor`` times longer, up to ``maxDelay``.
-///   A worker that stayed up for ``resetAfter`` starts its slot's count over.
-/// - **Crash-loop guard.** A worker that exits before it is ready failed to boot. More
-///   than ``maxBootFailures`` boot failures within ``period`` begin a crash-loop episode.
-///   While other workers serve, the cluster carries on *degraded*: it logs the episode
-///   once, stops retrying fast and backs its boot attempts off from ``degradedDelay``,
-///   ``factor`` times longer each, up to ``maxDegradedDelay``; the first worker that
-///   becomes ready ends the episode. When no worker is left serving (none ever was, or the
-///   last one died during the episode), the primary drains and exits non-zero instead. A
-///   worker that was ready and then died (a trap in one request) is always restarted: one
-///   bad request must not take the server down.
+///   Only a worker that stayed up for ``resetAfter`` (30 s by default, like systemd's and
+///   PM2's notion of a stable start) starts its slot's count over: a program that says it
+///   is ready and dies seconds later backs off as one that never boots does.
+/// - **Crash-loop guard.** A worker that exits before it is ready failed to boot, and so
+///   did one that was ready but exited within ``resetAfter`` of its start (its boot did not
+///   hold). More than ``maxBootFailures`` of them within ``period`` begin a crash-loop
+///   episode. While other workers serve, the cluster carries on *degraded*: it logs the
+///   episode once, stops retrying fast and backs its boot attempts off from
+///   ``degradedDelay``, ``factor`` times longer each, up to ``maxDegradedDelay``. The first
+///   worker that becomes ready ends the episode, or, when workers died soon after they
+///   were ready during it, the first started since it began that stays up ``resetAfter``.
+///   When no worker is left serving (none ever was, or the last one died during the
+///   episode), the primary drains and exits non-zero instead. A worker that served longer
+///   than ``resetAfter`` and then died (a trap in one request after a long healthy life) is
+///   always restarted and never counts: one bad request must not take the server down.
 /// - **Cannot boot.** A worker that exits with ``cannotBootExitCode`` (78, `EX_CONFIG`)
 ///   says retrying is pointless (a missing file, a bad config): with no worker serving the
 ///   cluster stops at once; with workers serving it begins a crash-loop episode at once.
@@ -24,9 +29,12 @@ public struct RestartPolicy: Sendable, Hashable {
     public var factor: Double
     /// The longest delay.
     public var maxDelay: Duration
-    /// A worker up this long resets its slot's backoff.
+    /// A worker up this long (since it started) resets its slot's backoff, and its death no
+    /// longer counts as a boot failure. Default: 30 s.
     public var resetAfter: Duration
-    /// Boot failures tolerated within ``period``; one more stops the cluster.
+    /// Boot failures (exits before ready, or within ``resetAfter`` of starting) tolerated
+    /// within ``period``; one more begins a crash-loop episode, or stops the cluster when
+    /// no worker serves.
     public var maxBootFailures: Int
     /// The window ``maxBootFailures`` counts in.
     public var period: Duration
@@ -41,15 +49,16 @@ public struct RestartPolicy: Sendable, Hashable {
     public static let cannotBootExitCode: Int32 = 78
 
     /// A policy; every parameter has a default: immediate, then 100 ms doubling to 15 s,
-    /// reset after 1 s up; more than 5 boot failures within 30 s begin a crash-loop
-    /// episode, whose boot attempts wait 1 s doubling to 60 s.
+    /// reset after 30 s up; more than 5 boot failures (a death within 30 s of starting
+    /// counts, ready or not) within 30 s begin a crash-loop episode, whose boot attempts
+    /// wait 1 s doubling to 60 s.
     public init(initialDelay: Duration = .milliseconds(100), factor: Double = 2, maxDelay: Duration = .seconds(15),
-                resetAfter: Duration = .seconds(1), maxBootFailures: Int = 5, period: Duration = .seconds(30),
+                resetAfter: Duration = .seconds(30), maxBootFailures: Int = 5, period: Duration = .seconds(30),
                 degradedDelay: Duration = .seconds(1), maxDegradedDelay: Duration = .seconds(60)) {
         self.initialDelay = initialDelay
         self.factor = max(1, factor)
         self.maxDelay = max(initialDelay, maxDelay)
-        self.resetAfter = resetAfter
+        self.resetAfter = max(.zero, resetAfter)
         self.maxBootFailures = max(0, maxBootFailures)
         self.period = period
         self.degradedDelay = max(.zero, degradedDelay)
@@ -81,6 +90,10 @@ struct RestartLedger<Instant: InstantProtocol>: Sendable where Instant.Duration 
         let began: Instant
         /// Boot failures since it began, the one that began it included.
         var failures: Int
+        /// How many of them were workers that were ready and died within `resetAfter` of
+        /// starting: while any did, a worker's readiness proves nothing, and only one that
+        /// stays up `resetAfter` ends the episode.
+        var diedAfterReady = 0
     }
 
     let policy: RestartPolicy
@@ -91,12 +104,18 @@ struct RestartLedger<Instant: InstantProtocol>: Sendable where Instant.Duration 
 
     init(policy: RestartPolicy) { self.policy = policy }
 
-    /// Records that `worker` in `slot` exited with `status` at `now` after `uptime`
-    /// (ready or not), while `serving` other workers are ready, and decides.
-    mutating func exited(worker: String, slot: Int, status: ExitStatus, uptime: Duration, wasReady: Bool,
+    /// Records that `worker` in `slot` exited with `status` at `now`, `uptime` after it
+    /// started, having been ready for `readyFor` (nil: it never was), while `serving` other
+    /// workers are ready, and decides.
+    ///
+    /// A boot failure is an exit before ready, with ``RestartPolicy/cannotBootExitCode``,
+    /// or within ``RestartPolicy/resetAfter`` of the start although the worker was ready.
+    mutating func exited(worker: String, slot: Int, status: ExitStatus, uptime: Duration, readyFor: Duration?,
                          serving: Int, at now: Instant) -> RestartDecision {
         let cannotBoot = status.code == RestartPolicy.cannotBootExitCode
-        if !wasReady || cannotBoot {
+        let diedAfterReady = readyFor != nil && uptime < policy.resetAfter
+        let bootFailed = readyFor == nil || cannotBoot || diedAfterReady
+        if bootFailed {
             let period = policy.period
             bootFailures.append(now)
             bootFailures.removeAll { $0.duration(to: now) > period }
@@ -105,8 +124,9 @@ struct RestartLedger<Instant: InstantProtocol>: Sendable where Instant.Duration 
             guard serving > 0 else {
                 return .stop(reason: "\(worker) exited (\(status)) and no worker is left serving, in a crash loop that began \(Self.seconds(current.began.duration(to: now))) ago (\(current.failures) boot failures since); stopping the cluster. The workers' output above says why they cannot boot.")
             }
-            guard !wasReady else { return .restart(after: slotDelay(slot: slot, uptime: uptime)) }
+            guard bootFailed else { return .restart(after: slotDelay(slot: slot, uptime: uptime)) }
             current.failures += 1
+            if diedAfterReady { current.diedAfterReady += 1 }
             episode = current
             return .restart(after: degradedDelay(failure: current.failures))
         }
@@ -114,30 +134,59 @@ struct RestartLedger<Instant: InstantProtocol>: Sendable where Instant.Duration 
             guard serving > 0 else {
                 return .stop(reason: "\(worker) exited with code \(RestartPolicy.cannotBootExitCode): it cannot boot, so restarting it is pointless; stopping the cluster. Its output above says why.")
             }
-            return beginEpisode(at: now, reason: "\(worker) exited with code \(RestartPolicy.cannotBootExitCode): it cannot boot", serving: serving)
+            return beginEpisode(at: now, reason: "\(worker) exited with code \(RestartPolicy.cannotBootExitCode): it cannot boot",
+                                serving: serving, diedAfterReady: false)
         }
-        if !wasReady, bootFailures.count > policy.maxBootFailures {
-            let failed = "\(worker) exited (\(status)) before it was ready: \(bootFailures.count) workers failed to boot within \(Self.seconds(policy.period)) (at most \(policy.maxBootFailures) allowed)"
+        if bootFailed, bootFailures.count > policy.maxBootFailures {
+            let early = diedAfterReady ? "; a worker that exits within \(Self.seconds(policy.resetAfter)) of its start counts, ready or not" : ""
+            let failed = "\(Self.exit(of: worker, status, readyFor: readyFor)): \(bootFailures.count) workers failed to boot within \(Self.seconds(policy.period)) (at most \(policy.maxBootFailures) allowed\(early))"
             guard serving > 0 else {
                 return .stop(reason: "\(failed); stopping the cluster instead of restarting in a loop. Its output above says why.")
             }
-            return beginEpisode(at: now, reason: failed, serving: serving)
+            return beginEpisode(at: now, reason: failed, serving: serving, diedAfterReady: diedAfterReady)
         }
         return .restart(after: slotDelay(slot: slot, uptime: uptime))
     }
 
     /// Records that a worker became ready; returns the crash-loop episode this ends, if
-    /// one was in progress.
+    /// one was in progress. An episode in which workers died soon after they were ready is
+    /// not ended by readiness (see ``stayedUp(since:at:)``).
     mutating func booted() -> Episode? {
-        guard let ended = episode else { return nil }
+        guard let current = episode, current.diedAfterReady == 0 else { return nil }
+        return endEpisode()
+    }
+
+    /// Records that a ready worker started at `started` is still up at `now`; returns the
+    /// crash-loop episode this ends: one in progress when the worker started, if it has
+    /// now been up ``RestartPolicy/resetAfter``.
+    mutating func stayedUp(since started: Instant, at now: Instant) -> Episode? {
+        guard let current = episode, current.began <= started, started.duration(to: now) >= policy.resetAfter else { return nil }
+        return endEpisode()
+    }
+
+    private mutating func endEpisode() -> Episode? {
+        let ended = episode
         episode = nil
         bootFailures.removeAll()
         attempts.removeAll()
         return ended
     }
 
-    private mutating func beginEpisode(at now: Instant, reason: String, serving: Int) -> RestartDecision {
-        episode = Episode(began: now, failures: 1)
+    /// "worker 3 (pid 9) exited (exit code 1) before it was ready", or "... 5.5 s after it was ready".
+    static func exit(of worker: String, _ status: ExitStatus, readyFor: Duration?) -> String {
+        guard let readyFor else { return "\(worker) exited (\(status)) before it was ready" }
+        return "\(worker) exited (\(status)) \(roughly(readyFor)) after it was ready"
+    }
+
+    /// A duration for a log line, to the tenth of a second below a minute: "5.5 s", "42 s".
+    static func roughly(_ duration: Duration) -> String {
+        let tenths = (duration.inSeconds * 10).rounded()
+        guard tenths.isFinite, tenths < 600 else { return seconds(.seconds(duration.components.seconds)) }
+        return tenths.truncatingRemainder(dividingBy: 10) == 0 ? "\(Int(tenths) / 10) s" : "\(tenths / 10) s"
+    }
+
+    private mutating func beginEpisode(at now: Instant, reason: String, serving: Int, diedAfterReady: Bool) -> RestartDecision {
+        episode = Episode(began: now, failures: 1, diedAfterReady: diedAfterReady ? 1 : 0)
         let delay = degradedDelay(failure: 1)
         return .degrade(after: delay, reason: "\(reason). The cluster is degraded: \(serving) \(serving == 1 ? "worker keeps" : "workers keep") serving; boot attempts now wait \(Self.seconds(delay)), growing to \(Self.seconds(policy.maxDegradedDelay)), until a worker boots. Its output above says why it cannot boot.")
     }

@@ -65,6 +65,39 @@ public actor Supervisor {
         var requestLimit: Int?
     }
 
+    /// A reload under way.
+    struct Rollout {
+        /// The generation it starts.
+        let generation: Int
+        /// Old workers it still has to replace, oldest first.
+        var queue: [Int]
+        /// Replacements it started that are not ready yet; each must be ready for the
+        /// reload to complete, even one whose predecessor died meanwhile.
+        var pending: Set<Int> = []
+        /// Replacements that became ready.
+        var replaced = 0
+    }
+
+    /// How the latest reload went.
+    public enum ReloadState: Sendable, Equatable, CustomStringConvertible {
+        /// Replacing the workers with ones of this generation.
+        case inProgress(generation: Int)
+        /// Every worker was replaced by a ready one of this generation.
+        case completed(generation: Int)
+        /// A replacement of this generation exited or was not ready within the reload's
+        /// ready timeout: the rollout stopped there, the workers not yet replaced keep
+        /// serving, and ``Supervisor/currentGeneration`` did not advance. The reason says which.
+        case failed(generation: Int, reason: String)
+
+        public var description: String {
+            switch self {
+            case .inProgress(let generation): "reloading to generation \(generation)"
+            case .completed(let generation): "reload to generation \(generation) complete"
+            case .failed(_, let reason): "reload failed: \(reason)"
+            }
+        }
+    }
+
     enum Phase: Equatable {
         case running
         case stopping(Outcome)
@@ -85,8 +118,10 @@ public actor Supervisor {
     private var generation = 1
     private var ledger: RestartLedger<ContinuousClock.Instant>
     private var pendingRestarts: [(slot: Int, due: ContinuousClock.Instant)] = []
-    /// Old workers a reload still has to replace, oldest first; nil: no reload running.
-    private var rollout: (generation: Int, queue: [Int])?
+    /// The reload under way; nil: none.
+    private var rollout: Rollout?
+    /// How the latest reload went; nil: none yet.
+    private var reloadState: ReloadState?
     private var reloadQueued = false
     /// Workers to replace because they leak, age or served enough.
     private var recycleQueue: [Int] = []
@@ -157,8 +192,13 @@ public actor Supervisor {
     /// from any thread, for health checks (`ClusterAdmin`'s `/readyz` reports it).
     public nonisolated var degradation: String? { degradedReason.withLock { $0 } }
 
-    /// The generation new workers belong to; each completed reload adds one.
+    /// The generation new workers belong to; each completed reload adds one (a failed one
+    /// adds none).
     public var currentGeneration: Int { generation }
+
+    /// How the latest reload went (under way, complete, or failed and why); nil before the
+    /// first.
+    public var lastReload: ReloadState? { reloadState }
 
     /// Every worker the supervisor manages now, by id: for a status table.
     public var status: [SupervisedWorker] {
@@ -277,6 +317,7 @@ public actor Supervisor {
         guard var entry = managed[id], entry.readyAt == nil else { return }
         entry.readyAt = clock.now
         managed[id] = entry
+        if rollout?.pending.remove(id) != nil { rollout?.replaced += 1 }
         if let episode = ledger.booted() {
             degradedReason.withLock { $0 = nil }
             logger.notice("recovered: \(entry.worker) booted, ending the crash loop that began \(RestartLedger<ContinuousClock.Instant>.seconds(episode.began.duration(to: clock.now))) ago (\(episode.failures) boot failures); restarts are back to normal")
@@ -301,24 +342,29 @@ public actor Supervisor {
     private func exited(_ worker: Worker, _ status: ExitStatus) {
         guard let entry = managed.removeValue(forKey: worker.id) else { return }
         if let successor = entry.replacedBy { managed[successor]?.replacing = nil }
+        if rollout?.pending.remove(worker.id) != nil, !entry.retiring {
+            // A replacement of the reload died before it was ready (its predecessor, if it
+            // is still there, keeps serving).
+            failReload("\(describe(entry)) exited (\(status)) before it was ready")
+        } else if let old = entry.replacing, managed[old] != nil {
+            logger.error("\(worker), replacing worker \(old), exited (\(status)) before it was ready; worker \(old) keeps serving")
+        }
         if let old = entry.replacing, managed[old] != nil {
-            // A replacement died before it was ready.
             managed[old]?.replacedBy = nil
-            if rollout != nil {
-                abortReload("\(worker) of generation \(entry.generation) exited (\(status)) before it was ready")
-            } else {
-                logger.error("\(worker), replacing worker \(old), exited (\(status)) before it was ready; worker \(old) keeps serving")
-            }
             return
         }
         guard phase == .running, !entry.retiring else { return }
-        let uptime = entry.startedAt.duration(to: clock.now)
+        let now = clock.now
+        let uptime = entry.startedAt.duration(to: now)
+        let readyFor = entry.readyAt.map { $0.duration(to: now) }
         let decision = ledger.exited(worker: "\(worker)", slot: worker.slot, status: status, uptime: uptime,
-                                     wasReady: entry.readyAt != nil, serving: readyWorkers, at: clock.now)
+                                     readyFor: readyFor, serving: readyWorkers, at: now)
         apply(decision, slot: worker.slot) { delay in
             metrics.countRestart()
             restartsBySlot[worker.slot, default: 0] += 1
-            logger.warning("\(worker) exited (\(status)) after \(RestartLedger<ContinuousClock.Instant>.seconds(uptime)); restarting slot \(worker.slot) in \(RestartLedger<ContinuousClock.Instant>.seconds(delay))")
+            typealias Ledger = RestartLedger<ContinuousClock.Instant>
+            let exit = Ledger.exit(of: "\(worker)", status, readyFor: readyFor)
+            logger.warning("\(exit) (up \(Ledger.roughly(uptime))); restarting slot \(worker.slot) in \(Ledger.roughly(delay))")
         }
     }
 
@@ -352,7 +398,9 @@ public actor Supervisor {
         entry.worker.disconnect(timeout: supervision.drainTimeout)
     }
 
-    private func spawn(slot: Int, replacing old: Int? = nil, generation: Int) async {
+    /// Starts a worker in `slot`; returns its id, or nil when it could not start.
+    @discardableResult
+    private func spawn(slot: Int, replacing old: Int? = nil, generation: Int) async -> Int? {
         do {
             let worker = try await primary.fork(slot: slot)
             var entry = Managed(worker: worker, generation: generation, startedAt: clock.now, replacing: old)
@@ -361,15 +409,17 @@ public actor Supervisor {
             }
             managed[worker.id] = entry
             if let old { managed[old]?.replacedBy = worker.id }
+            return worker.id
         } catch {
             logger.error("could not start a worker in slot \(slot): \(error)")
             if old != nil {
-                if rollout != nil { abortReload("a replacement could not start: \(error)") }
-                return
+                if rollout?.generation == generation { failReload("a worker of generation \(generation) could not start: \(error)") }
+                return nil
             }
             let decision = ledger.exited(worker: "the worker for slot \(slot)", slot: slot, status: .exited(127),
-                                         uptime: .zero, wasReady: false, serving: readyWorkers, at: clock.now)
+                                         uptime: .zero, readyFor: nil, serving: readyWorkers, at: clock.now)
             apply(decision, slot: slot) { _ in }
+            return nil
         }
     }
 
@@ -439,7 +489,8 @@ public actor Supervisor {
             return
         }
         let old = managed.values.filter { !$0.retiring && $0.replacing == nil }.sorted { $0.worker.id < $1.worker.id }.map(\.worker.id)
-        rollout = (generation + 1, old)
+        rollout = Rollout(generation: generation + 1, queue: old)
+        reloadState = .inProgress(generation: generation + 1)
         if ledger.episode != nil, !pendingRestarts.isEmpty {
             // An operator who reloads after fixing a deploy should not wait out the backoff.
             let slots = pendingRestarts.map { String($0.slot) }.joined(separator: ", ")
@@ -451,39 +502,66 @@ public actor Supervisor {
 
     private func advanceReload() async {
         guard var current = rollout, phase == .running else { return }
-        var inFlight = managed.values.filter { $0.replacing != nil }.count
+        let replacing = Set(managed.filter { $0.value.replacing != nil }.map(\.key))
+        var inFlight = replacing.union(current.pending).count
         while inFlight < supervision.reload.maxSurge, !current.queue.isEmpty {
             let old = current.queue.removeFirst()
             guard let entry = managed[old], !entry.retiring, entry.replacedBy == nil else { continue }
             rollout = current
-            await spawn(slot: entry.worker.slot, replacing: old, generation: current.generation)
-            guard rollout != nil else { return } // aborted while spawning
+            let started = await spawn(slot: entry.worker.slot, replacing: old, generation: current.generation)
+            guard let started, rollout != nil else { return } // failed while spawning
+            current.pending.insert(started)
             inFlight += 1
         }
         rollout = current
-        if current.queue.isEmpty, inFlight == 0 {
-            generation = current.generation
-            rollout = nil
-            logger.notice("reload complete: every worker is generation \(generation)")
-            if reloadQueued {
-                reloadQueued = false
-                startReload()
-                await advanceReload()
-            }
+        guard current.queue.isEmpty, inFlight == 0 else { return }
+        // Workers of an older generation started meanwhile (restarts of slots whose worker
+        // died during the rollout) are replaced too, so that the message below is true.
+        let stale = managed.values.filter { !$0.retiring && $0.replacing == nil && $0.replacedBy == nil && $0.generation < current.generation }
+        if !stale.isEmpty {
+            rollout?.queue = stale.map(\.worker.id).sorted()
+            await advanceReload()
+            return
+        }
+        generation = current.generation
+        rollout = nil
+        reloadState = .completed(generation: generation)
+        logger.notice("reload complete: every worker is generation \(generation)")
+        if reloadQueued {
+            reloadQueued = false
+            startReload()
+            await advanceReload()
         }
     }
 
-    private func abortReload(_ reason: String) {
+    /// `worker 3 (pid 9, generation 2)`.
+    private func describe(_ entry: Managed) -> String {
+        "worker \(entry.worker.id) (pid \(entry.worker.pid), generation \(entry.generation))"
+    }
+
+    /// A replacement of the reload failed (`what` says how): the rollout stops there, like a
+    /// failed deploy, rather than replace more healthy workers with a broken generation.
+    /// Its other replacements not yet ready are killed; the workers not replaced keep
+    /// serving, and the generation does not advance.
+    private func failReload(_ what: String) {
         guard let current = rollout else { return }
         rollout = nil
         reloadQueued = false
-        for (id, entry) in managed where entry.replacing != nil {
+        for id in current.pending.sorted() {
+            guard let entry = managed[id], entry.readyAt == nil, !entry.retiring else { continue }
             managed[id]?.retiring = true
             if let old = entry.replacing { managed[old]?.replacedBy = nil }
             managed[id]?.replacing = nil
             entry.worker.kill(.kill)
         }
-        logger.error("reload to generation \(current.generation) aborted: \(reason); the workers still running keep serving")
+        let previous = current.generation - 1
+        var outcome = readyWorkers > 0 ? "generation \(previous) keeps serving" : "no worker is ready; generation \(previous) is started again"
+        if current.replaced > 0 {
+            outcome += " (with the \(current.replaced) \(current.replaced == 1 ? "worker" : "workers") of generation \(current.generation) already ready)"
+        }
+        let reason = "\(what); \(outcome)"
+        reloadState = .failed(generation: current.generation, reason: reason)
+        logger.error("reload failed: \(reason)")
     }
 
     // MARK: Hot upgrade
@@ -567,6 +645,9 @@ public actor Supervisor {
             phase = .stopping(outcome)
         }
         pendingRestarts.removeAll()
+        if let current = rollout {
+            reloadState = .failed(generation: current.generation, reason: "the cluster stopped before every worker of generation \(current.generation) was ready")
+        }
         rollout = nil
         reloadQueued = false
         endUpgrade()
@@ -589,6 +670,7 @@ public actor Supervisor {
         for (id, entry) in managed {
             checkReadiness(entry, now: now)
             checkWatchdog(id, entry, now: now)
+            checkStayedUp(entry, now: now)
         }
         checkUpgradeDeadline(now: now)
         if lastPublished.map({ $0.duration(to: now) >= .seconds(1) }) ?? true {
@@ -605,14 +687,24 @@ public actor Supervisor {
 
     private func checkReadiness(_ entry: Managed, now: ContinuousClock.Instant) {
         guard entry.readyAt == nil, !entry.retiring else { return }
-        let limit = entry.replacing == nil ? supervision.bootTimeout : supervision.reload.readyTimeout
+        let reloading = rollout?.pending.contains(entry.worker.id) == true
+        let limit = entry.replacing == nil && !reloading ? supervision.bootTimeout : supervision.reload.readyTimeout
         guard entry.startedAt.duration(to: now) > limit else { return }
-        if entry.replacing != nil, rollout != nil {
-            abortReload("\(entry.worker) of generation \(entry.generation) was not ready within \(RestartLedger<ContinuousClock.Instant>.seconds(limit))")
+        if reloading {
+            failReload("\(describe(entry)) was not ready within \(RestartLedger<ContinuousClock.Instant>.seconds(limit))")
             return
         }
         logger.error("\(entry.worker) was not ready within \(RestartLedger<ContinuousClock.Instant>.seconds(limit)); killing it")
         entry.worker.signal(.kill)
+    }
+
+    /// A crash-loop episode in which workers died soon after they were ready ends when a
+    /// worker started since it began stays up the policy's `resetAfter`.
+    private func checkStayedUp(_ entry: Managed, now: ContinuousClock.Instant) {
+        guard ledger.episode != nil, entry.readyAt != nil, !entry.retiring,
+              let episode = ledger.stayedUp(since: entry.startedAt, at: now) else { return }
+        degradedReason.withLock { $0 = nil }
+        logger.notice("recovered: \(entry.worker) stayed up \(RestartLedger<ContinuousClock.Instant>.roughly(entry.startedAt.duration(to: now))), ending the crash loop that began \(RestartLedger<ContinuousClock.Instant>.seconds(episode.began.duration(to: now))) ago (\(episode.failures) boot failures); restarts are back to normal")
     }
 
     private func checkWatchdog(_ id: Int, _ entry: Managed, now: ContinuousClock.Instant) {
