@@ -80,7 +80,7 @@ extension IntegrationTests {
 
         /// A cluster of `server` on 127.0.0.1:`port`, with the directory its files live in and
         /// a record of every process seen in its tree, SIGKILLed when the test is done.
-        final class Cluster: Sendable {
+        fileprivate final class Cluster: Sendable {
             let running: CommandTests.Running
             let server: Server
             let reaper = Reaper()
@@ -355,7 +355,7 @@ private func statEntry(_ pid: Int32) -> (parent: Int32, start: UInt64)? {
 }
 
 /// `root` and every process below it, with their start times (to tell a reused pid).
-func processTree(of root: Int32) -> [Int32: UInt64] {
+fileprivate func processTree(of root: Int32) -> [Int32: UInt64] {
     let table = processTable()
     guard let rootEntry = table[root] else { return [:] }
     var tree: [Int32: UInt64] = [root: rootEntry.start]
@@ -376,7 +376,7 @@ private func stillRuns(_ pid: Int32, _ start: UInt64) -> Bool {
 }
 
 /// The processes of `tree` still running after `timeout` (returns as soon as none is).
-func survivors(of tree: [Int32: UInt64], within timeout: Duration) async -> [Int32: UInt64] {
+fileprivate func survivors(of tree: [Int32: UInt64], within timeout: Duration) async -> [Int32: UInt64] {
     let deadline = ContinuousClock.now + timeout
     while true {
         let left = tree.filter { stillRuns($0.key, $0.value) }
@@ -386,7 +386,7 @@ func survivors(of tree: [Int32: UInt64], within timeout: Duration) async -> [Int
 }
 
 /// "pid (command line)" for each process, for failure messages.
-func describe(_ tree: [Int32: UInt64]) -> String {
+fileprivate func describe(_ tree: [Int32: UInt64]) -> String {
     tree.keys.sorted().map { pid in
         let line = (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8))?
             .replacingOccurrences(of: "\0", with: " ").trimmingCharacters(in: .whitespaces) ?? "?"
@@ -396,7 +396,7 @@ func describe(_ tree: [Int32: UInt64]) -> String {
 
 /// Every process seen in a cluster's tree; `killAll` SIGKILLs those still running (a pid
 /// whose start time changed belongs to someone else now and is left alone).
-final class Reaper: Sendable {
+fileprivate final class Reaper: Sendable {
     private let seen = Mutex<[Int32: UInt64]>([:])
     private let roots = Mutex<[Int32: UInt64]>([:])
 
@@ -428,7 +428,7 @@ final class Reaper: Sendable {
 
 /// The workers of `cluster status --json`, from the control socket at `path`: one JSON line
 /// asks, one JSON line answers.
-func controlStatus(_ path: String) throws -> [[String: Any]] {
+fileprivate func controlStatus(_ path: String) throws -> [[String: Any]] {
     let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw TestFailure.unexpected("socket: errno \(errno)") }
     defer { close(fd) }
@@ -463,7 +463,7 @@ func controlStatus(_ path: String) throws -> [[String: Any]] {
 }
 
 /// A TCP port on 127.0.0.1 that nothing listens on now (bound, read, closed).
-func freePort() throws -> Int {
+fileprivate func freePort() throws -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var address = sockaddr_in()
@@ -480,13 +480,13 @@ func freePort() throws -> Int {
 }
 
 /// The path of `name` on PATH, if it is there.
-func which(_ name: String) -> String? {
+fileprivate func which(_ name: String) -> String? {
     let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
     return path.split(separator: ":").map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
 }
 
 /// Runs `executable` to its end (killed after `timeout`), `environment` added to ours, and returns its exit code and output.
-func runToEnd(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+fileprivate func runToEnd(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
               timeout: Duration) throws -> (code: Int32, output: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
