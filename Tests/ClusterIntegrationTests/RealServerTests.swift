@@ -203,8 +203,8 @@ extension IntegrationTests {
             #expect(answers.allSatisfy { $0 == "200" },
                     "\(server) was reported ready after \(ready) but did not answer within 1 s: \(answers) (rows: \(rows))")
             if delay > 0 {
-                // The clock starts at the primary's "listening" line; a program may start a
-                // little before it reads that line: 250 ms of margin.
+                // The clock starts when the test reads the primary's "listening" line; a program may start a
+                // little before the test reads that line: 250 ms of margin.
                 #expect(ready >= .milliseconds(delay - 250),
                         "\(server) was reported ready after \(ready), before its app had booted (\(delay) ms)")
             }
