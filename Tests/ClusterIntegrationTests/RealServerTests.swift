@@ -1,0 +1,515 @@
+import Foundation
+import Synchronization
+import Testing
+
+extension IntegrationTests {
+    /// `cluster run` with the servers people run in production, each as its users start it,
+    /// on the socket it inherits: gunicorn and Puma (a master process and worker processes),
+    /// nginx (the same, taking the socket from `NGINX="3;"`), uvicorn, Node's `http` and Go's
+    /// `net/http`. A server missing from the machine is skipped with a printed reason, except
+    /// in CI (`CI` set), which installs them all (`.ci/run`): there it fails.
+    @Suite(.timeLimit(.minutes(3)))
+    struct RealServerTests {
+        static let servers = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("Programs/servers").path
+
+        enum Server: String, CaseIterable, Sendable, CustomTestStringConvertible {
+            case gunicorn, uvicorn, puma, nginx, node, go
+
+            var testDescription: String { rawValue }
+
+            /// What must be on PATH.
+            var executable: String { rawValue }
+
+            /// How many processes the program starts (its workers), none for one-process servers.
+            var children: Int {
+                switch self {
+                case .gunicorn, .puma, .nginx: 2
+                case .uvicorn, .node, .go: 0
+                }
+            }
+
+            /// Whether the app honours BOOT_DELAY_MS (sleeps before it can answer).
+            var delaysItsBoot: Bool { self != .nginx }
+        }
+
+        /// A server's command line and `cluster run` flags for `port`, with any file it
+        /// needs written into `directory`.
+        static func invocation(_ server: Server, port: Int, directory: String) throws -> (command: [String], flags: [String]) {
+            switch server {
+            case .gunicorn:
+                // gunicorn takes the sockets from LISTEN_FDS itself: no --bind. Its control
+                // socket would be one path for every worker's gunicorn: off.
+                return (["gunicorn", "--workers", "2", "--no-control-socket", "--graceful-timeout", "10",
+                         "--chdir", servers, "wsgi_app:app"], [])
+            case .uvicorn:
+                return (["uvicorn", "--fd", "3", "--app-dir", servers, "asgi_app:app"], [])
+            case .puma:
+                // puma.rb: queue_requests false, or a graceful stop closes accepted
+                // connections whose request has not arrived yet.
+                return (["puma", "-C", "\(servers)/puma.rb", "--bind-to-activated-sockets", "only", "--workers", "2",
+                         "\(servers)/config.ru"], [])
+            case .nginx:
+                let template = try String(contentsOfFile: "\(servers)/nginx.conf", encoding: .utf8)
+                try template.replacingOccurrences(of: "LISTEN_ADDRESS", with: "127.0.0.1:\(port)")
+                    .write(toFile: "\(directory)/nginx.conf", atomically: true, encoding: .utf8)
+                // exec: nginx is the shell's pid, the pid its file is named after.
+                return (["/bin/sh", "-c", "exec nginx -p \(directory) -c \(directory)/nginx.conf -e stderr -g \"pid \(directory)/nginx-$$.pid;\""],
+                        ["--drain-signal", "QUIT", "--env", "NGINX=3;"])
+            case .node:
+                return (["node", "\(servers)/node_http.js"], [])
+            case .go:
+                let binary = "\(directory)/go_http"
+                let (code, output) = try runToEnd(try #require(which("go")), ["build", "-o", binary, "\(servers)/go_http.go"],
+                                                  environment: ["CGO_ENABLED": "0"], timeout: .seconds(120))
+                guard code == 0 else { throw TestFailure.unexpected("go build failed (\(code)): \(output)") }
+                return ([binary], [])
+            }
+        }
+
+        /// Whether `server` can run here. Missing: skipped with a printed reason, or in CI a failure.
+        static func available(_ server: Server, sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
+            if which(server.executable) != nil { return true }
+            if ProcessInfo.processInfo.environment["CI"] != nil {
+                Issue.record("\(server.executable) is not installed: CI must install it (.ci/run)", sourceLocation: sourceLocation)
+            } else {
+                print("RealServerTests: skipping \(server): \(server.executable) is not on PATH")
+            }
+            return false
+        }
+
+        /// A cluster of `server` on 127.0.0.1:`port`, with the directory its files live in and
+        /// a record of every process seen in its tree, SIGKILLed when the test is done.
+        fileprivate final class Cluster: Sendable {
+            let running: CommandTests.Running
+            let server: Server
+            let reaper = Reaper()
+
+            init(_ server: Server, port: Int, directory: String, workers: Int = 2, flags: [String] = []) async throws {
+                self.server = server
+                let (command, serverFlags) = try RealServerTests.invocation(server, port: port, directory: directory)
+                let control = "\(directory)/control.sock"
+                let process = try SpawnedProcess("cluster", ["run", "--listen", "tcp://127.0.0.1:\(port)", "--workers", String(workers),
+                                                             "--control", control] + serverFlags + flags + ["--"] + command)
+                running = CommandTests.Running(process: process, port: port, control: control)
+                do {
+                    try await process.waitForLine { $0.hasPrefix("[cluster] listening on tcp://127.0.0.1:\(port)") }
+                } catch {
+                    close()
+                    throw error
+                }
+            }
+
+            deinit { close() }
+
+            /// SIGKILLs the primary and every process ever seen in its tree that still runs.
+            func close() {
+                reaper.track(running.process.pid)
+                reaper.killAll()
+                running.process.stop()
+            }
+
+            /// The workers' rows, asked on the control socket itself: polling with a `cluster
+            /// status` process each time leaks a pipe per process in Foundation's `Process`.
+            func status() throws -> [[String: Any]] { try controlStatus(running.control) }
+
+            /// Waits until every worker is `ready` and returns the rows.
+            func ready(workers: Int = 2, timeout: Duration = .seconds(30)) async throws -> [[String: Any]] {
+                let rows = try await eventually(timeout: timeout) { () throws -> [[String: Any]] in
+                    let rows = try status()
+                    guard rows.count == workers, rows.allSatisfy({ $0["state"] as? String == "ready" }) else {
+                        throw TestFailure.unexpected("\(server) was not ready within \(timeout): \(rows)")
+                    }
+                    return rows
+                }
+                reaper.track(running.process.pid)
+                return rows
+            }
+
+            /// Waits until each of `workers` programs runs with all its own processes and the
+            /// port answers, without asking for `ready` (that is another test's subject).
+            func serving(workers: Int = 2, timeout: Duration = .seconds(30)) async throws -> [[String: Any]] {
+                let rows = try await eventually(timeout: timeout) { () throws -> [[String: Any]] in
+                    let rows = try status()
+                    let programs = rows.compactMap { ($0["programPID"] as? Int).map(Int32.init) }
+                    guard rows.count == workers, programs.count == workers,
+                          programs.allSatisfy({ children(of: $0).count == server.children }) else {
+                        throw TestFailure.unexpected("\(server) had not started every process within \(timeout): \(rows)")
+                    }
+                    let answer = try HTTP.get(port: running.port, timeout: .seconds(2))
+                    guard answer.status == 200 else { throw TestFailure.unexpected("\(server) answered \(answer)") }
+                    return rows
+                }
+                reaper.track(running.process.pid)
+                return rows
+            }
+        }
+
+        /// A fresh directory, removed by the caller.
+        static func directory() throws -> String {
+            let path = NSTemporaryDirectory() + "cluster-real-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            return path
+        }
+
+        // MARK: The checks
+
+        @Test(arguments: Server.allCases)
+        func isReadyOnlyWhenItAnswers(_ server: Server) async throws {
+            guard Self.available(server) else { return }
+            let directory = try Self.directory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let port = try freePort()
+            // The app sleeps 3 s before it can answer (gunicorn and Puma: in each of their
+            // workers, after the master is up and waiting on its own pipe).
+            let delay = server.delaysItsBoot ? 3000 : 0
+            let cluster = try await Cluster(server, port: port, directory: directory, flags: ["--env", "BOOT_DELAY_MS=\(delay)"])
+            defer { cluster.close() }
+            let started = ContinuousClock.now
+
+            // A client polls the port with a new connection each time and notes its first 200.
+            let firstAnswer = Mutex<Duration?>(nil)
+            let stop = Atomic(false)
+            let poller = Thread {
+                while !stop.load(ordering: .relaxed) {
+                    if let answer = try? HTTP.get(port: port, timeout: .seconds(1)), answer.status == 200 {
+                        firstAnswer.withLock { $0 = ContinuousClock.now - started }
+                        return
+                    }
+                    usleep(20_000)
+                }
+            }
+            poller.start()
+            defer { stop.store(true, ordering: .relaxed) }
+
+            let rows = try await cluster.ready(timeout: .seconds(30))
+            let ready = ContinuousClock.now - started
+            // Ready means it answers now: each request gets its answer within 1 s.
+            var answers: [String] = []
+            for _ in 0..<4 {
+                do {
+                    let connection = try ClientConnection(port: port, timeout: 1)
+                    let (outcome, response) = connection.get(keepAlive: false)
+                    answers.append(response.map { "\($0.status)" } ?? "\(outcome)")
+                } catch {
+                    answers.append("\(error)")
+                }
+            }
+            _ = try? await eventually(timeout: .seconds(5)) { () throws -> Void in
+                guard firstAnswer.withLock({ $0 }) != nil else { throw TestFailure.timeout }
+            }
+            let first = firstAnswer.withLock { $0 }
+            print("RealServerTests \(server): ready after \(ready), first 200 after \(first.map { "\($0)" } ?? "none"); requests at ready: \(answers)")
+            #expect(answers.allSatisfy { $0 == "200" },
+                    "\(server) was reported ready after \(ready) but did not answer within 1 s: \(answers) (rows: \(rows))")
+            if delay > 0 {
+                // The clock starts when the test reads the primary's "listening" line; a program may start a
+                // little before the test reads that line: 250 ms of margin.
+                #expect(ready >= .milliseconds(delay - 250),
+                        "\(server) was reported ready after \(ready), before its app had booted (\(delay) ms)")
+            }
+        }
+
+        @Test(arguments: Server.allCases)
+        func killingTheProgramLeavesNoDescendantAndTheWorkerIsReplaced(_ server: Server) async throws {
+            guard Self.available(server) else { return }
+            let directory = try Self.directory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let cluster = try await Cluster(server, port: try freePort(), directory: directory)
+            defer { cluster.close() }
+            let rows = try await cluster.serving()
+            let worker = try #require((rows[0]["pid"] as? Int).map(Int32.init))
+            let program = try #require((rows[0]["programPID"] as? Int).map(Int32.init))
+            // The worker and everything below it, taken before the kill.
+            let tree = cluster.reaper.track(worker)
+            #expect(tree.count == 2 + server.children, "worker, program and its \(server.children) processes: \(describe(tree))")
+
+            kill(program, SIGKILL)
+            let left = await survivors(of: tree, within: .seconds(10))
+            print("RealServerTests \(server): kill -9 of the program: \(tree.count - left.count) of \(tree.count) processes gone within 10 s")
+            #expect(left.isEmpty, "\(server): after kill -9 of the program (pid \(program)) these still run: \(describe(left))")
+
+            let replaced = try await eventually(timeout: .seconds(30)) { () throws -> [[String: Any]] in
+                let rows = try cluster.status()
+                let programs = rows.compactMap { ($0["programPID"] as? Int).map(Int32.init) }
+                guard rows.count == 2, programs.count == 2, !programs.contains(program),
+                      programs.allSatisfy({ children(of: $0).count == server.children }) else {
+                    throw TestFailure.unexpected("\(server) worker not replaced: \(rows)")
+                }
+                return rows
+            }
+            cluster.reaper.track(cluster.running.process.pid)
+            #expect(replaced.contains { ($0["restarts"] as? Int ?? 0) >= 1 }, "\(replaced)")
+            #expect(try HTTP.get(port: cluster.running.port).status == 200)
+        }
+
+        @Test(arguments: Server.allCases)
+        func stopLeavesNoProcessAndTheSamePortServesAgain(_ server: Server) async throws {
+            guard Self.available(server) else { return }
+            let directory = try Self.directory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let port = try freePort()
+            let cluster = try await Cluster(server, port: port, directory: directory)
+            defer { cluster.close() }
+            _ = try await cluster.serving()
+            let tree = cluster.reaper.track(cluster.running.process.pid)
+            // The primary, 2 workers, 2 programs and theirs.
+            #expect(tree.count == 5 + 2 * server.children, "\(describe(tree))")
+
+            let (code, output) = try cluster.running.cluster("stop")
+            #expect(code == 0 && output.contains("draining"), "\(output)")
+            #expect(try await cluster.running.process.waitForExit(timeout: .seconds(30)) == 0)
+            let left = await survivors(of: tree, within: .seconds(5))
+            print("RealServerTests \(server): cluster stop: \(tree.count - left.count) of \(tree.count) processes gone")
+            #expect(left.isEmpty, "\(server): after cluster stop these still run: \(describe(left))")
+            cluster.close()
+
+            let again = try await Cluster(server, port: port, directory: directory)
+            defer { again.close() }
+            _ = try await again.serving()
+            #expect(try HTTP.get(port: port).status == 200)
+        }
+
+        @Test(arguments: Server.allCases)
+        func aReloadUnderLoadFailsNoRequest(_ server: Server) async throws {
+            guard Self.available(server) else { return }
+            let directory = try Self.directory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let cluster = try await Cluster(server, port: try freePort(), directory: directory)
+            defer { cluster.close() }
+            let before = try await cluster.ready()
+            let outcomes = try await load(port: cluster.running.port, clients: 4, duration: .seconds(6)) {
+                try await Task.sleep(for: .milliseconds(500))
+                let (code, output) = try cluster.running.cluster("reload")
+                #expect(code == 0 && output.hasPrefix("reload started"), "\(output)")
+                try await cluster.running.process.waitForLine(timeout: .seconds(30)) {
+                    $0.contains("reload complete: every worker is generation 2")
+                }
+                cluster.reaper.track(cluster.running.process.pid)
+            }
+            let served = outcomes[.ok(worker: "any")] ?? 0
+            let failures = outcomes.filter { if case .ok = $0.key { false } else { true } }
+            print("RealServerTests \(server): a reload under load: \(served) served, failures \(failures)")
+            #expect(served > 50)
+            #expect(failures.isEmpty, "\(server): failed requests during a reload: \(failures)")
+            let after = try cluster.status()
+            #expect(Set(after.compactMap { $0["programPID"] as? Int }).isDisjoint(with: before.compactMap { $0["programPID"] as? Int }),
+                    "every program was replaced: \(before) -> \(after)")
+        }
+
+        @Test(arguments: Server.allCases.filter { $0.children > 0 })
+        func statusMemoryCountsEveryProcessOfTheProgram(_ server: Server) async throws {
+            guard Self.available(server) else { return }
+            let directory = try Self.directory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let cluster = try await Cluster(server, port: try freePort(), directory: directory, workers: 1)
+            defer { cluster.close() }
+            let row = try await cluster.serving(workers: 1)[0]
+            let worker = try #require((row["pid"] as? Int).map(Int32.init))
+            let program = try #require((row["programPID"] as? Int).map(Int32.init))
+            // The worker's memory is its own and its program's, every process of it. Heartbeats
+            // come every 250 ms and memory moves a little between two readings: the status must
+            // reach 90% of the sum of the VmRSS of the worker and everything below it.
+            var last = ""
+            let deadline = ContinuousClock.now + .seconds(10)
+            var counted = false
+            while ContinuousClock.now < deadline {
+                let processes = processTree(of: worker).keys.sorted()
+                let sum = processes.compactMap(residentKilobytes).reduce(0, +) * 1024
+                let own = (residentKilobytes(worker) ?? 0) * 1024
+                let main = (residentKilobytes(program) ?? 0) * 1024
+                let reported = try cluster.status().first?["rssBytes"] as? Int ?? 0
+                last = "status \(reported / 1024) kB; /proc: \(sum / 1024) kB in \(processes.count) processes (the worker \(own / 1024) kB, "
+                    + "the program's main process \(main / 1024) kB, its \(processes.count - 2) others \((sum - own - main) / 1024) kB)"
+                if processes.count == 2 + server.children, Double(reported) >= 0.9 * Double(sum) {
+                    counted = true
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(300))
+            }
+            print("RealServerTests \(server): memory: \(last)")
+            #expect(counted, "\(server): the status does not count every process of the program: \(last)")
+        }
+    }
+}
+
+// MARK: Processes, ports and executables
+
+/// Every pid in /proc with its parent and start time (clock ticks since boot).
+private func processTable() -> [Int32: (parent: Int32, start: UInt64)] {
+    var table: [Int32: (parent: Int32, start: UInt64)] = [:]
+    for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+        guard let pid = Int32(name), let entry = statEntry(pid) else { continue }
+        table[pid] = entry
+    }
+    return table
+}
+
+/// A process's parent and start time, or nil when it is gone or a zombie.
+private func statEntry(_ pid: Int32) -> (parent: Int32, start: UInt64)? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return nil }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    // fields[0] is the state (field 3), fields[1] the parent, fields[19] the start time (field 22).
+    guard fields.count > 19, fields[0] != "Z", fields[0] != "X", let parent = Int32(fields[1]),
+          let start = UInt64(fields[19]) else { return nil }
+    return (parent, start)
+}
+
+/// `root` and every process below it, with their start times (to tell a reused pid).
+fileprivate func processTree(of root: Int32) -> [Int32: UInt64] {
+    let table = processTable()
+    guard let rootEntry = table[root] else { return [:] }
+    var tree: [Int32: UInt64] = [root: rootEntry.start]
+    var added = true
+    while added {
+        added = false
+        for (pid, entry) in table where tree[pid] == nil && tree[entry.parent] != nil {
+            tree[pid] = entry.start
+            added = true
+        }
+    }
+    return tree
+}
+
+/// Whether `pid` is still the process that started at `start`.
+private func stillRuns(_ pid: Int32, _ start: UInt64) -> Bool {
+    statEntry(pid)?.start == start
+}
+
+/// The processes of `tree` still running after `timeout` (returns as soon as none is).
+fileprivate func survivors(of tree: [Int32: UInt64], within timeout: Duration) async -> [Int32: UInt64] {
+    let deadline = ContinuousClock.now + timeout
+    while true {
+        let left = tree.filter { stillRuns($0.key, $0.value) }
+        if left.isEmpty || ContinuousClock.now > deadline { return left }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+}
+
+/// "pid (command line)" for each process, for failure messages.
+fileprivate func describe(_ tree: [Int32: UInt64]) -> String {
+    tree.keys.sorted().map { pid in
+        let line = (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8))?
+            .replacingOccurrences(of: "\0", with: " ").trimmingCharacters(in: .whitespaces) ?? "?"
+        return "\(pid) (\(line))"
+    }.joined(separator: ", ")
+}
+
+/// Every process seen in a cluster's tree; `killAll` SIGKILLs those still running (a pid
+/// whose start time changed belongs to someone else now and is left alone).
+fileprivate final class Reaper: Sendable {
+    private let seen = Mutex<[Int32: UInt64]>([:])
+    private let roots = Mutex<[Int32: UInt64]>([:])
+
+    /// Notes `root` and every process below it now, and returns them. A root whose pid now
+    /// names another process is not looked below again.
+    @discardableResult
+    func track(_ root: Int32) -> [Int32: UInt64] {
+        let tree = processTree(of: root)
+        guard let start = tree[root], roots.withLock({ $0[root, default: start] == start }) else { return [:] }
+        roots.withLock { $0[root] = start }
+        seen.withLock { $0.merge(tree) { old, _ in old } }
+        return tree
+    }
+
+    /// Stops every tracked process before it kills any: a master (nginx) whose worker died
+    /// first would start another. Then looks again below the roots, for a process started
+    /// between the last look and the stop.
+    func killAll() {
+        for _ in 0..<3 {
+            for root in roots.withLock({ $0.keys }) { track(root) }
+            let alive = seen.withLock { $0 }.filter { stillRuns($0.key, $0.value) }
+            if alive.isEmpty { return }
+            for pid in alive.keys { kill(pid, SIGSTOP) }
+            for root in roots.withLock({ $0.keys }) { track(root) }
+            for (pid, start) in seen.withLock({ $0 }) where stillRuns(pid, start) { kill(pid, SIGKILL) }
+        }
+    }
+}
+
+/// The workers of `cluster status --json`, from the control socket at `path`: one JSON line
+/// asks, one JSON line answers.
+fileprivate func controlStatus(_ path: String) throws -> [[String: Any]] {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw TestFailure.unexpected("socket: errno \(errno)") }
+    defer { close(fd) }
+    var limit = timeval(tv_sec: 5, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw TestFailure.unexpected("path too long: \(path)") }
+    withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes + [0]) }
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    guard connected == 0 else { throw TestFailure.unexpected("connect \(path): errno \(errno)") }
+    let request = "{\"command\":\"status\",\"arguments\":[]}\n"
+    guard request.withCString({ send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }) == request.utf8.count else {
+        throw TestFailure.unexpected("send to \(path): errno \(errno)")
+    }
+    var reply: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while !reply.contains(10) {
+        let n = recv(fd, &buffer, buffer.count, 0)
+        guard n > 0 else { break }
+        reply += buffer[0..<n]
+    }
+    guard let object = try? JSONSerialization.jsonObject(with: Data(reply)) as? [String: Any],
+          let status = object["status"] as? [String: Any], let workers = status["workers"] as? [[String: Any]] else {
+        throw TestFailure.unexpected("status on \(path): \(String(decoding: reply, as: UTF8.self))")
+    }
+    return workers
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on now (bound, read, closed).
+fileprivate func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+        }
+    }
+    guard bound else { throw TestFailure.unexpected("no free port: errno \(errno)") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// The path of `name` on PATH, if it is there.
+fileprivate func which(_ name: String) -> String? {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+    return path.split(separator: ":").map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+}
+
+/// Runs `executable` to its end (killed after `timeout`), `environment` added to ours, and returns its exit code and output.
+fileprivate func runToEnd(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+              timeout: Duration) throws -> (code: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let output = Mutex<Data?>(nil)
+    Thread.detachNewThread {
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        output.withLock { $0 = data }
+    }
+    let deadline = ContinuousClock.now + timeout
+    while process.isRunning || output.withLock({ $0 == nil }) {
+        if ContinuousClock.now > deadline {
+            kill(process.processIdentifier, SIGKILL)
+            throw TestFailure.timeout
+        }
+        usleep(10_000)
+    }
+    return (process.terminationStatus, String(decoding: output.withLock { $0! }, as: UTF8.self))
+}
