@@ -439,7 +439,8 @@ public final class Primary: Sendable {
                 reply = Frame(kind: .reply, correlation: frame.correlation, payload: Array(Primary.grant(listener).utf8),
                               descriptors: fd.map { [$0] } ?? [])
             } catch {
-                reply = Frame(kind: .failure, correlation: frame.correlation, payload: Array(error.description.utf8))
+                // Typed, so the worker throws the same error (errno, system call, address).
+                reply = Frame(kind: .failure, correlation: frame.correlation, payload: RemoteFailure(error).payload)
             }
             try? channel.sendNow(reply, force: true)
         case .accepting(let id):
