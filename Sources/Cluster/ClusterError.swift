@@ -13,9 +13,9 @@ import Glibc
 ///
 /// ```swift
 /// do {
-///     try await worker.listener(.tcp(port: 8000))
-/// } catch where error.errnoName == "EADDRINUSE" {   // or error.errno == EADDRINUSE
-///     print("port \(error.port!) is taken (\(error.systemCall!))")
+///     _ = try await worker.listener(.tcp(port: 8000))
+/// } catch let error where error.errnoName == "EADDRINUSE" {   // or error.errno == EADDRINUSE
+///     print("port \(error.port ?? 0) is taken (\(error.systemCall ?? "?"))")
 /// }
 /// ```
 public struct ClusterError: Error, Sendable, CustomStringConvertible {

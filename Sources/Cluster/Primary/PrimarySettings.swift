@@ -1,7 +1,7 @@
 /// How the primary starts workers, as Node's `cluster.setupPrimary` sets it.
 ///
 /// A value records which settings it *names*: those passed to the initializer (other than
-/// nil) and those assigned since. ``Primary/setup(_:)-(PrimarySettings)`` changes only
+/// nil) and those assigned since. `primary.setup(_:)` changes only
 /// those, as Node's `setupPrimary` changes only the fields it is given; the rest keep
 /// what earlier calls set, or their defaults:
 ///
@@ -19,7 +19,7 @@ public struct PrimarySettings: Sendable {
     }
 
     /// The settings this value names: given to the initializer or assigned since.
-    /// ``Primary/setup(_:)-(PrimarySettings)`` applies these and no others.
+    /// `primary.setup(_:)` applies these and no others.
     private(set) var named: Set<Field> = []
 
     /// Where worker output goes.
@@ -71,9 +71,9 @@ public struct PrimarySettings: Sendable {
     public var listenRequests = ListenRequests.default { didSet { named.insert(.listenRequests) } }
 
     /// Settings that name what is given here (and whatever is assigned later); everything
-    /// else keeps its default, or, passed to ``Primary/setup(_:)-(PrimarySettings)``, what
+    /// else keeps its default, or, passed to `primary.setup(_:)`, what
     /// earlier calls set. A nil argument names nothing: to put a setting back to its
-    /// default, assign it (`settings.user = nil`) or use ``Primary/setup(_:)-(Closure)``.
+    /// default, assign it (`settings.user = nil`) or use `primary.setup { … }`.
     public init(executable: String? = nil, arguments: [String]? = nil, environment: [String: String]? = nil,
                 workingDirectory: String? = nil, user: String? = nil, group: String? = nil,
                 output: Output? = nil, disconnectTimeout: Duration? = nil,
