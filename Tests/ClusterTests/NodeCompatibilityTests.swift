@@ -52,6 +52,9 @@ import Testing
         #expect(text.code == .remoteError)
         #expect(text.errno == nil)
         #expect(text.context == "the peer failed the request: remote error: cannot bind (errno 98: Address already in use)")
+        // Byte for byte, even a combining mark that joins the prefix's last space.
+        let combining: [UInt8] = [0xdb, 0xa3, 0x5c, 0x09]
+        #expect(Array(RemoteFailure.error(from: combining).context.utf8) == Array("the peer failed the request: ".utf8) + combining)
         // Text that only looks like JSON.
         #expect(RemoteFailure.error(from: Array("{not json".utf8)).context == "the peer failed the request: {not json")
         #expect(RemoteFailure.error(from: Array(#"{"reason":"busy"}"#.utf8)).code == .remoteError)

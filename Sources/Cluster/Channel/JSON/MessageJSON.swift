@@ -63,7 +63,9 @@ enum MessageJSON {
     public static func failureDisagreement(_ payload: [UInt8]) -> String? {
         let first = RemoteFailure.error(from: payload)
         let prefix = "the peer failed the request: "
-        let context = first.context.hasPrefix(prefix) ? String(first.context.dropFirst(prefix.count)) : first.context
+        // By bytes: a combining mark after the prefix's space joins it in one Character.
+        let bytes = Array(first.context.utf8)
+        let context = bytes.starts(with: prefix.utf8) ? String(decoding: bytes.dropFirst(prefix.utf8.count), as: UTF8.self) : first.context
         let resent = ClusterError(first.code, errno: first.errno, systemCall: first.systemCall, address: first.address, context)
         let second = RemoteFailure.error(from: RemoteFailure(resent).payload)
         guard second.code == first.code, second.errno == first.errno, second.systemCall == first.systemCall,
