@@ -50,6 +50,8 @@ func runPrimary(_ primary: Primary) async throws {
     switch scenario {
     case "supervised":
         try await runSupervisedPrimary(primary)
+    case "listenError", "setup", "lateSubscriber":
+        try await runNodeSemanticsPrimary(primary, events)
     case "serve":
         let count = Int(environment["WORKERS"] ?? "2") ?? 2
         let port = Int(environment["PORT"] ?? "0") ?? 0
@@ -213,6 +215,8 @@ func runWorker(_ worker: ClusterWorker) async throws {
     switch scenario {
     case "supervised":
         try await runSupervisedWorker(worker)
+    case "listenError", "setup", "lateSubscriber":
+        try await runNodeSemanticsWorker(worker)
     case "serve":
         emit(["event": "started", "id": worker.id, "pid": Int(getpid())])
         // HOSTILE=ATTACK: worker HOSTILE_ID (default 1) becomes HOSTILE_SCRIPT, which

@@ -28,6 +28,8 @@ func fuzzJSON(_ input: UnsafeBufferPointer<UInt8>) {
     roundTrip(Command.self, bytes)
     roundTrip(UInt8.self, bytes)
     roundTrip(String.self, bytes)
+    // A failed request's payload (a peer's error, with errno, system call and address).
+    if let disagreement = MessageJSONFuzzing.failureDisagreement(bytes) { fuzz_fail("failure payload: \(disagreement)") }
 }
 
 func roundTrip<T: Codable & Equatable>(_ type: T.Type, _ bytes: [UInt8]) {

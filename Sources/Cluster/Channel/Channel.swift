@@ -432,8 +432,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
             if !completeRequest(frame.correlation, with: .success(frame)) { frame.descriptors.forEach(Syscall.close) }
         case .failure:
             frame.descriptors.forEach(Syscall.close)
-            completeRequest(frame.correlation, with: .failure(
-                ClusterError(.remoteError, "the peer failed the request: \(String(decoding: frame.payload, as: UTF8.self))")))
+            completeRequest(frame.correlation, with: .failure(RemoteFailure.error(from: frame.payload)))
         case .message, .request, .control, .handoff:
             delegate?.channel(self, received: frame)
         }

@@ -56,3 +56,55 @@ enum Control: Codable, Sendable, Equatable {
         self = try MessageCodec.decode(Control.self, from: frame.payload)
     }
 }
+
+/// The payload of a `.failure` frame that answers a runtime request (a worker's `listen`):
+/// the ``ClusterError`` the primary met, with its errno, system call and address, so the
+/// worker throws the same error (Node's `err.code`, `err.errno`, `err.syscall`,
+/// `err.address`, `err.port`) instead of text.
+///
+/// Every field but `clusterError` (the text) is optional, so peers of different versions
+/// understand each other: a peer that sends plain text (an older primary, or an
+/// application's `fail(_:)`) is read as text, and a field this runtime does not know is
+/// ignored. An older worker shows this JSON as its error's text, which still says it all.
+struct RemoteFailure: Codable, Sendable, Equatable {
+    /// The error's context: what happened and what to do about it.
+    var clusterError: String
+    /// ``ClusterError/Code``'s name ("invalidAddress").
+    var code: String?
+    var errno: Int32?
+    /// The system call that failed ("bind").
+    var syscall: String?
+    /// The listen address the failure concerns, as ``ListenAddress`` prints it.
+    var address: String?
+
+    init(clusterError: String, code: String? = nil, errno: Int32? = nil, syscall: String? = nil, address: String? = nil) {
+        self.clusterError = clusterError
+        self.code = code
+        self.errno = errno
+        self.syscall = syscall
+        self.address = address
+    }
+
+    init(_ error: ClusterError) {
+        self.init(clusterError: error.context, code: error.code.name, errno: error.errno, syscall: error.systemCall,
+                  address: error.address?.description)
+    }
+
+    /// The payload: JSON (encoding these fields cannot fail).
+    var payload: [UInt8] { (try? MessageCodec.encode(self)) ?? Array(clusterError.utf8) }
+
+    /// The error a `.failure` frame's payload stands for: the sender's own error when it is
+    /// a `RemoteFailure`, else ``ClusterError/Code/remoteError`` with the payload as text.
+    /// Never throws: a peer's bytes are only ever text or these fields.
+    static func error(from payload: [UInt8]) -> ClusterError {
+        let prefix = "the peer failed the request: "
+        guard payload.first == UInt8(ascii: "{"), let failure = try? MessageCodec.decode(RemoteFailure.self, from: payload) else {
+            return ClusterError(.remoteError, prefix + String(decoding: payload, as: UTF8.self))
+        }
+        let code = failure.code.flatMap { ClusterError.Code(name: $0, systemCall: failure.syscall) } ?? .remoteError
+        // An errno the kernel could not have given is dropped, not trusted.
+        let errno = failure.errno.flatMap { $0 > 0 && $0 < 4096 ? $0 : nil }
+        let address = failure.address.flatMap { try? ListenAddress(parsing: $0) }
+        return ClusterError(code, errno: errno, systemCall: failure.syscall, address: address, prefix + failure.clusterError)
+    }
+}

@@ -83,13 +83,35 @@ public final class Primary: Sendable {
     /// This process's id.
     public var pid: Int32 { getpid() }
 
-    /// Replaces how workers are started from now on (Node's `cluster.setupPrimary`).
+    /// Changes how workers are started from now on (Node's `cluster.setupPrimary`): the
+    /// settings `settings` names (given to its initializer, or assigned) take effect;
+    /// every other keeps what earlier calls set, or its default. Calls add up:
+    ///
+    /// ```swift
+    /// primary.setup(PrimarySettings(user: "web"))
+    /// primary.setup(PrimarySettings(output: .prefixed))   // still runs workers as "web"
+    /// ```
     public func setup(_ settings: PrimarySettings) {
-        state.withLock { $0.settings = settings }
+        state.withLock { $0.settings = $0.settings.merging(settings) }
     }
 
-    /// How workers are started.
-    public var settings: PrimarySettings { state.withLock { $0.settings } }
+    /// Changes how workers are started from now on by editing the effective settings
+    /// (``settings``): what `change` assigns takes effect, nothing else moves. The way to put
+    /// one setting back to its default: `primary.setup { $0.user = nil }`.
+    public func setup<E: Error>(_ change: (inout PrimarySettings) throws(E) -> Void) throws(E) {
+        var changes = settings
+        try change(&changes)
+        setup(changes)
+    }
+
+    /// How workers are started, every default filled in (Node's `cluster.settings`):
+    /// `executable` is the binary workers run (the primary's own, looked up again at each
+    /// fork unless set) and `arguments` theirs. A nil `workingDirectory`, `user` or `group`
+    /// means the primary's.
+    public var settings: PrimarySettings {
+        state.withLock { $0.settings }.effective(executable: Spawn.currentExecutable(),
+                                                 arguments: Array(CommandLine.arguments.dropFirst()))
+    }
 
     /// The live workers, by id (Node's `cluster.workers`). A worker leaves when it exits.
     public var workers: [Int: Worker] { state.withLock { $0.workers } }
@@ -439,7 +461,8 @@ public final class Primary: Sendable {
                 reply = Frame(kind: .reply, correlation: frame.correlation, payload: Array(Primary.grant(listener).utf8),
                               descriptors: fd.map { [$0] } ?? [])
             } catch {
-                reply = Frame(kind: .failure, correlation: frame.correlation, payload: Array(error.description.utf8))
+                // Typed, so the worker throws the same error (errno, system call, address).
+                reply = Frame(kind: .failure, correlation: frame.correlation, payload: RemoteFailure(error).payload)
             }
             try? channel.sendNow(reply, force: true)
         case .accepting(let id):

@@ -14,13 +14,18 @@ package enum Socket {
     /// With `reusePort`, the socket joins the `SO_REUSEPORT` group of every socket bound to
     /// the same TCP address (the kernel spreads connections over the group).
     static func listen(_ address: ListenAddress, reusePort: Bool = false) throws(ClusterError) -> (fd: Int32, bound: ListenAddress) {
-        switch address.kind {
-        case .tcp(let host, let port): return try listenTCP(host: host, port: port, address: address, reusePort: reusePort)
-        case .unix(let path):
-            guard !reusePort else {
-                throw ClusterError(.invalidConfiguration, "reusePort needs a TCP listener, and \(address) is a Unix-domain socket; use shared or roundRobin for it")
+        // Every failure names the address (Node's err.address and err.port).
+        do throws(ClusterError) {
+            switch address.kind {
+            case .tcp(let host, let port): return try listenTCP(host: host, port: port, address: address, reusePort: reusePort)
+            case .unix(let path):
+                guard !reusePort else {
+                    throw ClusterError(.invalidConfiguration, "reusePort needs a TCP listener, and \(address) is a Unix-domain socket; use shared or roundRobin for it")
+                }
+                return try listenUnix(path: path, address: address)
             }
-            return try listenUnix(path: path, address: address)
+        } catch {
+            throw error.about(address)
         }
     }
 
@@ -46,7 +51,7 @@ package enum Socket {
         var result: UnsafeMutablePointer<addrinfo>?
         let status = getaddrinfo(host, String(port), &hints, &result)
         guard status == 0, let info = result else {
-            throw ClusterError(.invalidAddress, "cannot resolve '\(host)' for \(address): \(String(cString: gai_strerror(status)))")
+            throw ClusterError(.invalidAddress, systemCall: "getaddrinfo", "cannot resolve '\(host)' for \(address): \(String(cString: gai_strerror(status)))")
         }
         defer { freeaddrinfo(result) }
         let fd = try Syscall.retrying("socket") {
@@ -65,7 +70,7 @@ package enum Socket {
             let bound = bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen)
             if bound != 0 {
                 let error = errno
-                throw ClusterError(.invalidAddress, errno: error, "cannot bind \(address)" +
+                throw ClusterError(.invalidAddress, errno: error, systemCall: "bind", address: address, "cannot bind \(address)" +
                     (error == EADDRINUSE ? "; another process listens there: stop it or choose another port" : ""))
             }
             try Syscall.listen(fd, backlog: backlog)
@@ -110,7 +115,7 @@ package enum Socket {
             }
             if bound != 0 {
                 let error = errno
-                throw ClusterError(.invalidAddress, errno: error, "cannot bind \(address)" +
+                throw ClusterError(.invalidAddress, errno: error, systemCall: "bind", address: address, "cannot bind \(address)" +
                     (error == EADDRINUSE ? "; something was created at \(path) meanwhile: remove it or choose another path" : ""))
             }
             try Syscall.listen(fd, backlog: backlog)
