@@ -227,7 +227,8 @@ extension IntegrationTests {
 
             held.end()
             try await primary.waitForEvent(["event": "disconnected-all"])
-            let exits = primary.events(["event": "exit"])
+            // The fixture prints events from a subscription of its own: wait for its lines.
+            let exits = try await primary.waitForEvents(["event": "exit"], count: 2)
             #expect(exits.count == 2)
             #expect(exits.allSatisfy { $0["code"] as? Int == 0 && $0["exitedAfterDisconnect"] as? Bool == true }, "\(exits)")
             #expect(primary.events(["event": "disconnect"]).count == 2)
