@@ -143,7 +143,7 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
     }
 
     /// Asks the worker to drain, as Node's `worker.disconnect()`: it stops accepting,
-    /// finishes the connections it holds, and its channel closes
+    /// finishes the connections it holds (as its adapters count them), and its channel closes
     /// (``ClusterEvent/disconnect(_:)``, state ``WorkerState/disconnected``) once it holds
     /// none; then it exits (``ClusterEvent/exit(_:_:)``, `exitedAfterDisconnect` true).
     ///

@@ -233,8 +233,9 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
     /// Leaves the cluster of this worker's own will, as Node's `worker.disconnect()` in a
     /// worker: it stops accepting and its connections finish, as when the primary asks
     /// (``drainRequested()`` returns, ``onDrain(_:)`` handlers run, `serve` returns once its
-    /// connections have closed); its channel closes once it holds no connection, and the
-    /// process exits when `main` returns. The primary sees an intended exit
+    /// connections have closed); its channel closes once it holds no connection (as
+    /// counted by ``countConnection(opened:)``, which the adapters call), and the process
+    /// exits when `main` returns. The primary sees an intended exit
     /// (``Worker/exitedAfterDisconnect`` is true) after ``ClusterEvent/disconnect(_:)``.
     /// No deadline: the last connection takes as long as it takes.
     public func disconnect() {
