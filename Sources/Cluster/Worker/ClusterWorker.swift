@@ -288,11 +288,16 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
         }
     }
 
-    /// Closes the channel, after what is queued on it, once the worker leaves and holds no
-    /// connection (Node closes the channel once the worker's servers have closed). I/O thread.
-    private func closeChannelWhenIdle() {
+    /// Closes the channel, after what is queued on it, once the worker leaves, holds no
+    /// connection, and every acceptor of a listener the primary hands connections over for
+    /// has stopped (Node closes the channel once the worker's servers have closed). An
+    /// acceptor's stop goes out first, on the I/O thread as this close does: the primary
+    /// reads every answer on a handoff link before the worker leaves its routing, so a
+    /// connection the worker took is never routed again.
+    func closeChannelWhenIdle() {
         loop.execute { [self] in
-            guard state.withLock({ $0.leaving }), heartbeat.openConnections == 0, !channel.isClosed else { return }
+            guard state.withLock({ $0.leaving && $0.handoffAcceptors.values.allSatisfy(\.isStopped) }),
+                  heartbeat.openConnections == 0, !channel.isClosed else { return }
             channel.flushBlocking(timeout: .seconds(1))
             channel.close(error: nil)
         }
