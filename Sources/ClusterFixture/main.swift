@@ -178,6 +178,8 @@ func runPrimary(_ primary: Primary) async throws {
         Thread.detachNewThread { readCommands(primary) }
         _ = try await primary.fork(environment: ["SOCKET_PATH": socketPath])
         for await event in events { emit(describe(event)) }
+    case "node":
+        try await runNodePrimary(primary)
     default:
         emit(["error": "unknown scenario \(scenario)"])
     }
@@ -217,6 +219,8 @@ func runWorker(_ worker: ClusterWorker) async throws {
         try await runSupervisedWorker(worker)
     case "listenError", "setup", "lateSubscriber":
         try await runNodeSemanticsWorker(worker)
+    case "node":
+        try await runNodeWorker(worker)
     case "serve":
         emit(["event": "started", "id": worker.id, "pid": Int(getpid())])
         // HOSTILE=ATTACK: worker HOSTILE_ID (default 1) becomes HOSTILE_SCRIPT, which

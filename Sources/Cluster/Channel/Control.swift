@@ -8,6 +8,9 @@ enum Control: Codable, Sendable, Equatable {
     case listen(address: String)
     /// Primary → worker: stop accepting, finish in-flight work, exit 0.
     case disconnect
+    /// Worker → primary: it leaves of its own will (Node's `exitedAfterDisconnect`); its
+    /// exit is intended.
+    case exitedAfterDisconnect
     /// Worker → primary: hand it connections accepted on listener `id` (primary-accept
     /// strategies); it counts as listening. With two descriptors attached, the primary's
     /// ends of a handoff link (socket, doorbell pipe) to send them over (`HandoffLink`).
@@ -37,6 +40,7 @@ enum Control: Codable, Sendable, Equatable {
         case .listening: "listening"
         case .listen: "listen"
         case .disconnect: "disconnect"
+        case .exitedAfterDisconnect: "exitedAfterDisconnect"
         case .accepting: "accepting"
         case .stopAccepting: "stopAccepting"
         case .rebalance: "rebalance"

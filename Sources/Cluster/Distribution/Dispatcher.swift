@@ -33,6 +33,8 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     private var nextHandoff: UInt64 = 1
     private var acceptPaused = false
     private var stopped = false
+    /// Closed for good: a connection no worker is left to take is closed, not held.
+    private var closed = false
     /// Above this many waiting connections, the rest wait in the kernel's backlog: 256, or
     /// a quarter of the descriptor limit when that is lower.
     let waitingLimit = Dispatcher.waitingLimit(openFiles: Host.openFileLimit)
@@ -218,7 +220,7 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     // MARK: Routing
 
     private func scheduleRetry() {
-        guard !retryScheduled, !stopped, !router.workerIDs.isEmpty else { return }
+        guard !retryScheduled, !stopped || closed, !router.workerIDs.isEmpty else { return }
         retryScheduled = true
         _ = loop.schedule(after: retryDelay) { [self] in
             loop.execute {
@@ -269,6 +271,7 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
             }
         }
         if waiting.count >= waitingLimit { pauseAccepting() }
+        dropUnservable()
         if waiting.isEmpty { retryDelay = Dispatcher.firstRetry } else { scheduleRetry() }
     }
 
@@ -305,6 +308,24 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
         guard !stopped else { return }
         stopped = true
         loop.deregister(fd)
+    }
+
+    /// Closes for good: the primary's listener closes (`Primary.disconnect`) and no worker
+    /// accepts on it again. Accepts no more; connections waiting or handed back go to the
+    /// workers still taking them, and once none is left, each is closed (its client sees
+    /// the connection end) rather than held with nobody to serve it.
+    func close() {
+        stopAccepting()
+        closed = true
+        dropUnservable()
+    }
+
+    /// Closes the waiting connections if the listener is closed and no worker takes them.
+    private func dropUnservable() {
+        guard closed, router.workerIDs.isEmpty, !waiting.isEmpty else { return }
+        logger.debug("listener \(id) is closed and no worker takes connections: closing the \(waiting.count) waiting")
+        waiting.forEach { Syscall.close($0.fd) }
+        waiting.removeAll()
     }
 
     private func resumeAccepting() {

@@ -35,6 +35,9 @@ public final class Primary: Sendable {
         var watches: [Int: WorkerWatch] = [:]
         var listeners: [ListenAddress: BoundListener] = [:]
         var listenerOrder: [ListenAddress] = []
+        /// Listener ids count up and are never reused (a closed listener's workers may
+        /// still speak of it).
+        var nextListenerID = 0
     }
 
     private let state = Mutex(State())
@@ -163,11 +166,19 @@ public final class Primary: Sendable {
         try await broadcast(bytes: try MessageCodec.encode(value))
     }
 
-    /// Asks every worker to drain and waits until all have exited or `timeout` passed.
-    public func disconnect(timeout: Duration = .seconds(10)) async {
+    /// Asks every worker to drain (``Worker/disconnect(timeout:)``) and closes every
+    /// listener, as Node's `cluster.disconnect()`: a client that connects from now on is
+    /// refused (once the draining workers have closed their copies, milliseconds later),
+    /// while the workers finish the connections they hold. Returns when every worker has
+    /// exited. Without a `timeout` that takes as long as the last connection lasts; with
+    /// one, workers still running after it get SIGKILL.
+    ///
+    /// A worker forked afterwards that asks for a listener has it bound again.
+    public func disconnect(timeout: Duration? = nil) async {
         let events = self.events
         let live = workers.values.filter { !$0.isDead }
         live.forEach { $0.disconnect(timeout: timeout) }
+        _ = try? await loop.submit { [self] () throws(ClusterError) in closeListeners() }
         var remaining = Set(live.filter { !$0.isDead }.map(\.id))
         guard !remaining.isEmpty else { return }
         for await event in events {
@@ -186,7 +197,10 @@ public final class Primary: Sendable {
             }
             return existing
         }
-        let (id, chosen) = state.withLock { ($0.listenerOrder.count, distribution ?? $0.settings.distribution) }
+        let (id, chosen) = state.withLock { state in
+            defer { state.nextListenerID += 1 }
+            return (state.nextListenerID, distribution ?? state.settings.distribution)
+        }
         let (fd, bound) = try Socket.listen(address, reusePort: chosen.kind == .reusePort)
         let dispatcher: Dispatcher?
         do {
@@ -209,6 +223,26 @@ public final class Primary: Sendable {
     /// handing over); connections not yet accepted wait in the sockets' queues.
     func stopAccepting() {
         loop.execute { [self] in dispatchers.forEach { $0.stopAccepting() } }
+    }
+
+    /// Closes every listener (`disconnect()`: no worker will accept on them again): the
+    /// primary's sockets, every reusePort slot's, and the primary-accept strategies'
+    /// dispatchers, which close any connection no worker is left to take. Connections
+    /// still in a socket's queue when its last copy closes are reset, not left waiting.
+    /// I/O thread.
+    private func closeListeners() {
+        let closing = state.withLock { state -> [BoundListener] in
+            defer {
+                state.listeners.removeAll()
+                state.listenerOrder.removeAll()
+            }
+            return state.listenerOrder.compactMap { state.listeners[$0] }
+        }
+        for listener in closing {
+            listener.dispatcher?.close()
+            Set([listener.fd] + listener.slotSockets.values).forEach(Syscall.close)
+            logger.debug("closed listener", metadata: ["address": "\(listener.bound)"])
+        }
     }
 
     /// Closes the `reusePort` sockets of slots no worker will use again (any slot not in
@@ -271,7 +305,10 @@ public final class Primary: Sendable {
                     state.withLock { $0.listeners[address]?.slotSockets[slot] = fd }
                     continue
                 }
-                let id = state.withLock { $0.listenerOrder.count }
+                let id = state.withLock { state in
+                    defer { state.nextListenerID += 1 }
+                    return state.nextListenerID
+                }
                 let dispatcher = distribution.primaryAccepts
                     ? try Dispatcher(id: id, fd: fd, distribution: distribution, loop: loop, logger: logger) : nil
                 var listener = BoundListener(id: id, fd: fd, bound: bound, distribution: distribution, dispatcher: dispatcher)
@@ -500,6 +537,8 @@ public final class Primary: Sendable {
             dispatcher(id)?.leave(worker: worker.id)
         case .ready:
             hub.publish(.ready(worker))
+        case .exitedAfterDisconnect:
+            worker.leavingOfItsOwnWill()
         case .heartbeat(let report):
             do {
                 try report.validate()
@@ -580,15 +619,20 @@ public final class Primary: Sendable {
             worker.signal(.kill)
         }
         dispatchers.forEach { $0.leave(worker: worker.id) }
+        // The state reads `disconnected` before anyone hears of it (Node's order).
+        worker.advance(to: .disconnected)
         hub.publish(.disconnect(worker))
     }
 
     fileprivate func processExited(_ worker: Worker) {
-        // Deliver what the worker wrote before it died, then its exit.
+        guard !worker.isDead else { return }
+        // Deliver what the worker wrote before it died, then its channel's close
+        // ('disconnect', state `disconnected`), then its exit (state `dead`): always in
+        // that order, as in Node, whichever the kernel reported first.
         worker.channel.readAvailable(batches: .max)
+        if !worker.channel.isClosed { worker.channel.close(error: nil) }
         guard let status = worker.reap() else { return }
         dispatchers.forEach { $0.leave(worker: worker.id) }
-        if !worker.channel.isClosed { worker.channel.close(error: nil) }
         state.withLock { state in
             state.workers.removeValue(forKey: worker.id)
             state.watches.removeValue(forKey: worker.id)

@@ -12,12 +12,29 @@ public enum WorkerState: String, Sendable, CustomStringConvertible {
     case online
     /// It accepts connections on at least one listener.
     case listening
-    /// Told to drain: it stops accepting, finishes in-flight work and exits.
+    /// Draining, by the primary's ``Worker/disconnect(timeout:)`` or its own
+    /// ``ClusterWorker/disconnect()``: it stops accepting and finishes its connections.
     case disconnecting
+    /// Its channel to the primary has closed (Node's `'disconnected'`): it sends and
+    /// receives nothing more, and may still be finishing its last connections. What
+    /// ``ClusterEvent/disconnect(_:)`` reports; ``ClusterEvent/exit(_:_:)`` follows.
+    case disconnected
     /// It exited; see ``Worker/exitStatus``.
     case dead
 
     public var description: String { rawValue }
+
+    /// Its place in a worker's life: states only move to a higher rank.
+    var rank: Int {
+        switch self {
+        case .starting: 0
+        case .online: 1
+        case .listening: 2
+        case .disconnecting: 3
+        case .disconnected: 4
+        case .dead: 5
+        }
+    }
 }
 
 /// The primary's handle on one worker process (Node's `Worker` in the primary).
@@ -35,6 +52,7 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
         var exitStatus: ExitStatus?
         var pidfd: Int32
         var killTimer: UInt64?
+        var disconnectSent = false
         var reports = StatsWindow()
         var listenRefused = false
     }
@@ -54,15 +72,23 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
         mutable = Mutex(Mutable(pidfd: pidfd))
     }
 
-    /// Where the worker is in its life.
+    /// Where the worker is in its life. It only moves forward, through each state in
+    /// order (a worker that dies at once still passes `disconnected`, just before `dead`),
+    /// and it changes before the event that reports it is published: `disconnected` before
+    /// ``ClusterEvent/disconnect(_:)``, `dead` before ``ClusterEvent/exit(_:_:)``. It is
+    /// read live: a `.disconnect` handled after the process has also exited reads `dead`.
     public var state: WorkerState { mutable.withLock { $0.state } }
-    /// True when the worker exited after `disconnect()` or `kill()`: an intended exit, which
-    /// a supervisor should not count as a crash.
+    /// True when the worker exited after `disconnect()` or `kill()`, or after it left of
+    /// its own will (``ClusterWorker/disconnect()``, ``ClusterWorker/kill()``): an intended
+    /// exit, which a supervisor should not count as a crash.
     public var exitedAfterDisconnect: Bool { mutable.withLock { $0.exitedAfterDisconnect } }
     /// How the worker ended, once it has.
     public var exitStatus: ExitStatus? { mutable.withLock { $0.exitStatus } }
     /// True once the worker has exited.
     public var isDead: Bool { state == .dead }
+    /// True while the channel to the worker is open (Node's `worker.isConnected()`): false
+    /// from ``ClusterEvent/disconnect(_:)`` on, when messages can no longer reach it.
+    public var isConnected: Bool { !channel.isClosed }
 
     public var description: String { "worker \(id) (pid \(pid))" }
 
@@ -116,17 +142,36 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
         }
     }
 
-    /// Asks the worker to drain: stop accepting, finish in-flight work and exit 0. If it is
-    /// still running after `timeout`, it gets SIGKILL.
-    public func disconnect(timeout: Duration = .seconds(10)) {
+    /// Asks the worker to drain, as Node's `worker.disconnect()`: it stops accepting,
+    /// finishes the connections it holds (as its adapters count them), and its channel closes
+    /// (``ClusterEvent/disconnect(_:)``, state ``WorkerState/disconnected``) once it holds
+    /// none; then it exits (``ClusterEvent/exit(_:_:)``, `exitedAfterDisconnect` true).
+    ///
+    /// Without a `timeout` the worker takes as long as its last connection lasts, as in
+    /// Node. With one, a worker still running after `timeout` gets SIGKILL. Calling it again
+    /// only arms a deadline if none is armed yet.
+    public func disconnect(timeout: Duration? = nil) {
         let send = mutable.withLock { state -> Bool in
-            guard state.exitStatus == nil, state.state != .disconnecting else { return false }
-            state.state = .disconnecting
+            guard state.exitStatus == nil else { return false }
             state.exitedAfterDisconnect = true
-            state.killTimer = loop.schedule(after: timeout) { [weak self] in self?.signal(.kill) }
-            return true
+            if state.state.rank < WorkerState.disconnecting.rank { state.state = .disconnecting }
+            if let timeout, state.killTimer == nil {
+                state.killTimer = loop.schedule(after: timeout) { [weak self] in self?.signal(.kill) }
+            }
+            defer { state.disconnectSent = true }
+            return !state.disconnectSent
         }
         if send { try? channel.sendNow(Control.disconnect.frame, force: true, urgent: true) }
+    }
+
+    /// The worker said it leaves of its own will (``ClusterWorker/disconnect()``,
+    /// ``ClusterWorker/kill()``): its exit is intended.
+    func leavingOfItsOwnWill() {
+        mutable.withLock { state in
+            guard state.exitStatus == nil else { return }
+            state.exitedAfterDisconnect = true
+            if state.state.rank < WorkerState.disconnecting.rank { state.state = .disconnecting }
+        }
     }
 
     /// What the worker reported in its last heartbeat, with rates over the last second.
@@ -186,8 +231,7 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
     @discardableResult
     func advance(to next: WorkerState) -> Bool {
         mutable.withLock { state in
-            let order: [WorkerState] = [.starting, .online, .listening, .disconnecting, .dead]
-            guard order.firstIndex(of: next)! > order.firstIndex(of: state.state)! else { return false }
+            guard next.rank > state.state.rank else { return false }
             state.state = next
             return true
         }

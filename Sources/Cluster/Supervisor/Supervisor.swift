@@ -709,6 +709,9 @@ public actor Supervisor {
 
     private func checkWatchdog(_ id: Int, _ entry: Managed, now: ContinuousClock.Instant) {
         guard let watchdog = supervision.watchdog, entry.readyAt != nil else { return }
+        // A worker whose channel has closed (it drains its last connections) sends no
+        // more heartbeats; its drain deadline bounds it.
+        if entry.abortedAt == nil, !entry.worker.isConnected { return }
         if let abortedAt = entry.abortedAt {
             if abortedAt.duration(to: now) >= watchdog.killAfter { entry.worker.signal(.kill) }
             return

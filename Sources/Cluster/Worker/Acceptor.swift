@@ -60,9 +60,14 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
     private let logger = Logger(label: "cluster.acceptor")
     private let state = Mutex(State())
 
+    /// Called on the I/O thread once the acceptor has stopped and told the primary.
+    private let whenStopped: (@Sendable () -> Void)?
+
     init(listener: Listener, maxConnections: Int?, channel: Channel, loop: IOLoop, link: HandoffLink? = nil,
+         whenStopped: (@Sendable () -> Void)? = nil,
          handler: @escaping @Sendable (AcceptedConnection) -> Void) throws(ClusterError) {
         self.listener = listener
+        self.whenStopped = whenStopped
         self.link = link
         self.limit = maxConnections ?? .max
         self.primaryCountsConnections = listener.distribution == .leastConnections
@@ -111,8 +116,12 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
             } else {
                 try? channel.sendNow(Control.stopAccepting(listener: listener.id).frame, force: true)
             }
+            whenStopped?()
         }
     }
+
+    /// True once ``stop()`` was called.
+    var isStopped: Bool { state.withLock { $0.stopped } }
 
     /// Stops accepting and returns once the I/O thread has finished any accept it was in:
     /// after this, the handler is not called again.
@@ -216,7 +225,8 @@ extension ClusterWorker {
     /// ``AcceptedConnection/closed()``) it takes no more until one closes.
     public func accept(on listener: Listener, maxConnections: Int? = nil,
                        _ handler: @escaping @Sendable (AcceptedConnection) -> Void) throws(ClusterError) -> Acceptor {
-        let acceptor = try Acceptor(listener: listener, maxConnections: maxConnections, channel: channel, loop: loop, handler: handler)
+        let acceptor = try Acceptor(listener: listener, maxConnections: maxConnections, channel: channel, loop: loop,
+                                    whenStopped: { [weak self] in self?.closeChannelWhenIdle() }, handler: handler)
         if listener.descriptor >= 0 {
             reportListening(listener)
         } else {
@@ -239,7 +249,8 @@ extension ClusterWorker {
         // The channel sends copies; these go when the message has been queued.
         defer { primaryEnds.forEach(Syscall.close) }
         let acceptor = try Acceptor(listener: listener, maxConnections: maxConnections, channel: channel, loop: loop,
-                                    link: link, handler: handler)
+                                    link: link, whenStopped: { [weak self] in self?.closeChannelWhenIdle() }, handler: handler)
+        register(acceptor)
         try channel.sendNow(Control.accepting(listener: listener.id).frame(descriptors: primaryEnds), force: true)
         return acceptor
     }

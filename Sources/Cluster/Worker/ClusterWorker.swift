@@ -18,6 +18,9 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
     private struct State {
         var listeners: [ListenAddress: Listener] = [:]
         var draining = false
+        /// The worker leaves on purpose (the primary's disconnect or its own): its channel
+        /// closes once it holds no connection, and that close does not end the process.
+        var leaving = false
         var drainHandlers: [@Sendable () -> Void] = []
         var rebalanceHandlers: [@Sendable (Double) -> Void] = []
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
@@ -143,6 +146,7 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
     /// autoscaler see them. The adapters count for you.
     public func countConnection(opened: Bool) {
         heartbeat.countConnection(opened: opened)
+        if !opened, heartbeat.openConnections == 0, state.withLock({ $0.leaving }) { closeChannelWhenIdle() }
     }
 
     /// Counts process `pid` (a program this worker started and serves through) and every
@@ -222,6 +226,83 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
     /// True once the primary asked this worker to drain, or went away.
     public var isDraining: Bool { state.withLock { $0.draining } }
 
+    /// True while the channel to the primary is open (Node's `worker.isConnected()`):
+    /// messages can be sent and received.
+    public var isConnected: Bool { !channel.isClosed }
+
+    /// Leaves the cluster of this worker's own will, as Node's `worker.disconnect()` in a
+    /// worker: it stops accepting and its connections finish, as when the primary asks
+    /// (``drainRequested()`` returns, ``onDrain(_:)`` handlers run, `serve` returns once its
+    /// connections have closed); its channel closes once it holds no connection (as
+    /// counted by ``countConnection(opened:)``, which the adapters call), and the process
+    /// exits when `main` returns. The primary sees an intended exit
+    /// (``Worker/exitedAfterDisconnect`` is true) after ``ClusterEvent/disconnect(_:)``.
+    /// No deadline: the last connection takes as long as it takes.
+    public func disconnect() {
+        leave(announce: true)
+    }
+
+    /// Ends this worker now, as an intended exit: as Node's `worker.destroy()` in a
+    /// worker, it tells the primary (``Worker/exitedAfterDisconnect`` is true), sends what
+    /// is queued (waiting up to a second) and exits with code 0. Open connections end with
+    /// the process.
+    public func destroy() -> Never {
+        try? channel.sendNow(Control.exitedAfterDisconnect.frame, force: true)
+        channel.flushBlocking(timeout: .seconds(1))
+        exit(0)
+    }
+
+    /// Node's `worker.kill()` in a worker, which is ``destroy()``: an intended exit with code
+    /// 0 (Node ignores the signal it is given there, and so there is none here).
+    public func kill() -> Never {
+        destroy()
+    }
+
+    /// Marks the exit intended and drains; with `announce`, tells the primary first (the
+    /// worker leaves of its own will; the primary's own disconnect needs no answer).
+    private func leave(announce: Bool) {
+        let first = state.withLock { state in
+            defer { state.leaving = true }
+            return !state.leaving
+        }
+        guard first else { return }
+        if announce { try? channel.sendNow(Control.exitedAfterDisconnect.frame, force: true) }
+        beginDrain()
+        releaseListenerDescriptors()
+        closeChannelWhenIdle()
+    }
+
+    /// Gives up the runtime's own copies of the listening sockets once the worker leaves
+    /// (its servers hold their own until they stop): when the last copy of a socket
+    /// closes, the kernel refuses new clients instead of queueing them for nobody, as
+    /// Node's worker closes its handles. The numbers stay taken (by /dev/null), so a
+    /// ``Listener`` value kept by the app never names another file.
+    private func releaseListenerDescriptors() {
+        let descriptors = Set(state.withLock { $0.listeners.values.map(\.descriptor) }.filter { $0 >= 0 })
+        guard !descriptors.isEmpty else { return }
+        let placeholder = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        guard placeholder >= 0 else { return }
+        defer { Syscall.close(placeholder) }
+        for descriptor in descriptors where dup2(placeholder, descriptor) == descriptor {
+            try? Syscall.setCloseOnExec(descriptor)
+        }
+    }
+
+    /// Closes the channel, after what is queued on it, once the worker leaves, holds no
+    /// connection, and every acceptor of a listener the primary hands connections over for
+    /// has stopped (Node closes the channel once the worker's servers have closed). An
+    /// acceptor's stop goes out first, on the I/O thread as this close does: the primary
+    /// reads every answer on a handoff link before the worker leaves its routing, so a
+    /// connection the worker took is never routed again.
+    func closeChannelWhenIdle() {
+        loop.execute { [self] in
+            guard state.withLock({ $0.leaving && $0.handoffAcceptors.values.allSatisfy(\.isStopped) }),
+                  heartbeat.openConnections == 0, !channel.isClosed else { return }
+            channel.flushBlocking(timeout: .seconds(1))
+            channel.close(error: nil)
+        }
+    }
+
     /// Calls `handler` when the primary asks this worker to give back a `fraction` (0...1)
     /// of its long-lived connections: a worker has joined, and keep-alive clients stay
     /// where they first connected unless some reconnect. Close that share of connections
@@ -279,7 +360,7 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
         case .control:
             switch try? Control(frame) {
             case .disconnect:
-                beginDrain()
+                leave(announce: false)
             case .rebalance(let fraction):
                 let share = fraction.isFinite ? min(max(fraction, 0), 1) : 0
                 state.withLock { $0.rebalanceHandlers }.forEach { $0(share) }
@@ -321,10 +402,13 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
     }
 
     func channelClosed(_ channel: Channel, error: ClusterError?) {
+        inbox.finish()
+        // This worker leaves on purpose and closed the channel itself: it lives until
+        // `main` returns (its connections are done), as a Node worker does.
+        if error == nil, state.withLock({ $0.leaving }) { return }
         // The primary is gone (PR_SET_PDEATHSIG normally ends us first) or broke the
         // protocol: drain, and exit within a second whatever the app does.
         if let error { logger.error("the channel to the primary failed: \(error); exiting") }
-        inbox.finish()
         beginDrain()
         _ = loop.schedule(after: .seconds(1)) { exit(error == nil ? 0 : 70) }
     }

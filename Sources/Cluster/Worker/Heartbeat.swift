@@ -69,6 +69,9 @@ final class Heartbeat: Sendable {
         if opened { connectionsTotal.add(1, ordering: .relaxed) }
     }
 
+    /// Connections open now, as the adapters counted them.
+    var openConnections: Int { max(0, connections.load(ordering: .relaxed)) }
+
     /// Watches an event loop: `schedule` must run its argument on that loop, soon.
     func watch(_ schedule: @escaping @Sendable (@escaping @Sendable () -> Void) -> Void) {
         lags.withLock { $0.probes.append(Probe(schedule: schedule)) }
