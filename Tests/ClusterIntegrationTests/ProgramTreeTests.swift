@@ -48,7 +48,7 @@ extension IntegrationTests {
             let cluster = try await CommandTests.start(["python3", Self.server], workers: 1, ["--env", "FORK=1"], waitForReady: false)
             defer { cluster.process.stop() }
             let forked = try await cluster.process.waitForLine(timeout: .seconds(20)) { $0.contains("python master") && $0.contains(" forked ") }
-            let child = try #require(forked.split(separator: " ").last.flatMap { Int32($0) })
+            let child = try #require(forked.firstMatch(of: /forked (\d+)/).flatMap { Int32($0.1) }, "\(forked)")
             // Ready, although the master itself only ever waits on its own pipe.
             let row = try await eventually(timeout: .seconds(20)) { () throws -> [String: Any] in
                 guard let row = try cluster.status().first, row["state"] as? String == "ready" else { throw TestFailure.unexpected("not ready") }
