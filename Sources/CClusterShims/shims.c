@@ -298,26 +298,6 @@ int cluster_reap_others(const pid_t *keep, int nkeep) {
     return reaped;
 }
 
-long long cluster_process_cpu_us(pid_t pid) {
-    char path[64], buffer[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    ssize_t n = read(fd, buffer, sizeof(buffer) - 1);
-    close(fd);
-    if (n <= 0) return -1;
-    buffer[n] = 0;
-    // The command name may hold spaces and parentheses: fields count from the last ')'.
-    char *end = strrchr(buffer, ')');
-    if (end == NULL) return -1;
-    unsigned long long utime = 0, stime = 0;
-    // After ')': state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime(14) stime(15)
-    if (sscanf(end + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2) return -1;
-    long ticks = sysconf(_SC_CLK_TCK);
-    if (ticks <= 0) ticks = 100;
-    return (long long)((utime + stime) * 1000000ULL / (unsigned long long)ticks);
-}
-
 /// Writes `value` in decimal at `out` (async-signal-safe); returns the end.
 static char *write_decimal(char *out, long value) {
     char digits[24];

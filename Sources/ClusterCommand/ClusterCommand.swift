@@ -126,17 +126,15 @@ extension ClusterCommand {
             control.start()
             say("control socket \(control.path); primary \(getpid()) runs \(configuration.command.joined(separator: " "))")
             let events = primary.events
-            let groups = ProgramGroups()
+            let groups = control.programs
             Task {
                 for await event in events {
                     switch event {
                     case .message(let worker, let message):
                         if let started = try? message.decode(ProgramWorker.Started.self) {
-                            control.recordProgram(started.program, of: worker.id)
                             groups.record(started.program, of: worker.id)
                         }
                     case .exit(let worker, _):
-                        control.recordProgram(nil, of: worker.id)
                         groups.ended(worker.id)
                     default:
                         break

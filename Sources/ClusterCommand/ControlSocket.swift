@@ -50,7 +50,8 @@ final class ControlServer: Sendable {
     /// The socket file's inode, so this primary removes only its own file.
     private let inode: UInt
     private let supervisor: Supervisor
-    private let programs: Mutex<[Int: Int32]>
+    /// Each worker's program pid, for `status` and `signal`.
+    let programs = ProgramGroups()
     private let logs: LogBuffer
 
     /// Binds `path`. At the default path, its directory is made (0700) or checked first
@@ -85,13 +86,8 @@ final class ControlServer: Sendable {
         self.path = path
         self.fd = fd
         self.supervisor = supervisor
-        self.programs = Mutex([:])
         self.logs = logs
     }
-
-    /// Records the program a worker runs (from the worker's first message), or forgets it
-    /// (nil: the worker exited).
-    func recordProgram(_ pid: Int32?, of worker: Int) { programs.withLock { $0[worker] = pid } }
 
     /// Serves on threads of its own until the process exits.
     func start() {
@@ -152,7 +148,7 @@ final class ControlServer: Sendable {
             guard arguments.count == 2, let id = Int(arguments[0]), let signal = Signal(name: arguments[1]) else {
                 return ControlReply(ok: false, message: "signal takes a worker id and a signal name or number: cluster signal 2 USR1")
             }
-            guard let pid = programs.withLock({ $0[id] }) ?? supervisor.primary.workers[id]?.pid else {
+            guard let pid = programs.program(of: id) ?? supervisor.primary.workers[id]?.pid else {
                 return ControlReply(ok: false, message: "no worker \(id); cluster status lists them")
             }
             guard kill(pid, signal.rawValue) == 0 else {
@@ -168,7 +164,7 @@ final class ControlServer: Sendable {
         let rows = await supervisor.status.map { entry in
             let stats = entry.worker.stats
             return ClusterStatus.Row(
-                id: entry.worker.id, pid: entry.worker.pid, programPID: programs.withLock { $0[entry.worker.id] },
+                id: entry.worker.id, pid: entry.worker.pid, programPID: programs.program(of: entry.worker.id),
                 slot: entry.worker.slot, generation: entry.generation, state: entry.role.rawValue,
                 uptimeSeconds: entry.uptime.inSeconds, restarts: entry.restarts,
                 cpuSeconds: stats.cpuTime.inSeconds, rssBytes: stats.residentMemory,

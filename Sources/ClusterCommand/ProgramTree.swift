@@ -61,13 +61,17 @@ enum TreeGuard {
     }
 }
 
-/// The primary's record of each worker's program, to kill the program's process group
-/// when the worker ends without having done it (SIGKILLed at a deadline).
+/// The primary's record of each worker's program: for `status` and `signal`, and to kill
+/// the program's process group when the worker ends without having done it (SIGKILLed at
+/// a deadline).
 final class ProgramGroups: Sendable {
     private let programs = Mutex<[Int: Int32]>([:])
 
     /// Worker `worker` runs `program`, the leader of its own process group.
     func record(_ program: Int32, of worker: Int) { programs.withLock { $0[worker] = program } }
+
+    /// The program worker `worker` runs, while it runs.
+    func program(of worker: Int) -> Int32? { programs.withLock { $0[worker] } }
 
     /// Worker `worker` has ended: SIGKILL to whatever is left in its program's group.
     func ended(_ worker: Int) {

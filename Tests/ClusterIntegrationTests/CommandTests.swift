@@ -44,30 +44,7 @@ extension IntegrationTests {
         /// Runs the `cluster` binary to its end (10 s at most) and returns its exit code (128 +
         /// the signal, when a signal ended it) and output; `environment` is added to ours.
         static func cluster(_ arguments: [String], environment: [String: String] = [:]) throws -> (code: Int32, output: String) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: SpawnedProcess.product("cluster"))
-            process.arguments = arguments
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = pipe
-            try process.run()
-            // Read on a thread of its own: a command that hangs must not hang the test.
-            let output = Mutex<Data?>(nil)
-            Thread.detachNewThread {
-                let data = pipe.fileHandleForReading.readDataToEndOfFile()
-                output.withLock { $0 = data }
-            }
-            let deadline = ContinuousClock.now + .seconds(10)
-            while process.isRunning || output.withLock({ $0 == nil }) {
-                if ContinuousClock.now > deadline {
-                    kill(process.processIdentifier, SIGKILL)
-                    throw TestFailure.timeout
-                }
-                usleep(10_000)
-            }
-            let code = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
-            return (code, String(decoding: output.withLock { $0! }, as: UTF8.self))
+            try runToEnd(SpawnedProcess.product("cluster"), arguments, environment: environment, timeout: .seconds(10))
         }
 
         private func failures(_ outcomes: [Outcome: Int]) -> [Outcome: Int] {

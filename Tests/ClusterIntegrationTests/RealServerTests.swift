@@ -507,29 +507,3 @@ fileprivate func which(_ name: String) -> String? {
     return path.split(separator: ":").map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
 }
 
-/// Runs `executable` to its end (killed after `timeout`), `environment` added to ours, and returns its exit code and output.
-fileprivate func runToEnd(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
-              timeout: Duration) throws -> (code: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let output = Mutex<Data?>(nil)
-    Thread.detachNewThread {
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        output.withLock { $0 = data }
-    }
-    let deadline = ContinuousClock.now + timeout
-    while process.isRunning || output.withLock({ $0 == nil }) {
-        if ContinuousClock.now > deadline {
-            kill(process.processIdentifier, SIGKILL)
-            throw TestFailure.timeout
-        }
-        usleep(10_000)
-    }
-    return (process.terminationStatus, String(decoding: output.withLock { $0! }, as: UTF8.self))
-}

@@ -82,9 +82,6 @@ int cluster_signal_default(int sig);
 /// The resident set size of process `pid` in bytes (from /proc/PID/statm), or -1.
 long cluster_process_rss(pid_t pid);
 
-/// The CPU time (user and system) process `pid` has used, in microseconds, or -1.
-long long cluster_process_cpu_us(pid_t pid);
-
 /// Makes this process a child subreaper (PR_SET_CHILD_SUBREAPER): every orphan below it
 /// becomes its child instead of init's. Returns 0, or -1 with errno.
 int cluster_become_subreaper(void);

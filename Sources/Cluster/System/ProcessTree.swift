@@ -36,8 +36,11 @@ package enum ProcessTree {
     package static func children(of pid: Int32) -> [Int32] {
         var children: [Int32] = []
         for thread in Proc.entries("/proc/\(pid)/task") {
-            guard let text = Proc.read("/proc/\(pid)/task/\(thread)/children") else { continue }
-            children += text.split(separator: " ").compactMap { Int32($0.trimmingSpaces) }
+            let limit = 65_536
+            guard let text = Proc.read("/proc/\(pid)/task/\(thread)/children", limit: limit) else { continue }
+            var pids = text.split(separator: " ")
+            if text.utf8.count == limit { pids = pids.dropLast() } // a cut number is no pid
+            children += pids.compactMap { Int32($0.trimmingSpaces) }
         }
         return children
     }
@@ -48,7 +51,7 @@ package enum ProcessTree {
     /// joins its parent's only once the parent reaps it, and then the child is no longer
     /// in the tree.
     package static func usage(of pid: Int32) -> (cpuMicroseconds: Int, residentBytes: Int)? {
-        guard let stat = Proc.read("/proc/\(pid)/stat"), let fields = Proc.statFields(stat), fields.count > 21 else { return nil }
+        guard let stat = Proc.read("/proc/\(pid)/stat", limit: 1024), let fields = Proc.statFields(stat), fields.count > 21 else { return nil }
         // Fields after the command, from "state" (field 3): utime is field 14, cstime 17, rss 24.
         let ticks = fields[11...14].compactMap { Int($0) }.reduce(0) { $0.addingSaturated($1) }
         let hertz = max(1, sysconf(Int32(_SC_CLK_TCK)))
@@ -86,7 +89,7 @@ package enum ProcessTree {
     private static func descendantsByScanning(_ root: Int32) -> [Int32] {
         var children: [Int32: [Int32]] = [:]
         for entry in Proc.entries("/proc") {
-            guard let pid = Int32(entry), let stat = Proc.read("/proc/\(pid)/stat"),
+            guard let pid = Int32(entry), let stat = Proc.read("/proc/\(pid)/stat", limit: 1024),
                   let fields = Proc.statFields(stat), fields.count > 1, let parent = Int32(fields[1]) else { continue }
             children[parent, default: []].append(pid)
         }
@@ -104,7 +107,7 @@ package enum ProcessTree {
 
 /// Small readers of /proc files.
 package enum Proc {
-    /// A /proc file's text (at most 64 KiB), or nil when it cannot be read.
+    /// A /proc file's text (at most `limit` bytes), or nil when it cannot be read.
     package static func read(_ path: String, limit: Int = 65_536) -> String? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }

@@ -231,3 +231,33 @@ func cpuSeconds(of pid: Int32) -> Double? {
     guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
     return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
+
+/// Runs `executable` to its end (SIGKILLed after `timeout`), `environment` added to ours, and
+/// returns its exit code (128 + the signal, when a signal ended it) and its output.
+func runToEnd(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+              timeout: Duration) throws -> (code: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    // Read on a thread of its own: a command that hangs must not hang the test.
+    let output = Mutex<Data?>(nil)
+    Thread.detachNewThread {
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        output.withLock { $0 = data }
+    }
+    let deadline = ContinuousClock.now + timeout
+    while process.isRunning || output.withLock({ $0 == nil }) {
+        if ContinuousClock.now > deadline {
+            kill(process.processIdentifier, SIGKILL)
+            throw TestFailure.timeout
+        }
+        usleep(10_000)
+    }
+    let code = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+    return (code, String(decoding: output.withLock { $0! }, as: UTF8.self))
+}
