@@ -132,7 +132,7 @@ public struct ClusterError: Error, Sendable, CustomStringConvertible {
     public let address: ListenAddress?
     private let call: String?
 
-    init(_ code: Code, errno: Int32? = nil, systemCall: String? = nil, address: ListenAddress? = nil, _ context: String) {
+    package init(_ code: Code, errno: Int32? = nil, systemCall: String? = nil, address: ListenAddress? = nil, _ context: String) {
         self.code = code
         self.errno = errno
         self.call = systemCall

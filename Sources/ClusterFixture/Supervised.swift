@@ -100,7 +100,7 @@ func runSupervisedWorker(_ worker: ClusterWorker) async throws {
             worker.ready()
         }
     }
-    try await worker.serveHTTP(.tcp(host: "0.0.0.0", port: integer("PORT") ?? 0)) { request, loop in
+    try await worker.serveHTTP(.tcp(host: "0.0.0.0", port: integer("PORT") ?? 0), accept: try fixtureAcceptMode()) { request, loop in
         let components = URLComponents(string: request.head.uri)
         let query = { (name: String) in components?.queryItems?.first { $0.name == name }?.value.flatMap(Int.init) }
         let body = "worker \(worker.id) pid \(getpid())\n"

@@ -50,6 +50,8 @@ func runPrimary(_ primary: Primary) async throws {
     switch scenario {
     case "supervised":
         try await runSupervisedPrimary(primary)
+    case "turns":
+        try await runTurnsPrimary(primary, events)
     case "listenError", "setup", "lateSubscriber":
         try await runNodeSemanticsPrimary(primary, events)
     case "serve":
@@ -159,8 +161,9 @@ func runPrimary(_ primary: Primary) async throws {
         emit(["result": "handler", "report": reply.string])
         worker.kill(.kill)
     case "bootstrap":
-        // A ServerBootstrap needs a socket to accept on: shared (or reusePort).
-        try await primary.listen(.tcp(host: "127.0.0.1", port: 0), distribution: .shared)
+        // A ServerBootstrap accepts on a socket of its own: reusePort (shared is refused).
+        let distribution = try Distribution(parsing: CommandLine.arguments.dropFirst(2).first ?? "reusePort")
+        try await primary.listen(.tcp(host: "127.0.0.1", port: 0), distribution: distribution)
         _ = try await primary.fork()
         for await event in events { emit(describe(event)) }
     case "farewell":
@@ -221,7 +224,7 @@ func runWorker(_ worker: ClusterWorker) async throws {
         try await runNodeSemanticsWorker(worker)
     case "node":
         try await runNodeWorker(worker)
-    case "serve":
+    case "serve", "turns":
         emit(["event": "started", "id": worker.id, "pid": Int(getpid())])
         // HOSTILE=ATTACK: worker HOSTILE_ID (default 1) becomes HOSTILE_SCRIPT, which
         // speaks the channel protocol past the runtime and lies.
@@ -238,7 +241,8 @@ func runWorker(_ worker: ClusterWorker) async throws {
         // blocking its event loop, so benchmarks can show how each strategy copes.
         let slow = environment["SLOW_WORKER"].flatMap(Int.init) == worker.id
         let slowFor = Duration.milliseconds(Int(environment["SLOW_MS"] ?? "2") ?? 2)
-        try await worker.serveHTTP(.tcp(host: "0.0.0.0", port: Int(environment["PORT"] ?? "0") ?? 0), maxConnections: limit) { request, loop in
+        try await worker.serveHTTP(.tcp(host: "0.0.0.0", port: Int(environment["PORT"] ?? "0") ?? 0), maxConnections: limit,
+                                   accept: try fixtureAcceptMode()) { request, loop in
             if slow {
                 let until = ContinuousClock.now + slowFor
                 while ContinuousClock.now < until {}
@@ -325,7 +329,9 @@ func runWorker(_ worker: ClusterWorker) async throws {
         }
         try await Task.sleep(for: .seconds(30))
     case "bootstrap":
-        let server = try await worker.bind(
+        let server: any Channel
+        do {
+            server = try await worker.bind(
             ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .serverChannelOption(.backlog, value: 16)
                 .childChannelInitializer { channel in
@@ -335,6 +341,10 @@ func runWorker(_ worker: ClusterWorker) async throws {
                     }
                 },
             to: .tcp(host: "127.0.0.1", port: 0))
+        } catch {
+            emit(["event": "bindFailed", "error": "\(error)"])
+            exit(1)
+        }
         try await server.closeFuture.get()
     case "farewell":
         // Queue about 3 MiB, far more than the socket buffer holds (under the 4 MiB
@@ -378,4 +388,9 @@ final class HelloHandler: ChannelInboundHandler, Sendable {
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
     }
+}
+
+/// The accept mode a worker serves with: `ACCEPT_MODE` (automatic, eventLoop, runtime).
+func fixtureAcceptMode() throws -> AcceptMode {
+    try AcceptMode(parsing: environment["ACCEPT_MODE"] ?? "automatic")
 }

@@ -10,13 +10,12 @@ extension ClusterWorker {
     /// Serves `address` with SwiftNIO until the primary says drain, then stops accepting,
     /// lets every connection finish what it is doing, and returns.
     ///
-    /// The listener is the primary's. With `shared` and `reusePort` in release builds an
-    /// event loop of `group` accepts on the worker's socket itself; otherwise the worker's
-    /// I/O thread accepts or takes the primary's handoffs, and each connection is adopted by
-    /// an event loop of `group` with `ClientBootstrap.withConnectedSocket`. On drain the
-    /// worker stops accepting, which leaves queued connections to the other workers (or to
-    /// the slot's next worker), and sends every open connection `ChannelShouldQuiesceEvent`:
-    /// an HTTP/1 pipeline closes when idle and after the response in flight.
+    /// The listener is the primary's; `accept` says how its connections reach the event
+    /// loops of `group` (``AcceptMode``: by default each connection wakes one thread).
+    /// On drain the worker stops accepting, which leaves queued connections to the other
+    /// workers (or to the slot's next worker), and sends every open connection
+    /// `ChannelShouldQuiesceEvent`: an HTTP/1 pipeline closes when idle and after the
+    /// response in flight.
     ///
     /// - Parameters:
     ///   - address: The listener to accept on.
@@ -24,14 +23,19 @@ extension ClusterWorker {
     ///     one worker per core.
     ///   - maxConnections: At this many open connections the worker takes no more until
     ///     one closes (the primary routes them elsewhere). Default: no limit.
+    ///   - accept: How connections reach the event loops. Default: ``AcceptMode/automatic``.
     ///   - childChannelInitializer: Sets each accepted connection's pipeline up.
+    /// - Throws: ``ClusterError`` when the listener cannot be had, or `accept` does not
+    ///   suit its distribution (``AcceptMode/eventLoop`` on a `shared` listener).
     public func serve(
         _ address: ListenAddress,
         group: (any EventLoopGroup)? = nil,
         maxConnections: Int? = nil,
+        accept: AcceptMode = .automatic,
         childChannelInitializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
     ) async throws {
         let listener = try await self.listener(address)
+        let path = try accept.path(for: listener.distribution)
         let ownGroup = group == nil ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
         let group = group ?? ownGroup!
         let connections = ConnectionTracker { [self] opened in countConnection(opened: opened) }
@@ -39,12 +43,32 @@ extension ClusterWorker {
             watchEventLoop { loop.execute($0) }
         }
         onRebalance { fraction in connections.shed(fraction) }
-        if Self.swiftNIOAccepts(listener.distribution) {
-            try await serveAcceptingInNIO(listener, group: group, maxConnections: maxConnections,
-                                          connections: connections, childChannelInitializer: childChannelInitializer)
-            try await ownGroup?.shutdownGracefully()
-            return
+        do {
+            if path == .serverChannel {
+                try await serveWithServerChannel(listener, group: group, maxConnections: maxConnections,
+                                                 connections: connections, childChannelInitializer: childChannelInitializer)
+            } else {
+                try await serveAdopting(listener, onLink: path == .handoffLink, group: group, maxConnections: maxConnections,
+                                        connections: connections, childChannelInitializer: childChannelInitializer)
+            }
+        } catch {
+            try? await ownGroup?.shutdownGracefully()
+            throw error
         }
+        try await ownGroup?.shutdownGracefully()
+    }
+
+    /// `serve` where the runtime accepts or receives each connection (or the event loop
+    /// reads the primary's handoffs from a link) and SwiftNIO adopts it with
+    /// `ClientBootstrap.withConnectedSocket`.
+    private func serveAdopting(
+        _ listener: Listener,
+        onLink: Bool,
+        group: any EventLoopGroup,
+        maxConnections: Int?,
+        connections: ConnectionTracker,
+        childChannelInitializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
+    ) async throws {
         // One bootstrap for every connection: each adoption picks the group's next loop
         // (on that loop, at once). Not Sendable, but only read after this, by one thread
         // at a time: the runtime's I/O thread, or the loop receiving handoffs.
@@ -68,9 +92,9 @@ extension ClusterWorker {
                     }
                 }
         }
-        let acceptor = Self.handoffLinks
+        let acceptor = onLink
             ? try acceptOnEventLoop(on: listener, maxConnections: maxConnections, adopt)
-            : try accept(on: listener, maxConnections: maxConnections, adopt)
+            : try self.accept(on: listener, maxConnections: maxConnections, adopt)
         // Handed-off connections: an event loop watches the link's doorbell and takes
         // them itself, so they wake no other thread on their way.
         var doorbell: (any Channel)?
@@ -84,71 +108,63 @@ extension ClusterWorker {
                 .takingOwnershipOfDescriptor(input: descriptor)
                 .get()
         }
+        if listener.distribution == .shared {
+            // Shedding connections is no use if this worker, awake and busy, accepts the
+            // reconnections itself: it stops accepting for a moment so the others do.
+            onRebalance { _ in acceptor.holdAccepting(for: .milliseconds(250)) }
+        }
         await drainRequested()
         await acceptor.stopAndWait()
         await connections.quiesceAll()
         try? await doorbell?.close()
-        try await ownGroup?.shutdownGracefully()
     }
 
-    /// Whether a serving event loop receives handed-off connections itself, over a
-    /// handoff link (``ClusterWorker/acceptOnEventLoop(on:maxConnections:_:)``), rather
-    /// than from the runtime's I/O thread. `CLUSTER_HANDOFF_LINKS=0` turns links off, to
-    /// compare or to rule them out.
-    static let handoffLinks = getenv("CLUSTER_HANDOFF_LINKS").map { String(cString: $0) } != "0"
-
-    /// Whether SwiftNIO accepts on the serving event loop (one thread wakes per connection)
-    /// instead of the runtime's I/O thread handing each connection over (two): for the
-    /// socket strategies, in builds without assertions. Where several processes wait on
-    /// one socket (every worker on a shared one; a slot's worker and its replacement
-    /// during a reload on a reusePort one) the kernel wakes all of them for a connection,
-    /// and SwiftNIO's debug builds assert that a wake-up finds one.
-    static func swiftNIOAccepts(_ distribution: Distribution) -> Bool {
-        #if DEBUG
-        false
-        #else
-        distribution == .reusePort || distribution == .shared
-        #endif
-    }
-
-    /// `serve` for a socket this worker accepts on itself: a SwiftNIO server channel accepts,
-    /// at most `maxConnections` open at once; on drain it closes (the primary keeps the
-    /// socket and its queue for the next worker) and the open connections quiesce.
-    private func serveAcceptingInNIO(
+    /// `serve` on a reusePort slot socket: a SwiftNIO server channel accepts, at most
+    /// `maxConnections` open at once, once this worker has the slot's turn (so no other
+    /// process waits on the socket with it). On drain it closes (the primary keeps the
+    /// socket and its queue for the slot's next worker, who gets the turn) and the open
+    /// connections quiesce.
+    private func serveWithServerChannel(
         _ listener: Listener,
         group: any EventLoopGroup,
         maxConnections: Int?,
         connections: ConnectionTracker,
         childChannelInitializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
     ) async throws {
-        let server = try await ServerBootstrap(group: group)
-            .serverChannelOption(.maxMessagesPerRead, value: 16)
-            .serverChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let maxConnections {
-                        try channel.pipeline.syncOperations.addHandler(AcceptLimiter(limit: maxConnections))
+        // Listening now: the worker counts as ready and connections queue on its socket,
+        // for this worker once the one it replaces has stopped accepting.
+        reportListening(listener)
+        guard await acceptTurn(on: listener) else {
+            stoppedAccepting(on: listener)
+            return
+        }
+        let server: any Channel
+        do {
+            server = try await ServerBootstrap(group: group)
+                .serverChannelOption(.maxMessagesPerRead, value: 16)
+                .serverChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        if let maxConnections {
+                            try channel.pipeline.syncOperations.addHandler(AcceptLimiter(limit: maxConnections))
+                        }
                     }
                 }
-            }
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { channel in
-                connections.add(channel)
-                return childChannelInitializer(channel)
-            }
-            .withBoundSocket(try listener.duplicateDescriptor())
-            .get()
-        if listener.distribution == .shared {
-            // Shedding connections is no use if this worker, awake and busy, accepts the
-            // reconnections itself: it stops accepting for a moment so the others do.
-            onRebalance { _ in
-                server.setOption(.autoRead, value: false).whenSuccess {
-                    server.eventLoop.scheduleTask(in: .milliseconds(250)) { server.setOption(.autoRead, value: true) }
+                .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+                .childChannelInitializer { channel in
+                    connections.add(channel)
+                    return childChannelInitializer(channel)
                 }
-            }
+                .withBoundSocket(try listener.duplicateDescriptor())
+                .get()
+            listener.restoreBacklog()
+        } catch {
+            stoppedAccepting(on: listener)
+            throw error
         }
-        reportListening(listener)
         await drainRequested()
         try? await server.close()
+        // The slot's next worker may accept now, while these connections finish.
+        stoppedAccepting(on: listener)
         await connections.quiesceAll()
     }
 
@@ -167,154 +183,23 @@ extension ClusterWorker {
     ///   - maxConnections: At this many open connections the worker takes no more until
     ///     one closes. Default: no limit.
     ///   - limits: Timeouts and size limits per connection. Default: ``HTTPServerLimits/default``.
+    ///   - accept: How connections reach the event loops. Default: ``AcceptMode/automatic``.
     ///   - responder: Answers each request.
     public func serveHTTP(
         _ address: ListenAddress,
         group: (any EventLoopGroup)? = nil,
         maxConnections: Int? = nil,
         limits: HTTPServerLimits = .default,
+        accept: AcceptMode = .automatic,
         responder: @escaping HTTPResponder
     ) async throws {
         let responder: HTTPResponder = { [self] request, loop in
             countRequest()
             return responder(request, loop)
         }
-        try await serve(address, group: group, maxConnections: maxConnections) { channel in
+        try await serve(address, group: group, maxConnections: maxConnections, accept: accept) { channel in
             channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHandler(LeanHTTPHandler(limits: limits, responder: responder))
-            }
-        }
-    }
-}
-
-/// Watches a handoff link's doorbell: each time the primary has rung, takes every
-/// handoff waiting (the acceptor's handler adopts them on this loop).
-final class DoorbellHandler: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-
-    private let acceptor: Acceptor
-    private var rang = false
-
-    init(acceptor: Acceptor) { self.acceptor = acceptor }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) { rang = true }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        guard rang else { return }
-        rang = false
-        acceptor.receiveHandoffs()
-    }
-}
-
-/// Holds a server channel's accepting while `limit` accepted connections are open: the
-/// connections wait in the socket's queue until one closes.
-final class AcceptLimiter: ChannelDuplexHandler {
-    typealias InboundIn = any Channel
-    typealias InboundOut = any Channel
-    typealias OutboundIn = Never
-
-    private let limit: Int
-    private var open = 0
-    private var readHeld = false
-
-    init(limit: Int) { self.limit = max(1, limit) }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let child = unwrapInboundIn(data)
-        open += 1
-        let limiter = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let context = NIOLoopBound(context, eventLoop: context.eventLoop)
-        child.closeFuture.whenComplete { _ in
-            context.value.eventLoop.execute { limiter.value.childClosed(context: context.value) }
-        }
-        context.value.fireChannelRead(data)
-    }
-
-    func read(context: ChannelHandlerContext) {
-        if open < limit { context.read() } else { readHeld = true }
-    }
-
-    private func childClosed(context: ChannelHandlerContext) {
-        open -= 1
-        if readHeld, open < limit {
-            readHeld = false
-            context.read()
-        }
-    }
-}
-
-/// The open connections of one worker, so a drain can quiesce them and wait for them.
-final class ConnectionTracker: Sendable {
-    private struct State {
-        var open: [ObjectIdentifier: any Channel] = [:]
-        /// Accepted, handed to an event loop, not yet added.
-        var expected = 0
-        var quiescing = false
-    }
-    private let state = Mutex(State())
-    private let count: @Sendable (_ opened: Bool) -> Void
-
-    /// `count` hears of every connection opened and closed.
-    init(count: @escaping @Sendable (_ opened: Bool) -> Void = { _ in }) {
-        self.count = count
-    }
-
-    /// A connection is on its way: ``add(_:expected:)`` or ``abandon()`` follows.
-    func expect() { state.withLock { $0.expected += 1 } }
-
-    /// An expected connection could not be adopted.
-    func abandon() { state.withLock { $0.expected -= 1 } }
-
-    func add(_ channel: any Channel, expected: Bool = false) {
-        let key = ObjectIdentifier(channel)
-        let quiescing = state.withLock { state in
-            state.open[key] = channel
-            if expected { state.expected -= 1 }
-            return state.quiescing
-        }
-        count(true)
-        channel.closeFuture.whenComplete { [self] _ in
-            _ = state.withLock { $0.open.removeValue(forKey: key) }
-            count(false)
-        }
-        // Adopted after the drain began: quiesce as soon as the pipeline exists.
-        if quiescing {
-            channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
-        }
-    }
-
-    /// Asks `fraction` of the open connections to finish and close (a keep-alive client
-    /// then reconnects, perhaps to another worker).
-    func shed(_ fraction: Double) {
-        let chosen = state.withLock { state -> [any Channel] in
-            guard !state.quiescing else { return [] }
-            let count = Int((Double(state.open.count) * fraction).rounded())
-            return Array(state.open.values.shuffled().prefix(count))
-        }
-        for channel in chosen {
-            channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
-        }
-    }
-
-    /// Asks every connection to finish and close, and waits until all have.
-    func quiesceAll() async {
-        let channels = state.withLock { state in
-            state.quiescing = true
-            return Array(state.open.values)
-        }
-        for channel in channels {
-            channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
-        }
-        for channel in channels { _ = try? await channel.closeFuture.get() }
-        // Connections adopted while the first ones closed, and those still on their way.
-        while true {
-            let (next, expected) = state.withLock { ($0.open.values.first, $0.expected) }
-            if let next {
-                _ = try? await next.closeFuture.get()
-            } else if expected > 0 {
-                try? await Task.sleep(for: .milliseconds(5))
-            } else {
-                return
             }
         }
     }

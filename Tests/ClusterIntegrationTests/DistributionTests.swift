@@ -139,12 +139,13 @@ extension IntegrationTests {
             try await killAWorkerUnderLoad(strategy, label: strategy)
         }
 
-        /// The handoffs a worker's runtime receives on its channel (`accept(on:)`, and the
-        /// NIO adapter with `CLUSTER_HANDOFF_LINKS=0`) instead of its event loop on a link.
-        @Test(arguments: ["roundRobin", "sticky"])
-        func handoffsOverTheChannelLoseNothingEither(strategy: String) async throws {
-            try await killAWorkerUnderLoad(strategy, label: "\(strategy) over the channel",
-                                           environment: ["CLUSTER_HANDOFF_LINKS": "0"])
+        /// The runtime accept mode: the handoffs reach the worker's runtime on its channel
+        /// (as with `accept(on:)`) instead of its event loop on a link, and the runtime
+        /// accepts on a reusePort socket instead of SwiftNIO.
+        @Test(arguments: ["roundRobin", "sticky", "reusePort"])
+        func theRuntimeAcceptModeLosesNothingEither(strategy: String) async throws {
+            try await killAWorkerUnderLoad(strategy, label: "\(strategy), runtime accept mode",
+                                           environment: ["ACCEPT_MODE": "runtime"])
         }
 
         private func killAWorkerUnderLoad(_ strategy: String, label: String, environment: [String: String] = [:]) async throws {

@@ -72,10 +72,21 @@ extension IntegrationTests {
             let port = listening["port"] as! Int
             #expect(try HTTP.get(port: port).body == "bootstrapped\n")
 
-            // SwiftNIO listened again with a backlog of 16; the primary put its own back.
+            // The bootstrap asked for a backlog of 16; the worker gave SwiftNIO the primary's.
             let somaxconn = Int((try? String(contentsOfFile: "/proc/sys/net/core/somaxconn", encoding: .utf8))?
                 .trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 4096
             #expect(try listenBacklog(port: port) == min(4096, somaxconn))
+        }
+
+        /// On a shared socket every worker would be woken for every connection, which
+        /// SwiftNIO's server channel treats as a bug: `bind` refuses it and says what to use.
+        @Test func aServerBootstrapOnASharedListenerIsRefusedWithAClearError() async throws {
+            let primary = try SpawnedProcess("ClusterFixture", ["bootstrap", "shared"])
+            defer { primary.stop() }
+            let failed = try await primary.waitForEvent(["event": "bindFailed"])
+            let error = failed["error"] as? String ?? ""
+            #expect(error.contains("distributed by shared") && error.contains("needs a reusePort listener")
+                    && error.contains("Use serve(_:)"), "\(error)")
         }
 
         /// The accept-queue limit of the listener on `port`, as `ss -ltn` reports it (Send-Q).

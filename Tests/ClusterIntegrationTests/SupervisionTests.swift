@@ -15,13 +15,22 @@ extension IntegrationTests {
             return (primary, listening[0]["port"] as! Int)
         }
 
+        /// "reusePort" or "reusePort runtime": the distribution, and the accept mode if not the default.
+        private func settings(_ strategy: String) -> [String: String] {
+            let words = strategy.split(separator: " ").map(String.init)
+            return ["DISTRIBUTION": words[0], "ACCEPT_MODE": words.count > 1 ? words[1] : "automatic"]
+        }
+
         private func failures(_ outcomes: [Outcome: Int]) -> [Outcome: Int] {
             outcomes.filter { if case .ok = $0.key { false } else { true } }
         }
 
-        @Test(arguments: [("shared", false), ("shared", true), ("leastConnections", false), ("reusePort", false)])
+        /// Each strategy, with the default accept mode (for reusePort: SwiftNIO accepts, and a
+        /// slot's old worker hands its turn to its replacement) and with the runtime's.
+        @Test(arguments: [("shared", false), ("shared", true), ("leastConnections", false), ("reusePort", false),
+                          ("reusePort", true), ("reusePort runtime", false), ("leastConnections runtime", false)])
         func threeRollingReloadsUnderLoadFailNothing(strategy: String, keepAlive: Bool) async throws {
-            let (primary, port) = try await start(["DISTRIBUTION": strategy])
+            let (primary, port) = try await start(settings(strategy))
             defer { primary.stop() }
             let outcomes = try await load(port: port, clients: 8, duration: .seconds(5), keepAlive: keepAlive) {
                 try await Task.sleep(for: .milliseconds(500))
@@ -41,9 +50,10 @@ extension IntegrationTests {
             #expect(primary.events(["event": "fork"]).count == 2 + 3 * 2)
         }
 
-        @Test(arguments: [("shared", false), ("shared", true), ("leastConnections", false), ("reusePort", false)])
+        @Test(arguments: [("shared", false), ("shared", true), ("leastConnections", false), ("reusePort", false),
+                          ("reusePort", true), ("reusePort runtime", false)])
         func aHotUpgradeUnderLoadFailsNothing(strategy: String, keepAlive: Bool) async throws {
-            let (primary, port) = try await start(["DISTRIBUTION": strategy])
+            let (primary, port) = try await start(settings(strategy))
             defer { primary.stop() }
             var successor: Int32 = 0
             let outcomes = try await load(port: port, clients: 8, duration: .seconds(4), keepAlive: keepAlive) {
@@ -59,6 +69,8 @@ extension IntegrationTests {
             #expect(served > 500)
             #expect(failures(outcomes).isEmpty, "failed requests: \(failures(outcomes))")
             #expect(isRunning(successor), "the new primary carries on")
+            #expect(primary.events(["event": "exit"]).allSatisfy { ($0["code"] as? Int) == 0 },
+                    "every worker of either primary exited 0: \(primary.events(["event": "exit"]))")
             let (outcome, _) = try ClientConnection(port: port).get(keepAlive: false)
             guard case .ok = outcome else {
                 Issue.record("the new primary does not serve: \(outcome)")

@@ -14,9 +14,15 @@ enum Control: Codable, Sendable, Equatable {
     /// Worker → primary: hand it connections accepted on listener `id` (primary-accept
     /// strategies); it counts as listening. With two descriptors attached, the primary's
     /// ends of a handoff link (socket, doorbell pipe) to send them over (`HandoffLink`).
+    /// On a reusePort listener: it asks for its turn to accept on its slot's socket
+    /// (`AcceptTurns`), answered by ``acceptTurn(listener:)``.
     case accepting(listener: Int)
-    /// Worker → primary: hand it no more connections from listener `id` (it drains).
+    /// Worker → primary: hand it no more connections from listener `id` (it drains); on a
+    /// reusePort listener, it has stopped accepting on its slot's socket.
     case stopAccepting(listener: Int)
+    /// Primary → worker: accept on your slot's socket of reusePort listener `id` now; no
+    /// other worker does.
+    case acceptTurn(listener: Int)
 
     /// Primary → worker: close `fraction` of your long-lived connections gracefully, so
     /// their clients reconnect and spread over the workers (one has just joined, or this
@@ -43,6 +49,7 @@ enum Control: Codable, Sendable, Equatable {
         case .exitedAfterDisconnect: "exitedAfterDisconnect"
         case .accepting: "accepting"
         case .stopAccepting: "stopAccepting"
+        case .acceptTurn: "acceptTurn"
         case .rebalance: "rebalance"
         case .ready: "ready"
         case .heartbeat: "heartbeat"

@@ -8,10 +8,10 @@
 /// | `leastConnections` | the primary, to the worker with the fewest open connections | by load | as roundRobin |
 /// | `sticky` | the primary, by the client's address (rendezvous hashing over slots) | by clients | only its clients move |
 public struct Distribution: Hashable, Sendable, CustomStringConvertible {
-    enum Kind: String, Hashable, Sendable, CaseIterable {
+    package enum Kind: String, Hashable, Sendable, CaseIterable {
         case shared, reusePort, roundRobin, leastConnections, sticky
     }
-    let kind: Kind
+    package let kind: Kind
 
     /// Every worker accepts on the primary's listening socket.
     public static let shared = Distribution(kind: .shared)

@@ -9,7 +9,9 @@ extension Primary {
     /// the executable now on disk, with this primary's arguments and environment, and the
     /// listening sockets inherited (descriptors from 3, described in
     /// `CLUSTER_UPGRADE_LISTENERS`). The new primary binds nothing: it serves the same
-    /// sockets, so no connection is refused while both run. When its workers are ready it
+    /// sockets, so no connection is refused while both run. Its workers accept on a
+    /// reusePort slot socket only once this primary's have stopped (the pipe named in
+    /// `CLUSTER_UPGRADE_RELEASED` closes), so no two wait on one socket. When its workers are ready it
     /// says so through the descriptor named in `CLUSTER_UPGRADE_NOTIFY`, then sends this
     /// primary SIGTERM, and this one drains and exits.
     ///
@@ -24,10 +26,19 @@ extension Primary {
             defer { Syscall.close(notify.write) }
             let notifyTarget = Int32(3 + descriptors.count)
             descriptors.append((notify.write, notifyTarget))
+            let released: Int32
+            do throws(ClusterError) { released = try makeSuccessorPipe() } catch {
+                Syscall.close(notify.read)
+                throw error
+            }
+            defer { Syscall.close(released) }
+            let releasedTarget = Int32(3 + descriptors.count)
+            descriptors.append((released, releasedTarget))
             var environment = Spawn.currentEnvironment()
             environment["CLUSTER_UPGRADE_FROM"] = String(getpid())
             environment["CLUSTER_UPGRADE_LISTENERS"] = handed.spec
             environment["CLUSTER_UPGRADE_NOTIFY"] = String(notifyTarget)
+            environment["CLUSTER_UPGRADE_RELEASED"] = String(releasedTarget)
             let executable = Spawn.currentExecutable()
             let started: (pid: pid_t, pidfd: Int32)
             do throws(ClusterError) {

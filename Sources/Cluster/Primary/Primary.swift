@@ -52,13 +52,21 @@ public final class Primary: Sendable {
     private let metrics = Mutex(MetricsPublisher())
     /// Loop thread only.
     private nonisolated(unsafe) var balancer = ConnectionBalancer()
+    /// Who accepts on each reusePort slot socket (`Primary+AcceptTurns.swift`).
+    let turns = Mutex(AcceptTurns())
+    /// After a hot upgrade began: the pipe whose close tells the new primary that this
+    /// one's workers have stopped accepting (`Primary+AcceptTurns.swift`).
+    let successor = Mutex<(fd: Int32, handingOver: Bool)?>(nil)
 
     init(loop: IOLoop = .shared) {
         self.loop = loop
         // A worker that dies mid-write must not kill the primary.
         signal(SIGPIPE, SIG_IGN)
         upgradedFrom = cluster_startup_env("CLUSTER_UPGRADE_FROM").flatMap { Int32(String(cString: $0)) }
-        if upgradedFrom != nil { adoptInheritedListeners() }
+        if upgradedFrom != nil {
+            adoptInheritedListeners()
+            waitForPredecessorsTurns()
+        }
         publishMetrics()
     }
 
@@ -222,7 +230,10 @@ public final class Primary: Sendable {
     /// Stops accepting on the listeners the primary distributes itself (it is stopping or
     /// handing over); connections not yet accepted wait in the sockets' queues.
     func stopAccepting() {
-        loop.execute { [self] in dispatchers.forEach { $0.stopAccepting() } }
+        loop.execute { [self] in
+            dispatchers.forEach { $0.stopAccepting() }
+            handOverTurns()
+        }
     }
 
     /// Closes every listener (`disconnect()`: no worker will accept on them again): the
@@ -344,6 +355,16 @@ public final class Primary: Sendable {
 
     private var dispatchers: [Dispatcher] {
         state.withLock { $0.listeners.values.compactMap(\.dispatcher) }
+    }
+
+    /// The numbers of the reusePort listeners.
+    var reusePortListenerIDs: [Int] {
+        state.withLock { $0.listeners.values.filter { $0.distribution == .reusePort }.map(\.id) }
+    }
+
+    /// The listener with the primary's number `id`.
+    func boundListener(id: Int) -> BoundListener? {
+        state.withLock { $0.listeners.values.first { $0.id == id } }
     }
 
     private func dispatcher(_ id: Int) -> Dispatcher? {
@@ -502,6 +523,8 @@ public final class Primary: Sendable {
                 reply = Frame(kind: .failure, correlation: frame.correlation, payload: RemoteFailure(error).payload)
             }
             try? channel.sendNow(reply, force: true)
+        case .accepting(let id) where frame.descriptors.isEmpty && boundListener(id: id)?.distribution == .reusePort:
+            requestTurn(for: worker, listener: id)
         case .accepting(let id):
             guard let dispatcher = dispatcher(id),
                   let bound = state.withLock({ $0.listeners.values.first { $0.id == id }?.bound }) else {
@@ -535,6 +558,7 @@ public final class Primary: Sendable {
             hub.publish(.listening(worker, bound))
         case .stopAccepting(let id):
             dispatcher(id)?.leave(worker: worker.id)
+            releaseTurn(of: worker, listener: id)
         case .ready:
             hub.publish(.ready(worker))
         case .exitedAfterDisconnect:
@@ -546,7 +570,7 @@ public final class Primary: Sendable {
             } catch {
                 protocolViolation(by: worker, error)
             }
-        case .disconnect, .rebalance:
+        case .disconnect, .rebalance, .acceptTurn:
             protocolViolation(by: worker, ClusterError(.malformedFrame, "it sent '\(control)', which only the primary sends"))
         }
     }
@@ -637,6 +661,7 @@ public final class Primary: Sendable {
             state.workers.removeValue(forKey: worker.id)
             state.watches.removeValue(forKey: worker.id)
         }
+        releaseTurns(of: worker)
         hub.publish(.exit(worker, status))
     }
 }

@@ -23,11 +23,11 @@ public struct AcceptedConnection: Sendable {
 /// connection reaches the handler as a non-blocking, close-on-exec descriptor, which the
 /// handler owns; the handler's owner calls ``connectionClosed()`` when it ends.
 ///
-/// Why the runtime accepts, not an event loop library: on a shared socket the kernel wakes
-/// every worker for each connection and all but one find nothing (SwiftNIO asserts on
-/// that in debug builds); here an empty accept is simply EAGAIN. `EPOLLEXCLUSIVE` was
-/// rejected: it wakes the first idle waiter, and since this thread is idle almost always,
-/// the first worker would take every connection.
+/// On a shared socket the kernel wakes every worker for each connection and all but one
+/// find nothing: here an empty accept is simply EAGAIN. `EPOLLEXCLUSIVE` is not used: it
+/// wakes the first idle waiter, and since this thread is idle almost always, the first
+/// worker would take every connection. On a reusePort slot socket it accepts only while
+/// this worker holds the slot's turn (``ClusterWorker/acceptTurn(on:)``).
 ///
 /// At `maxConnections` open connections it stops accepting (socket strategies: the
 /// connections wait for another worker) or declines handoffs (the primary routes them
@@ -64,7 +64,7 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
     private let whenStopped: (@Sendable () -> Void)?
 
     init(listener: Listener, maxConnections: Int?, channel: Channel, loop: IOLoop, link: HandoffLink? = nil,
-         whenStopped: (@Sendable () -> Void)? = nil,
+         waitsForTurn: Bool = false, whenStopped: (@Sendable () -> Void)? = nil,
          handler: @escaping @Sendable (AcceptedConnection) -> Void) throws(ClusterError) {
         self.listener = listener
         self.whenStopped = whenStopped
@@ -81,7 +81,8 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
         fd = try listener.duplicateDescriptor()
         do {
             try Syscall.setNonBlocking(fd)
-            try loop.register(fd, events: EPOLLIN.rawValue, handler: self)
+            // A reusePort slot socket is watched only once this worker has its turn.
+            try loop.register(fd, events: waitsForTurn ? 0 : EPOLLIN.rawValue, handler: self)
         } catch {
             Syscall.close(fd)
             throw error
@@ -122,6 +123,25 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
 
     /// True once ``stop()`` was called.
     var isStopped: Bool { state.withLock { $0.stopped } }
+
+    /// Stops accepting on its socket for `duration`, so that connections queued on a
+    /// shared socket go to the other workers meanwhile. No-op where the primary hands
+    /// connections over.
+    public func holdAccepting(for duration: Duration) {
+        loop.execute { [self] in
+            guard fd >= 0, !state.withLock({ $0.stopped || $0.paused }) else { return }
+            try? loop.modify(fd, events: 0)
+            _ = loop.schedule(after: duration) { [self] in startAccepting() }
+        }
+    }
+
+    /// Starts accepting on a socket it was made to wait for (its turn came).
+    func startAccepting() {
+        loop.execute { [self] in
+            guard fd >= 0, !state.withLock({ $0.stopped || $0.paused }) else { return }
+            try? loop.modify(fd, events: EPOLLIN.rawValue)
+        }
+    }
 
     /// Stops accepting and returns once the I/O thread has finished any accept it was in:
     /// after this, the handler is not called again.
@@ -222,13 +242,25 @@ extension ClusterWorker {
     /// Serves `listener`: passes each of its connections to `handler` (called on the
     /// runtime's I/O thread: adopt and return), and tells the primary this worker is
     /// listening. At `maxConnections` open connections (those not yet reported
-    /// ``AcceptedConnection/closed()``) it takes no more until one closes.
+    /// ``AcceptedConnection/closed()``) it takes no more until one closes. On a reusePort
+    /// listener it accepts once this worker has its slot's turn, and gives the turn up
+    /// when stopped.
     public func accept(on listener: Listener, maxConnections: Int? = nil,
                        _ handler: @escaping @Sendable (AcceptedConnection) -> Void) throws(ClusterError) -> Acceptor {
+        let takesTurns = listener.distribution == .reusePort
         let acceptor = try Acceptor(listener: listener, maxConnections: maxConnections, channel: channel, loop: loop,
-                                    whenStopped: { [weak self] in self?.closeChannelWhenIdle() }, handler: handler)
+                                    waitsForTurn: takesTurns,
+                                    whenStopped: { [weak self] in
+                                        if takesTurns { self?.stoppedAccepting(on: listener) }
+                                        self?.closeChannelWhenIdle()
+                                    }, handler: handler)
         if listener.descriptor >= 0 {
             reportListening(listener)
+            if takesTurns {
+                requestAcceptTurn(on: listener) { [weak acceptor] granted in
+                    if granted { acceptor?.startAccepting() }
+                }
+            }
         } else {
             register(acceptor)
             try channel.sendNow(Control.accepting(listener: listener.id).frame, force: true)

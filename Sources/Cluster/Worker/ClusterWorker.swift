@@ -29,6 +29,8 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
         var handoffAcceptors: [Int: Acceptor] = [:]
     }
     private let state: Mutex<State>
+    /// Turns to accept on reusePort slot sockets (`ClusterWorker+AcceptTurn.swift`).
+    let turns = Mutex(WorkerTurns())
     let channel: Channel
     let inbox: Mailbox<ClusterMessage>
     let heartbeat = Heartbeat()
@@ -122,7 +124,9 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
         }
     }
 
-    /// Tells the primary this worker accepts on `listener` now (adapters call this).
+    /// Tells the primary this worker accepts on `listener` now, or will as soon as it has
+    /// its turn (``acceptTurn(on:)``): it counts as listening, and ready unless the
+    /// supervisor waits for ``ready()``. The adapters call this.
     public func reportListening(_ listener: Listener) {
         try? channel.sendNow(Control.listening(address: listener.address.description).frame, force: true)
     }
@@ -347,6 +351,7 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
         }
         handlers.forEach { $0() }
         waiters.forEach { $0.resume() }
+        cancelAcceptTurnWaits()
     }
 
     func register(_ acceptor: Acceptor) {
@@ -364,6 +369,8 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
             case .rebalance(let fraction):
                 let share = fraction.isFinite ? min(max(fraction, 0), 1) : 0
                 state.withLock { $0.rebalanceHandlers }.forEach { $0(share) }
+            case .acceptTurn(let id):
+                acceptTurnGranted(listener: id)
             default:
                 break
             }

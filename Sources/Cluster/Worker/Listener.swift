@@ -16,6 +16,14 @@ public struct Listener: Sendable, CustomStringConvertible {
     /// The primary's number for it.
     let id: Int
 
+    /// Gives the socket the primary's backlog again, after a server that adopted a
+    /// duplicate called `listen` with its own (SwiftNIO's `withBoundSocket` listens with
+    /// 128): the queue the workers share keeps its length.
+    package func restoreBacklog() {
+        guard descriptor >= 0 else { return }
+        try? Syscall.listen(descriptor, backlog: Socket.backlog)
+    }
+
     /// A new close-on-exec descriptor for the same socket, owned by the caller.
     public func duplicateDescriptor() throws(ClusterError) -> Int32 {
         guard descriptor >= 0 else {
