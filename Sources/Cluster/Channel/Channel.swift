@@ -368,6 +368,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     // MARK: Reading (I/O thread)
 
     func handle(events: UInt32) {
+        loop.assertInLoop()
         if events & EPOLLOUT.rawValue != 0 {
             let resumed = state.withLock { state in
                 state.writeArmed = false
@@ -389,6 +390,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     /// Reads and dispatches what is available, up to `batches` reads (bounded per wake-up
     /// so one busy peer cannot starve the others), up to end of file.
     func readAvailable(batches: Int = 16) {
+        loop.assertInLoop()
         guard !isClosed else { return }
         var received: [Int32] = []
         var truncated = false

@@ -78,6 +78,7 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     }
 
     func handle(events: UInt32) {
+        loop.assertInLoop()
         var accepted: [Accepted] = []
         defer { dispatch(accepted) }
         let sticky = distribution.kind == .sticky
@@ -148,6 +149,7 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
 
     /// `worker` accepts handoffs from this listener now.
     func join(worker: Int, slot: Int, channel: Channel) {
+        loop.assertInLoop()
         channels[worker] = channel
         router.add(worker: worker, slot: slot)
         retryWaiting()
@@ -159,6 +161,7 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     /// `worker` accepts handoffs over `link`, a handoff link its event loop reads
     /// (`HandoffLink`): the link carries the handoffs, the answers, closes and its stop.
     func join(worker: Int, slot: Int, link: Channel) throws(ClusterError) {
+        loop.assertInLoop()
         let reader = LinkReader(dispatcher: self, worker: worker, link: link)
         link.delegate = reader
         try link.start()
@@ -169,6 +172,7 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     /// `worker` takes no more handoffs (it drains, or it is gone); what it did not
     /// acknowledge goes elsewhere.
     func leave(worker: Int) {
+        loop.assertInLoop()
         if let reader = links.removeValue(forKey: worker) {
             // Answers still unread on the link come first: a handoff it took stays taken.
             // (Not from within the link's own reading, where a stop lands: that read is
@@ -203,6 +207,7 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     /// What `worker` said about its handoffs, on its channel or its link: answers, closes,
     /// stop. Throws for a message only the primary sends.
     func received(_ message: Handoff, from worker: Int) throws(ClusterError) {
+        loop.assertInLoop()
         switch message {
         case .answer(_, let number, let taken): acknowledge(number, accepted: taken, by: worker)
         case .closed(_, let count): closed(on: worker, count: count)
@@ -305,6 +310,7 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     /// Accepts no more, for good: the primary is stopping or handing over. Connections not
     /// yet accepted stay in the socket's queue, for a new primary that shares the socket.
     func stopAccepting() {
+        loop.assertInLoop()
         guard !stopped else { return }
         stopped = true
         loop.deregister(fd)
@@ -315,6 +321,7 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     /// workers still taking them, and once none is left, each is closed (its client sees
     /// the connection end) rather than held with nobody to serve it.
     func close() {
+        loop.assertInLoop()
         stopAccepting()
         closed = true
         dropUnservable()

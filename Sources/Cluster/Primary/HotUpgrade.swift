@@ -147,6 +147,7 @@ final class ProcessWatch: IOHandler, @unchecked Sendable {
     }
 
     func handle(events: UInt32) {
+        loop.assertInLoop()
         guard !reaped, let status = (try? Syscall.pidfdReap(pidfd)) ?? nil else { return }
         reaped = true
         loop.deregister(pidfd)

@@ -118,6 +118,7 @@ private final class PredecessorWatch: IOHandler, @unchecked Sendable {
     }
 
     func handle(events: UInt32) {
+        loop.assertInLoop()
         guard !done else { return }
         // Nothing is ever written: readable means closed. An error ends the wait too.
         var byte: UInt8 = 0

@@ -67,11 +67,12 @@ public final class Primary: Sendable {
             adoptInheritedListeners()
             waitForPredecessorsTurns()
         }
-        publishMetrics()
+        loop.execute { [self] in publishMetrics() }
     }
 
     /// Publishes the serving workers' figures now and every second after, with or
     /// without a supervisor (a backend that was never bootstrapped makes this a no-op).
+    /// I/O thread.
     private func publishMetrics() {
         let serving = workers.values.filter { $0.state == .listening }.sorted { $0.id < $1.id }
         metrics.withLock { $0.publish(serving.map { ($0.id, $0.slot, $0.stats) }) }
@@ -82,6 +83,7 @@ public final class Primary: Sendable {
     /// Asks a worker that holds well over its share of connections to shed the excess
     /// (`ConnectionBalancer`), where the listeners leave placement to chance.
     private func balanceConnections(_ serving: [Worker]) {
+        loop.assertInLoop()
         let (enabled, kinds) = state.withLock { ($0.settings.balanceConnections, Set($0.listeners.values.map(\.distribution))) }
         guard enabled, !kinds.contains(.sticky), !kinds.isDisjoint(with: [.shared, .reusePort]) else { return }
         let open = serving.map { (worker: $0.id, connections: $0.stats.connections) }

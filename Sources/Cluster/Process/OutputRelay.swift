@@ -25,6 +25,7 @@ final class OutputRelay: IOHandler, @unchecked Sendable {
     }
 
     func handle(events: UInt32) {
+        loop.assertInLoop()
         var buffer = [UInt8](repeating: 0, count: 16 << 10)
         let count = buffer.withUnsafeMutableBytes { (try? Syscall.read(source, into: $0)) ?? nil }
         guard let count else { return }

@@ -95,6 +95,13 @@ final class IOLoop: TaskExecutor, @unchecked Sendable {
     /// True on the loop's own thread.
     var inLoop: Bool { threadID.load(ordering: .relaxed) == UInt(pthread_self()) }
 
+    /// Stops a debug build when called off the loop's thread, as SwiftNIO's
+    /// `assertInEventLoop` does: the state of every `@unchecked Sendable` handler here is
+    /// the loop thread's alone. Release builds skip the check (an `assert`).
+    func assertInLoop(file: StaticString = #fileID, line: UInt = #line) {
+        assert(inLoop, "loop-confined state touched off the I/O thread", file: file, line: line)
+    }
+
     /// Monotonic nanoseconds, the clock of every deadline here.
     static func now() -> UInt64 {
         var time = timespec()

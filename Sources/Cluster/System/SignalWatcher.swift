@@ -28,6 +28,7 @@ final class SignalWatcher: IOHandler, @unchecked Sendable {
     }
 
     func handle(events: UInt32) {
+        loop.assertInLoop()
         var bytes = [UInt8](repeating: 0, count: 64)
         while let count = bytes.withUnsafeMutableBytes({ try? Syscall.read(pipe.read, into: $0) }) ?? nil, count > 0 {
             for signal in bytes[..<count] { handler(Int32(signal)) }

@@ -30,9 +30,15 @@ enum Syscall {
         }
     }
 
+    /// Closes a descriptor this process owns. EBADF means it owned no such descriptor: a
+    /// double close or a stale number, which could as well have closed another owner's
+    /// file. That is a bug here, never input, so it stops the process (as SwiftNIO's
+    /// `close` does) instead of going on with a descriptor table nobody can trust.
     static func close(_ fd: Int32) {
         // Linux closes the descriptor even when close reports EINTR: never retry.
-        _ = Glibc.close(fd)
+        if Glibc.close(fd) != 0, errno == EBADF {
+            preconditionFailure("close(\(fd)) failed with EBADF: a descriptor closed twice or never owned")
+        }
     }
 
     static func socketPair() throws(ClusterError) -> (Int32, Int32) {

@@ -199,6 +199,7 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
     }
 
     func handle(events: UInt32) {
+        loop.assertInLoop()
         // A bounded batch per wake-up keeps one busy listener from starving the channel.
         for _ in 0..<64 {
             let admitted = state.withLock { state -> Bool in
