@@ -20,7 +20,7 @@ extension Primary {
     /// - Returns: The new primary, to ask whether it took over, or to kill it.
     public func upgrade(exited: @escaping @Sendable (ExitStatus) -> Void) async throws(ClusterError) -> PrimaryUpgrade {
         try await loop.submit { [self] () throws(ClusterError) -> PrimaryUpgrade in
-            let handed = handover()
+            let handed = listenerTable.handover()
             var descriptors = handed.descriptors
             let notify = try Syscall.pipe()
             defer { Syscall.close(notify.write) }
