@@ -66,6 +66,10 @@ extension IntegrationTests {
             }
             let served = outcomes[.ok(worker: "any")] ?? 0
             print("\(strategy) \(keepAlive ? "keep-alive" : "close"): hot upgrade under load: \(served) served, failures \(failures(outcomes))")
+            if !failures(outcomes).isEmpty {
+                // What the primaries said about it: warnings, errors and lifecycle notices.
+                for line in primary.output where [" warning ", " error ", " notice "].contains(where: line.contains) { print("primary: \(line)") }
+            }
             #expect(served > 500)
             #expect(failures(outcomes).isEmpty, "failed requests: \(failures(outcomes))")
             #expect(isRunning(successor), "the new primary carries on")

@@ -330,7 +330,8 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     /// Closes the waiting connections if the listener is closed and no worker takes them.
     private func dropUnservable() {
         guard closed, router.workerIDs.isEmpty, !waiting.isEmpty else { return }
-        logger.debug("listener \(id) is closed and no worker takes connections: closing the \(waiting.count) waiting")
+        // Their clients see the connection end without an answer: an operator hears of it.
+        logger.warning("listener \(id) closed with \(waiting.count) accepted connections no worker was left to take; they were closed unanswered")
         waiting.forEach { Syscall.close($0.fd) }
         waiting.removeAll()
     }

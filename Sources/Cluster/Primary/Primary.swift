@@ -174,8 +174,10 @@ public final class Primary: Sendable {
     public func disconnect(timeout: Duration? = nil) async {
         let events = self.events
         let live = workers.values.filter { !$0.isDead }
-        live.forEach { $0.disconnect(timeout: timeout) }
+        // Accepting stops before the drains go out, so no connection is handed to a
+        // worker after its drain began.
         _ = try? await loop.submit { [self] () throws(ClusterError) in closeListeners() }
+        live.forEach { $0.disconnect(timeout: timeout) }
         var remaining = Set(live.filter { !$0.isDead }.map(\.id))
         guard !remaining.isEmpty else { return }
         for await event in events {

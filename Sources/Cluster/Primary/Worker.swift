@@ -161,7 +161,10 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
             defer { state.disconnectSent = true }
             return !state.disconnectSent
         }
-        if send { try? channel.sendNow(Control.disconnect.frame, force: true, urgent: true) }
+        // Sent from the I/O thread, after what was asked of it before: when the primary
+        // stops accepting and then drains every worker, no connection is handed to a worker
+        // after its drain began (it would have nobody to bounce it to).
+        if send { loop.execute { [channel] in try? channel.sendNow(Control.disconnect.frame, force: true, urgent: true) } }
     }
 
     /// The worker said it leaves of its own will (``ClusterWorker/disconnect()``,

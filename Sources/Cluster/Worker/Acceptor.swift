@@ -113,7 +113,9 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
                 loop.deregister(fd)
                 Syscall.close(fd)
             } else if let link {
-                link.send(.stop(listener: listener.id))
+                // Runs the adopting handler on this thread, one at a time with the event
+                // loop's reads: the link's lock serializes every `take`.
+                link.stop(listener: listener.id) { connection in takeHandoff(connection, stopping: true) }
             } else {
                 try? channel.sendNow(Control.stopAccepting(listener: listener.id).frame, force: true)
             }
@@ -184,10 +186,11 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
     }
 
     /// A connection the primary handed over; false when this worker declines it (stopped,
-    /// or at its limit). I/O thread, or the event loop receiving from a link.
-    func takeHandoff(_ connection: Int32) -> Bool {
+    /// or at its limit). `stopping`: the acceptor is stopping and takes what was handed
+    /// over before it said so. I/O thread, or the event loop receiving from a link.
+    func takeHandoff(_ connection: Int32, stopping: Bool = false) -> Bool {
         let taken = state.withLock { state -> Bool in
-            guard !state.stopped, state.open < limit else {
+            guard !state.stopped || stopping, state.open < limit else {
                 state.declined = true
                 return false
             }

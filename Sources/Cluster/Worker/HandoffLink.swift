@@ -104,6 +104,16 @@ final class HandoffLink: @unchecked Sendable {
         }
     }
 
+    /// Says this worker takes no more handoffs, after taking those already on the link:
+    /// they were handed to it before the primary reads the stop, and bounced back now they
+    /// could find every other worker stopping too (a drain of the whole cluster, a hot
+    /// upgrade's handover), with nobody left to serve them. What arrives after this is
+    /// declined and routed elsewhere. Same threading as ``receive(listener:take:)``.
+    func stop(listener: Int, take: (Int32) -> Bool) {
+        receive(listener: listener, take: take)
+        send(.stop(listener: listener))
+    }
+
     /// Sends `message` (closes, stop) after the answers before it. Any thread.
     func send(_ message: Handoff) {
         var bytes: [UInt8] = []
