@@ -166,7 +166,7 @@ static void bootstrap_fail(const char *what) {
 
 __attribute__((constructor))
 static void cluster_bootstrap(int argc, char **argv, char **envp) {
-    (void)argc; (void)envp;
+    (void)argc; (void)argv; (void)envp;
     extern char **environ;
     // Save and remove every CLUSTER_* variable before anything else reads the environment.
     for (char **e = environ; e != NULL && *e != NULL; e++) {
@@ -204,13 +204,6 @@ static void cluster_bootstrap(int argc, char **argv, char **envp) {
     if (prctl(PR_SET_PDEATHSIG, death) != 0) bootstrap_fail("prctl(PR_SET_PDEATHSIG)");
     const char *primary = cluster_startup_env("CLUSTER_PRIMARY_PID");
     if (primary != NULL && getppid() != (pid_t)strtol(primary, NULL, 10)) _exit(0);
-
-    // A trampoline for programs that do not link this library (the `cluster` command):
-    // argv[1...] is the real program, which keeps this process, its pid and its fds.
-    if (cluster_startup_env("CLUSTER_EXEC") != NULL && argv != NULL && argv[1] != NULL) {
-        execvp(argv[1], argv + 1);
-        bootstrap_fail("exec");
-    }
 }
 
 long cluster_self_rss(void) {

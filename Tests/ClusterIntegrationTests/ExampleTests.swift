@@ -10,15 +10,17 @@ extension IntegrationTests {
             let example = try SpawnedProcess("messages", environment: ["PORT": "0", "WORKERS": "1"])
             defer { example.stop() }
             let started = try await example.waitForLine { $0.hasPrefix("Worker ") && $0.hasSuffix(" started") }
-            example.adopt(Int32(started.split(separator: " ")[1])!)
+            let pid = try #require(Int32(started.split(separator: " ")[1]))
+            example.adopt(pid)
             let listening = try await example.waitForLine { $0.hasPrefix("Worker ") && $0.contains(" is listening on tcp://") }
             let port = try #require(listening.split(separator: ":").last.flatMap { Int($0) })
             for index in 1...3 {
                 #expect(try await eventually { try HTTP.get(port: port, path: "/r\(index)").body } == "hello world\n")
             }
-            try await example.waitForLine { $0 == "Primary got notifyRequest from worker 1 for /r3; 3 requests so far" }
+            // As Node's example: each side names the worker by its pid.
+            try await example.waitForLine { $0 == "Message from worker \(pid): notifyRequest /r3; 3 requests so far" }
             // The primary greets a random worker every 5 seconds.
-            try await example.waitForLine(timeout: .seconds(8)) { $0 == "Worker 1 got: hello from the primary #1" }
+            try await example.waitForLine(timeout: .seconds(8)) { $0 == "Worker \(pid) received message: hello from the primary #1" }
         }
 
         @Test func anExampleWithoutASupervisorStillExportsItsWorkersFigures() async throws {

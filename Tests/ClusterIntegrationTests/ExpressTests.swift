@@ -64,8 +64,15 @@ extension IntegrationTests {
             let seconds = (ContinuousClock.now - started) / .seconds(1)
             let slow = max(calibration, min(Int(Double(calibration) * 1.5 / max(seconds, 1e-6)), 2_000_000_000))
 
-            #expect(busy.send("/?n=\(slow)", keepAlive: true) == nil)
-            try await Task.sleep(for: .milliseconds(200))  // the worker has read the request by now
+            // A path of its own, so no check below can match the calibration's log line.
+            let slowPath = "/?n=\(slow)&request=drained"
+            let idleCPU = try #require(cpuSeconds(of: pid))
+            #expect(busy.send(slowPath, keepAlive: true) == nil)
+            // The worker has read the request once it spends CPU on it.
+            let computing = ContinuousClock.now + .seconds(20)
+            while (cpuSeconds(of: pid) ?? .infinity) < idleCPU + 0.1 && ContinuousClock.now < computing {
+                try await Task.sleep(for: .milliseconds(10))
+            }
             express.signal(SIGTERM)
 
             let response = try #require(busy.receive().1)
@@ -82,7 +89,7 @@ extension IntegrationTests {
             // The drain began while the slow request was being answered.
             let output = express.output
             let drained = try #require(output.firstIndex(of: "Worker 1 (pid \(pid)) draining"))
-            let answered = try #require(output.firstIndex { $0.hasPrefix("Worker 1 (pid \(pid)): GET /?n=\(slow) 200 ") })
+            let answered = try #require(output.firstIndex { $0.hasPrefix("Worker 1 (pid \(pid)): GET \(slowPath) 200 ") })
             #expect(drained < answered, "\(output)")
         }
 

@@ -11,7 +11,8 @@ final class SignalWatcher: IOHandler, @unchecked Sendable {
     private let loop: IOLoop
     private let handler: @Sendable (Int32) -> Void
 
-    /// Watches `signals` from now on until ``stop()``.
+    /// Watches `signals` from now on, for the life of the process (``restoreDefaults(_:)``
+    /// gives signals their default handling back).
     init(_ signals: [Signal], loop: IOLoop = .shared, handler: @escaping @Sendable (Int32) -> Void) throws(ClusterError) {
         pipe = try Syscall.pipe()
         self.loop = loop

@@ -58,9 +58,9 @@ do {
             case .message(let worker, let message):
                 if let notice = try? message.decode(Notice.self), notice.cmd == "notifyRequest" {
                     handled += 1
-                    log("Primary got notifyRequest from worker \(worker.id) for \(notice.path); \(handled) requests so far")
+                    log("Message from worker \(worker.pid): \(notice.cmd) \(notice.path); \(handled) requests so far")
                 } else {
-                    log("Primary got \(message.bytes.count) bytes from worker \(worker.id): \(message.string)")
+                    log("Message from worker \(worker.pid): \(message.string)")
                 }
             case .listening(let worker, let address):
                 log("Worker \(worker.pid) is listening on \(address)")
@@ -76,7 +76,7 @@ do {
         let listening = Task {
             for await message in worker.messages {
                 let greeting = try? message.decode(Greeting.self)
-                log("Worker \(worker.id) got: \(greeting.map { "\($0.text) #\($0.sequence)" } ?? message.string)")
+                log("Worker \(getpid()) received message: \(greeting.map { "\($0.text) #\($0.sequence)" } ?? message.string)")
             }
         }
         defer { listening.cancel() }
@@ -85,7 +85,7 @@ do {
             do {
                 try worker.sendNow(Notice(cmd: "notifyRequest", path: request.head.uri))
             } catch {
-                log("Worker \(worker.id) could not notify the primary: \(error)")
+                log("Worker \(getpid()) could not notify the primary: \(error)")
             }
             return loop.makeSucceededFuture(HTTPResponse(body: "hello world\n"))
         }
