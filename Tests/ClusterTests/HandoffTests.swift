@@ -1,5 +1,8 @@
 @testable import Cluster
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite struct HandoffTests {
     @Test func everyMessageSurvivesARoundTripIn16Bytes() throws {
@@ -33,5 +36,34 @@ import Testing
         var reserved = Handoff.closed(listener: 1, count: 1).frame()
         reserved.payload[2] = 1
         #expect(throws: ClusterError.self) { try Handoff(reserved) }
+    }
+
+    /// What the worker says on a link the primary does not read for a while waits in the
+    /// link, and goes out in order once the socket is writable again (EPOLLOUT on the I/O
+    /// thread): nothing is dropped, and nothing waits for a timer.
+    @Test func closesThePrimaryDoesNotReadYetGoOutInOrderOnceItDoes() throws {
+        let (link, primaryEnds) = try HandoffLink.make(loop: .shared)
+        defer { primaryEnds.forEach { Syscall.close($0) } }
+        // Several MiB of frames: far more than the socket's buffer takes.
+        let count = 200_000
+        for index in 0..<count { link.send(.closed(listener: 1, count: index + 1)) }
+        var reader = FrameReader(maximumPayload: Handoff.payloadSize)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
+        defer { buffer.deallocate() }
+        var seen = 0
+        var outOfOrder = 0
+        let deadline = ContinuousClock.now + .seconds(30)
+        while seen < count, ContinuousClock.now < deadline {
+            _ = try Syscall.poll(primaryEnds[0], events: Int16(POLLIN), milliseconds: 1000)
+            guard let read = try reader.read(from: primaryEnds[0], into: buffer) else { continue }
+            try #require(read > 0, "the link closed after \(seen) frames")
+            while let frame = try reader.next() {
+                seen += 1
+                if try Handoff(frame) != .closed(listener: 1, count: seen) { outOfOrder += 1 }
+            }
+        }
+        #expect(seen == count)
+        #expect(outOfOrder == 0)
+        withExtendedLifetime(link) {}
     }
 }

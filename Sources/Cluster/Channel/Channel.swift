@@ -22,21 +22,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     /// The largest payload a message may carry: 64 MiB.
     static let maximumMessageSize = 64 << 20
     static let highWatermark = 4 << 20
-    /// Small frames share a chunk (one `sendmsg`) up to this size; no more, so an urgent
-    /// frame waits behind at most this much of a chunk already being written.
-    static let chunkLimit = 256 << 10
     static let lowWatermark = 1 << 20
-
-    private struct Chunk {
-        var bytes: [UInt8]
-        var offset = 0
-        /// Sent with the chunk's first byte, then closed if owned (copies), or left to
-        /// their owner if lent.
-        var descriptors: [Int32]
-        var ownsDescriptors = true
-        /// A control frame queued ahead of data (``sendNow(_:force:lending:urgent:)``).
-        var urgent = false
-    }
 
     /// Someone waiting for the queue to drain below the low watermark (or the channel to
     /// close): a suspended `send`, or an action such as resuming a sender's channel.
@@ -53,8 +39,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     }
 
     private struct State {
-        var chunks: [Chunk] = []
-        var pendingBytes = 0
+        var writer = FrameWriter()
         var writers: [Waiter] = []
         var flushScheduled = false
         var writeArmed = false
@@ -78,7 +63,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     private let state = Mutex(State())
     private let nextCorrelation = Atomic<UInt64>(0)
     // Loop-thread only.
-    private nonisolated(unsafe) var decoder = FrameDecoder(maximumPayload: Channel.maximumMessageSize)
+    private nonisolated(unsafe) var reader = FrameReader(maximumPayload: Channel.maximumMessageSize)
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 << 10, alignment: 16)
 
     /// A pipe's write end, written after every write to the socket: the peer's event loop
@@ -111,7 +96,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
         while try !enqueue(frame, onlyBelowWatermark: true) {
             await withUnsafeContinuation { continuation in
                 let ready = state.withLock { state in
-                    if state.closed || state.pendingBytes <= Channel.highWatermark { return true }
+                    if state.closed || state.writer.pendingBytes <= Channel.highWatermark { return true }
                     state.writers.append(.task(continuation))
                     return false
                 }
@@ -139,7 +124,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     /// closed: at once if it is already. Any thread; `action` may run on the I/O thread.
     func whenDrained(_ action: @escaping @Sendable () -> Void) {
         let now = state.withLock { state -> Bool in
-            if state.closed || state.pendingBytes <= Channel.lowWatermark { return true }
+            if state.closed || state.writer.pendingBytes <= Channel.lowWatermark { return true }
             state.writers.append(.action(action))
             return false
         }
@@ -147,7 +132,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     }
 
     /// Whether more than the high watermark waits for the peer to read it.
-    var isFull: Bool { state.withLock { $0.pendingBytes > Channel.highWatermark } }
+    var isFull: Bool { state.withLock { $0.writer.pendingBytes > Channel.highWatermark } }
 
     /// Sends `frame` as a request and waits for its reply.
     func request(_ frame: Frame, timeout: Duration) async throws(ClusterError) -> Frame {
@@ -213,24 +198,9 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
         let inLoop = loop.inLoop
         let (outcome, resumed) = state.withLock { state -> (Result<Bool, ClusterError>, [Waiter]) in
             if state.closed { return (.failure(state.closeError ?? Channel.closedError), []) }
-            if onlyBelowWatermark && state.pendingBytes > Channel.highWatermark { return (.success(false), []) }
+            if onlyBelowWatermark && state.writer.pendingBytes > Channel.highWatermark { return (.success(false), []) }
             if let (correlation, request) = request { state.requests[correlation] = request }
-            if urgent {
-                // After the chunk being written, if any, and after earlier urgent ones.
-                var index = state.chunks.first.map { $0.offset > 0 ? 1 : 0 } ?? 0
-                while index < state.chunks.count, state.chunks[index].urgent { index += 1 }
-                var bytes: [UInt8] = []
-                frame.encode(into: &bytes)
-                state.chunks.insert(Chunk(bytes: bytes, descriptors: copies, ownsDescriptors: owned, urgent: true), at: index)
-            } else if copies.isEmpty, let last = state.chunks.last, !last.urgent, last.offset == 0,
-                      last.bytes.count < Channel.chunkLimit {
-                frame.encode(into: &state.chunks[state.chunks.count - 1].bytes)
-            } else {
-                var bytes: [UInt8] = []
-                frame.encode(into: &bytes)
-                state.chunks.append(Chunk(bytes: bytes, descriptors: copies, ownsDescriptors: owned))
-            }
-            state.pendingBytes += Frame.headerSize + frame.payload.count
+            state.writer.append(frame, descriptors: copies, owned: owned, urgent: urgent)
             guard !state.flushScheduled, !state.writeArmed else { return (.success(true), []) }
             if inLoop {
                 state.flushScheduled = true
@@ -262,45 +232,20 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
 
     /// Writes what the socket takes; arms EPOLLOUT for the rest. Returns writers to resume.
     private func flushLocked(_ state: inout State) -> [Waiter] {
-        var wrote = false
-        defer { if wrote && doorbell >= 0 { Channel.ring(doorbell) } }
-        while !state.chunks.isEmpty {
-            let chunk = state.chunks[0]
-            let sent: Int?
-            do {
-                sent = try chunk.bytes.withUnsafeBytes { raw throws(ClusterError) in
-                    try Syscall.send(fd, UnsafeRawBufferPointer(rebasing: raw[chunk.offset...]),
-                                     fds: chunk.offset == 0 ? chunk.descriptors : [])
-                }
-            } catch {
-                // The peer is gone (EPIPE, ECONNRESET); the read side reports the close.
-                for chunk in state.chunks where chunk.offset == 0 && chunk.ownsDescriptors { chunk.descriptors.forEach(Syscall.close) }
-                state.chunks.removeAll()
-                state.pendingBytes = 0
-                loop.execute { [self] in close(error: nil) }
-                return []
-            }
-            guard let sent else {
-                if !state.writeArmed {
-                    state.writeArmed = true
-                    updateInterest(state)
-                }
-                break
-            }
-            if chunk.offset == 0 && !chunk.descriptors.isEmpty {
-                if chunk.ownsDescriptors { chunk.descriptors.forEach(Syscall.close) }
-                state.chunks[0].descriptors = []
-            }
-            wrote = wrote || sent > 0
-            state.chunks[0].offset += sent
-            state.pendingBytes -= sent
-            if state.chunks[0].offset == state.chunks[0].bytes.count { state.chunks.removeFirst() }
+        let flushed: (wrote: Bool, blocked: Bool)
+        do {
+            flushed = try state.writer.flush(to: fd)
+        } catch {
+            // The peer is gone (EPIPE, ECONNRESET); the read side reports the close.
+            loop.execute { [self] in close(error: nil) }
+            return []
         }
-        if state.chunks.isEmpty && state.writeArmed {
-            state.writeArmed = false
+        if flushed.wrote && doorbell >= 0 { Channel.ring(doorbell) }
+        if flushed.blocked != state.writeArmed {
+            state.writeArmed = flushed.blocked
             updateInterest(state)
         }
-        guard state.pendingBytes <= Channel.lowWatermark, !state.writers.isEmpty else { return [] }
+        guard state.writer.pendingBytes <= Channel.lowWatermark, !state.writers.isEmpty else { return [] }
         defer { state.writers.removeAll() }
         return state.writers
     }
@@ -327,7 +272,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
                 guard !state.closed else { return false }
                 let resumed = flushLocked(&state)
                 resumed.forEach { $0.resume() }
-                return !state.chunks.isEmpty
+                return !state.writer.isEmpty
             }
             let remaining = ContinuousClock.now.duration(to: deadline)
             guard pending, remaining > .zero else { return }
@@ -370,10 +315,9 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     func handle(events: UInt32) {
         loop.assertInLoop()
         if events & EPOLLOUT.rawValue != 0 {
-            let resumed = state.withLock { state in
-                state.writeArmed = false
-                return flushLocked(&state)
-            }
+            // flushLocked disarms EPOLLOUT once the queue is empty (level-triggered: left
+            // armed, it would wake the loop again at once, and again).
+            let resumed = state.withLock { flushLocked(&$0) }
             resumed.forEach { $0.resume() }
         }
         let hangup = events & (EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0
@@ -392,17 +336,14 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     func readAvailable(batches: Int = 16) {
         loop.assertInLoop()
         guard !isClosed else { return }
-        var received: [Int32] = []
-        var truncated = false
         for _ in 0..<batches {
             // A delegate may have closed the channel (a protocol violation): its descriptor
             // is gone, and its number may already be another's.
             if state.withLock({ $0.readPaused || $0.closed }) { return }
             let count: Int?
             do {
-                count = try Syscall.receive(fd, into: readBuffer, fds: &received, truncated: &truncated)
+                count = try reader.read(from: fd, into: readBuffer)
             } catch {
-                received.forEach(Syscall.close)
                 close(error: error.errno == ECONNRESET ? nil : error)
                 return
             }
@@ -411,10 +352,8 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
                 close(error: nil)
                 return
             }
-            decoder.append(UnsafeRawBufferPointer(rebasing: readBuffer[0..<count]), descriptors: received, truncated: truncated)
-            received.removeAll(keepingCapacity: true)
             do {
-                while !isClosed, let frame = try decoder.next() { dispatch(frame) }
+                while !isClosed, let frame = try reader.next() { dispatch(frame) }
             } catch {
                 close(error: error)
                 return
@@ -441,30 +380,28 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
     }
 
     /// Closes the channel: waiting senders and requests fail, the delegate hears once.
-    /// Runs on the I/O thread (where the decoder lives); call from anywhere.
+    /// Runs on the I/O thread (where the reader lives); call from anywhere.
     func close(error: ClusterError?) {
         guard loop.inLoop else {
             loop.execute { [self] in close(error: error) }
             return
         }
-        let taken = state.withLock { state -> ([Waiter], [Request], [Chunk], Bool)? in
+        let taken = state.withLock { state -> ([Waiter], [Request], Bool)? in
             guard !state.closed else { return nil }
             state.closed = true
             state.closeError = error
             defer {
                 state.writers.removeAll()
                 state.requests.removeAll()
-                state.chunks.removeAll()
-                state.pendingBytes = 0
+                state.writer.discard()
             }
-            return (state.writers, Array(state.requests.values), state.chunks, state.detachedWhilePaused)
+            return (state.writers, Array(state.requests.values), state.detachedWhilePaused)
         }
-        guard let (writers, requests, chunks, detached) = taken else { return }
+        guard let (writers, requests, detached) = taken else { return }
         if !detached { loop.deregister(fd) }
         Syscall.close(fd)
         if doorbell >= 0 { Syscall.close(doorbell) }
-        for chunk in chunks where chunk.offset == 0 && chunk.ownsDescriptors { chunk.descriptors.forEach(Syscall.close) }
-        decoder.takeUnclaimedDescriptors().forEach(Syscall.close)
+        reader.takeUnclaimedDescriptors().forEach(Syscall.close)
         writers.forEach { $0.resume() }
         let failure = error ?? Channel.closedError
         for request in requests {

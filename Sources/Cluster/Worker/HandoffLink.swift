@@ -15,12 +15,13 @@ import Glibc
 /// Everything the worker says about the listener's handoffs goes over the link, in order
 /// (answers, closes, stop), so the primary never mistakes an answered handoff for an
 /// unanswered one.
-final class HandoffLink: @unchecked Sendable {
+final class HandoffLink: IOHandler, @unchecked Sendable {
     private struct State {
-        var decoder = FrameDecoder(maximumPayload: Handoff.payloadSize)
-        /// Bytes the socket could not take yet; sent before anything else.
-        var unsent: [UInt8] = []
-        var retryScheduled = false
+        var reader = FrameReader(maximumPayload: Handoff.payloadSize)
+        /// Answers, closes and the stop, in order; what the socket could not take yet
+        /// goes out when it is writable again (EPOLLOUT on the runtime's I/O thread).
+        var writer = FrameWriter()
+        var watchingWritable = false
         var closed = false
     }
 
@@ -64,26 +65,20 @@ final class HandoffLink: @unchecked Sendable {
     func receive(listener: Int, take: (Int32) -> Bool) {
         state.withLock { state in
             guard !state.closed else { return }
-            var answers: [UInt8] = []
-            var received: [Int32] = []
-            var truncated = false
-            defer { send(answers, &state) }
+            defer { flush(&state) }
             // Until the socket is empty: the doorbell rang for all of it, and rings no more.
             while true {
                 let count: Int?
                 do {
-                    count = try Syscall.receive(socket, into: buffer, fds: &received, truncated: &truncated)
+                    count = try state.reader.read(from: socket, into: buffer)
                 } catch {
-                    received.forEach(Syscall.close)
                     return fail(&state, "reading handoffs failed: \(error)")
                 }
                 guard let count else { return }
                 // End of file: the primary is gone; the main channel says so too.
                 if count == 0 { return fail(&state, nil) }
-                state.decoder.append(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), descriptors: received, truncated: truncated)
-                received.removeAll(keepingCapacity: true)
                 do {
-                    while let frame = try state.decoder.next() {
+                    while let frame = try state.reader.next() {
                         guard case .connection(_, let first)? = try? Handoff(frame) else {
                             frame.descriptors.forEach(Syscall.close)
                             return fail(&state, "the primary sent a \(frame.kind) frame on a handoff link")
@@ -94,7 +89,8 @@ final class HandoffLink: @unchecked Sendable {
                             let connection = offset < frame.descriptors.count ? frame.descriptors[offset] : -1
                             let taken = connection >= 0 && take(connection)
                             if !taken && connection >= 0 { Syscall.close(connection) }
-                            Handoff.answer(listener: listener, number: first + UInt64(offset), taken: taken).frame().encode(into: &answers)
+                            state.writer.append(Handoff.answer(listener: listener, number: first + UInt64(offset), taken: taken).frame(),
+                                                descriptors: [])
                         }
                     }
                 } catch {
@@ -116,39 +112,51 @@ final class HandoffLink: @unchecked Sendable {
 
     /// Sends `message` (closes, stop) after the answers before it. Any thread.
     func send(_ message: Handoff) {
-        var bytes: [UInt8] = []
-        message.frame().encode(into: &bytes)
-        state.withLock { send(bytes, &$0) }
+        state.withLock { state in
+            guard !state.closed else { return }
+            state.writer.append(message.frame(), descriptors: [])
+            flush(&state)
+        }
     }
 
-    /// Writes `bytes` after what waits; keeps what the socket does not take and retries
-    /// it shortly (the primary reads its links at once, so this is rare).
-    private func send(_ bytes: [UInt8], _ state: inout State) {
-        guard !state.closed, !(bytes.isEmpty && state.unsent.isEmpty) else { return }
-        state.unsent.append(contentsOf: bytes)
-        let sent: Int?
+    /// Writes what waits; if the socket is full, the I/O thread writes the rest once it
+    /// is writable (the primary reads its links at once, so this is rare).
+    private func flush(_ state: inout State) {
+        guard !state.closed, !state.writer.isEmpty else { return }
+        let blocked: Bool
         do {
-            sent = try state.unsent.withUnsafeBytes { raw throws(ClusterError) in try Syscall.send(socket, raw, fds: []) }
+            blocked = try state.writer.flush(to: socket).blocked
         } catch {
             return fail(&state, nil) // The primary is gone.
         }
-        state.unsent.removeFirst(sent ?? 0)
-        if !state.unsent.isEmpty && !state.retryScheduled {
-            state.retryScheduled = true
-            _ = loop.schedule(after: .milliseconds(5)) { [self] in
-                self.state.withLock { state in
-                    state.retryScheduled = false
-                    send([], &state)
-                }
+        guard blocked != state.watchingWritable else { return }
+        state.watchingWritable = blocked
+        if blocked {
+            do throws(ClusterError) {
+                try loop.register(socket, events: EPOLLOUT.rawValue, handler: self)
+            } catch {
+                fail(&state, "cannot wait for the handoff link to take its answers: \(error)")
             }
+        } else {
+            loop.deregister(socket)
         }
+    }
+
+    /// The socket is writable again (I/O thread).
+    func handle(events: UInt32) {
+        loop.assertInLoop()
+        state.withLock { flush(&$0) }
     }
 
     private func fail(_ state: inout State, _ reason: String?) {
         if let reason { logger.error("\(reason); this worker takes no more handed-off connections") }
         state.closed = true
-        state.unsent = []
-        state.decoder.takeUnclaimedDescriptors().forEach(Syscall.close)
+        state.writer.discard()
+        if state.watchingWritable {
+            state.watchingWritable = false
+            loop.deregister(socket)
+        }
+        state.reader.takeUnclaimedDescriptors().forEach(Syscall.close)
         shutdown(socket, Int32(SHUT_RDWR))
     }
 }
