@@ -9,6 +9,8 @@ extension Supervisor {
         while let action = queue.popFirst() {
             switch action {
             case .spawn(let slot, _):
+                // An earlier action's outcome may have called it off (the cluster stops).
+                guard model.slots[slot]?.launching != nil else { continue }
                 queue.append(contentsOf: await spawn(slot: slot))
             case .retire(let id):
                 workers[id]?.disconnect(timeout: supervision.drainTimeout)

@@ -8,8 +8,9 @@ import Glibc
 /// Keeps a primary's workers as ``Supervision`` says: the right number, restarted with
 /// backoff, replaced one by one on reload, recycled before they leak, killed when hung,
 /// and drained on shutdown. One loop owns all of it: signals, commands, worker events and a
-/// 100 ms tick only change the desired state or feed the loop, and after each the loop
-/// reconciles what runs with what should.
+/// 100 ms tick only change the desired state or feed the loop; after each, its model
+/// (`SupervisorModel`) reconciles what runs with what should, and the actor performs the
+/// actions that takes.
 ///
 /// ```swift
 /// case .primary(let primary):
@@ -189,6 +190,7 @@ public actor Supervisor {
         primary.keepUpgradeNotifyFromPrograms()
         logger.info("supervising \(model.desired) workers (generation \(model.generation))")
         await perform(model.reconcile(at: clock.now))
+        takeOverIfReady()
         for await input in inputs {
             await handle(input)
             takeOverIfReady()

@@ -38,7 +38,8 @@ extension SupervisorModel {
 
     private mutating func checkReadiness(_ id: Int, at now: Instant) {
         guard let place = place(of: id), place != .retiring, var member = member(id), member.readyAt == nil, !member.killed else { return }
-        let limit = place != .holder(slot: member.slot) || member.reloading ? supervision.reload.readyTimeout : supervision.bootTimeout
+        let replacing = if case .successor = place { true } else { false }
+        let limit = replacing || member.reloading ? supervision.reload.readyTimeout : supervision.bootTimeout
         guard member.startedAt.duration(to: now) > limit else { return }
         if member.reloading {
             failReload("\(describe(member)) was not ready within \(Ledger.seconds(limit))")
