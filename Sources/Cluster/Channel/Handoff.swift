@@ -72,3 +72,20 @@ enum Handoff: Sendable, Equatable {
         }
     }
 }
+
+extension Handoff {
+    /// A worker's side of a `.connection` frame, whichever way it came (the channel or a
+    /// handoff link): offers each connection to `take`, closes those declined, and gives
+    /// each handoff's answer to `answer`, in order. A connection the kernel dropped on the
+    /// way (this worker's descriptor table is full) is declined: the primary still holds
+    /// it and routes it elsewhere.
+    static func answerConnections(in frame: Frame, listener: Int, first: UInt64,
+                                  take: (Int32) -> Bool, answer: (Frame) -> Void) {
+        for offset in 0..<frame.descriptors.count + frame.missingDescriptors {
+            let connection = offset < frame.descriptors.count ? frame.descriptors[offset] : -1
+            let taken = connection >= 0 && take(connection)
+            if !taken && connection >= 0 { Syscall.close(connection) }
+            answer(Handoff.answer(listener: listener, number: first + UInt64(offset), taken: taken).frame())
+        }
+    }
+}

@@ -15,7 +15,7 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
     /// The primary's process id.
     public let primaryPID: Int32
 
-    private struct State {
+    struct State {
         var listeners: [ListenAddress: Listener] = [:]
         var draining = false
         /// The worker leaves on purpose (the primary's disconnect or its own): its channel
@@ -28,7 +28,7 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
         /// Acceptors of listeners the primary hands connections over for, by listener id.
         var handoffAcceptors: [Int: Acceptor] = [:]
     }
-    private let state: Mutex<State>
+    let state: Mutex<State>
     /// Turns to accept on reusePort slot sockets (`ClusterWorker+AcceptTurn.swift`).
     let turns = Mutex(WorkerTurns())
     let channel: Channel
@@ -264,7 +264,7 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
 
     /// Marks the exit intended and drains; with `announce`, tells the primary first (the
     /// worker leaves of its own will; the primary's own disconnect needs no answer).
-    private func leave(announce: Bool) {
+    func leave(announce: Bool) {
         let first = state.withLock { state in
             defer { state.leaving = true }
             return !state.leaving
@@ -339,7 +339,7 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
         }
     }
 
-    private func beginDrain() {
+    func beginDrain() {
         let (handlers, waiters) = state.withLock { state -> ([@Sendable () -> Void], [CheckedContinuation<Void, Never>]) in
             guard !state.draining else { return ([], []) }
             state.draining = true
@@ -357,83 +357,4 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
     func register(_ acceptor: Acceptor) {
         state.withLock { $0.handoffAcceptors[acceptor.listener.id] = acceptor }
     }
-
-    // MARK: ChannelDelegate (I/O thread)
-
-    func channel(_ channel: Channel, received frame: Frame) {
-        switch frame.kind {
-        case .control:
-            switch try? Control(frame) {
-            case .disconnect:
-                leave(announce: false)
-            case .rebalance(let fraction):
-                let share = fraction.isFinite ? min(max(fraction, 0), 1) : 0
-                state.withLock { $0.rebalanceHandlers }.forEach { $0(share) }
-            case .acceptTurn(let id):
-                acceptTurnGranted(listener: id)
-            default:
-                break
-            }
-        case .handoff:
-            guard case .connection(let id, let first)? = try? Handoff(frame) else {
-                frame.descriptors.forEach(Syscall.close)
-                return
-            }
-            let acceptor = state.withLock { $0.handoffAcceptors[id] }
-            for offset in 0..<frame.descriptors.count + frame.missingDescriptors {
-                // A connection the kernel dropped (this worker's table is full) is
-                // declined: the primary still holds it and routes it elsewhere.
-                let connection = offset < frame.descriptors.count ? frame.descriptors[offset] : -1
-                let taken = connection >= 0 && (acceptor?.takeHandoff(connection) ?? false)
-                if !taken && connection >= 0 { Syscall.close(connection) }
-                // Answered at once, before the connection is read: until then the primary
-                // keeps its copy and re-routes it if this worker dies. The answers of one
-                // wake-up leave together, in one write.
-                try? channel.sendNow(Handoff.answer(listener: id, number: first + UInt64(offset), taken: taken).frame(), force: true)
-            }
-        case .message, .request:
-            let replier = frame.kind == .request ? Replier(channel: channel, correlation: frame.correlation) : nil
-            let message = ClusterMessage(bytes: frame.payload, descriptors: frame.descriptors,
-                                         fromWorker: frame.peer == 0 ? nil : Int(frame.peer), replier: replier)
-            if let handler = state.withLock({ $0.messageHandler }) {
-                handler(message)
-            } else if !inbox.post(message) {
-                channel.pauseReading()
-                // The consumer may have made room between the post and the pause, and its
-                // relief found nothing to resume: look again.
-                if !inbox.isFull { channel.resumeReading() }
-            }
-        case .reply, .failure:
-            break
-        }
-    }
-
-    func channelClosed(_ channel: Channel, error: ClusterError?) {
-        inbox.finish()
-        // This worker leaves on purpose and closed the channel itself: it lives until
-        // `main` returns (its connections are done), as a Node worker does.
-        if error == nil, state.withLock({ $0.leaving }) { return }
-        // The primary is gone (PR_SET_PDEATHSIG normally ends us first) or broke the
-        // protocol: drain, and exit within a second whatever the app does.
-        if let error { logger.error("the channel to the primary failed: \(error); exiting") }
-        beginDrain()
-        _ = loop.schedule(after: .seconds(1)) { exit(error == nil ? 0 : 70) }
-    }
-}
-
-/// Messages from the primary, as an async sequence (one consumer).
-public struct ClusterMessages: AsyncSequence, Sendable {
-    public typealias Element = ClusterMessage
-    let mailbox: Mailbox<ClusterMessage>
-
-    public struct AsyncIterator: AsyncIteratorProtocol {
-        let mailbox: Mailbox<ClusterMessage>
-        var batch = Batch<ClusterMessage>()
-        public mutating func next() async -> ClusterMessage? { await batch.next(from: mailbox) }
-        public mutating func next(isolation actor: isolated (any Actor)?) async -> ClusterMessage? {
-            await batch.next(from: mailbox)
-        }
-    }
-
-    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(mailbox: mailbox) }
 }

@@ -83,14 +83,8 @@ final class HandoffLink: IOHandler, @unchecked Sendable {
                             frame.descriptors.forEach(Syscall.close)
                             return fail(&state, "the primary sent a \(frame.kind) frame on a handoff link")
                         }
-                        for offset in 0..<frame.descriptors.count + frame.missingDescriptors {
-                            // A connection the kernel dropped (this worker's table is full)
-                            // is declined: the primary still holds it and routes it elsewhere.
-                            let connection = offset < frame.descriptors.count ? frame.descriptors[offset] : -1
-                            let taken = connection >= 0 && take(connection)
-                            if !taken && connection >= 0 { Syscall.close(connection) }
-                            state.writer.append(Handoff.answer(listener: listener, number: first + UInt64(offset), taken: taken).frame(),
-                                                descriptors: [])
+                        Handoff.answerConnections(in: frame, listener: listener, first: first, take: take) {
+                            state.writer.append($0, descriptors: [])
                         }
                     }
                 } catch {
