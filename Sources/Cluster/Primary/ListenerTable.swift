@@ -96,40 +96,44 @@ final class ListenerTable: Sendable {
 
     // MARK: Hot upgrade
 
-    /// The listeners, as a new primary inherits them: descriptors from 3 and one line per
-    /// socket, `fd TAB slot TAB distribution TAB bound TAB address asked for` (slot -1: the
-    /// listener's own socket; others: a reusePort slot's).
+    /// The listeners, as a new primary inherits them: descriptors from 3, and a grant for
+    /// each socket (with its slot for a reusePort slot's; the listener's own first).
     func handover() -> (descriptors: [(source: Int32, target: Int32)], spec: String) {
         var descriptors: [(source: Int32, target: Int32)] = []
-        var lines: [String] = []
+        var grants: [ListenerGrant] = []
         for (address, handle) in all {
             for (slot, fd) in handle.sockets {
                 let target = Int32(3 + descriptors.count)
                 descriptors.append((fd, target))
-                lines.append("\(target)\t\(slot)\t\(handle.distribution)\t\(handle.bound)\t\(address)")
+                grants.append(ListenerGrant(id: handle.id, distribution: handle.distribution, bound: handle.bound,
+                                            address: address, descriptor: target, slot: slot >= 0 ? slot : nil))
             }
         }
-        return (descriptors, lines.joined(separator: "\n"))
+        return (descriptors, ListenerGrant.environmentValue(grants))
     }
 
     /// Takes the listeners an old primary handed over (``handover()``'s spec), so `listen`
-    /// finds them bound. A line it cannot read is logged and skipped.
+    /// finds them bound. A grant it cannot read is logged and skipped.
     func adopt(spec: String, from predecessor: Int32, loop: IOLoop, logger: Logger) {
-        for line in spec.split(separator: "\n") {
-            let fields = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+        let grants: [ListenerGrant]
+        do throws(ClusterError) {
+            grants = try ListenerGrant.list(from: spec, variable: "CLUSTER_UPGRADE_LISTENERS")
+        } catch {
+            return logger.error("cannot take over the listeners of primary \(predecessor): \(error)")
+        }
+        for grant in grants {
             do throws(ClusterError) {
-                guard fields.count == 5, let fd = Int32(fields[0]), let slot = Int(fields[1]) else {
-                    throw ClusterError(.invalidConfiguration, "CLUSTER_UPGRADE_LISTENERS has a line '\(line)' this primary cannot read")
+                let parsed = try grant.parsed()
+                guard let fd = grant.descriptor, let address = parsed.address else {
+                    throw ClusterError(.invalidConfiguration, "CLUSTER_UPGRADE_LISTENERS hands over \(grant.bound) without its descriptor or the address asked for")
                 }
-                let distribution = try Distribution(parsing: fields[2])
-                let bound = try ListenAddress(parsing: fields[3])
-                let address = try ListenAddress(parsing: fields[4])
                 try Syscall.setCloseOnExec(fd)
-                if slot >= 0 {
+                if let slot = grant.slot {
                     (self[address] as? ReusePortHandle)?.adopt(fd, slot: slot)
                     continue
                 }
-                insert(try Self.handle(id: takeID(), fd: fd, bound: bound, distribution: distribution, loop: loop, logger: logger),
+                insert(try Self.handle(id: takeID(), fd: fd, bound: parsed.bound, distribution: parsed.distribution,
+                                       loop: loop, logger: logger),
                        for: address)
             } catch {
                 logger.error("cannot take over a listener from primary \(predecessor): \(error)")

@@ -67,7 +67,7 @@ extension Primary {
                 try checkListenRequest(address, from: worker)
                 let listener = try bindListener(address)
                 let fd = try listener.socket(forSlot: worker.slot)
-                reply = Frame(kind: .reply, correlation: frame.correlation, payload: Array(listener.grant.utf8),
+                reply = Frame(kind: .reply, correlation: frame.correlation, payload: listener.grant.payload,
                               descriptors: fd.map { [$0] } ?? [])
             } catch {
                 // Typed, so the worker throws the same error (errno, system call, address).

@@ -22,17 +22,17 @@ extension Primary {
         let (primaryEnd, workerEnd) = try Syscall.socketPair()
         var closeAfterSpawn = [workerEnd]
         var descriptors: [(source: Int32, target: Int32)] = [(workerEnd, 3)]
-        var listenerSpec: [String] = []
+        var grants: [ListenerGrant] = []
         var nextFD: Int32 = 4
         for (address, listener) in listeners {
-            var target: Int32 = -1
+            var grant = listener.grant
+            grant.address = address.description
             if let fd = try listener.socket(forSlot: slot) {
-                target = nextFD
+                grant.descriptor = nextFD
+                descriptors.append((fd, nextFD))
                 nextFD += 1
-                descriptors.append((fd, target))
             }
-            // One line per listener: fd (-1: the primary accepts), the grant, the address asked for.
-            listenerSpec.append("\(target)\t\(listener.grant)\t\(address)")
+            grants.append(grant)
         }
         var relays: [(read: Int32, target: Int32)] = []
         do throws(ClusterError) {
@@ -51,7 +51,7 @@ extension Primary {
             environment["CLUSTER_SLOT"] = String(slot)
             environment["CLUSTER_PRIMARY_PID"] = String(getpid())
             environment["CLUSTER_CHANNEL_FD"] = "3"
-            environment["CLUSTER_LISTENERS"] = listenerSpec.joined(separator: "\n")
+            environment["CLUSTER_LISTENERS"] = ListenerGrant.environmentValue(grants)
             if let uid { environment["CLUSTER_UID"] = String(uid) }
             if let gid { environment["CLUSTER_GID"] = String(gid) }
 

@@ -82,17 +82,8 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
               let channelFD = value("CLUSTER_CHANNEL_FD").flatMap(Int32.init) else {
             throw ClusterError(.invalidConfiguration, "CLUSTER_WORKER_ID or CLUSTER_CHANNEL_FD is missing or not a number; workers are started by a primary, not by hand")
         }
-        // One line per listener: fd (-1: the primary accepts) TAB grant TAB address asked for.
-        var inherited: [Listener] = []
-        for line in (value("CLUSTER_LISTENERS") ?? "").split(separator: "\n") {
-            let fields = line.split(separator: "\t", maxSplits: 1).map(String.init)
-            guard fields.count == 2, let fd = Int32(fields[0]), let tab = fields[1].lastIndex(of: "\t") else {
-                throw ClusterError(.invalidConfiguration, "CLUSTER_LISTENERS has a line '\(line)' this runtime cannot read; the primary and its workers must run the same swift-cluster")
-            }
-            let grant = String(fields[1][..<tab])
-            let address = try ListenAddress(parsing: String(fields[1][fields[1].index(after: tab)...]))
-            inherited.append(try Listener(grant: grant, address: address, descriptor: fd))
-        }
+        let inherited = try ListenerGrant.list(from: value("CLUSTER_LISTENERS") ?? "", variable: "CLUSTER_LISTENERS")
+            .map { grant throws(ClusterError) in try Listener(inherited: grant) }
         let worker = try ClusterWorker(
             id: id, slot: value("CLUSTER_SLOT").flatMap(Int.init) ?? 0,
             primaryPID: value("CLUSTER_PRIMARY_PID").flatMap(Int32.init) ?? getppid(),
@@ -110,7 +101,13 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
         if let existing = state.withLock({ $0.listeners[address] }) { return existing }
         let reply = try await channel.request(Control.listen(address: address.description).frame, timeout: .seconds(30))
         let fd = reply.descriptors.first ?? -1
-        let listener = try Listener(grant: String(decoding: reply.payload, as: UTF8.self), address: address, descriptor: fd)
+        let listener: Listener
+        do throws(ClusterError) {
+            listener = try Listener(grant: ListenerGrant(payload: reply.payload), address: address, descriptor: fd)
+        } catch {
+            if fd >= 0 { Syscall.close(fd) }
+            throw error
+        }
         guard fd >= 0 || listener.distribution.primaryAccepts else {
             throw ClusterError(.malformedFrame, "the primary granted \(address) (\(listener.distribution)) without a descriptor")
         }

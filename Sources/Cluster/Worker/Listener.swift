@@ -32,17 +32,24 @@ public struct Listener: Sendable, CustomStringConvertible {
         return try Syscall.duplicate(descriptor)
     }
 
-    /// Parses the primary's grant, `id TAB distribution TAB bound address`.
-    init(grant: String, address: ListenAddress, descriptor: Int32) throws(ClusterError) {
-        let fields = grant.split(separator: "\t", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
-        guard fields.count == 3, let id = Int(fields[0]) else {
-            throw ClusterError(.malformedFrame, "the primary granted \(address) as '\(grant)', which is not 'id TAB distribution TAB address'")
-        }
-        self.id = id
-        self.distribution = try Distribution(parsing: fields[1])
-        self.boundAddress = try ListenAddress(parsing: fields[2])
+    /// The listener the primary granted for `address` (a `listen` reply), with the
+    /// descriptor that came with it (-1: none).
+    init(grant: ListenerGrant, address: ListenAddress, descriptor: Int32) throws(ClusterError) {
+        let parsed = try grant.parsed()
+        self.id = grant.id
+        self.distribution = parsed.distribution
+        self.boundAddress = parsed.bound
         self.address = address
         self.descriptor = descriptor
+    }
+
+    /// A listener inherited at start: its grant names the address asked for and the
+    /// descriptor, if any.
+    init(inherited grant: ListenerGrant) throws(ClusterError) {
+        guard let address = try grant.parsed().address else {
+            throw ClusterError(.invalidConfiguration, "CLUSTER_LISTENERS grants listener \(grant.id) without the address asked for")
+        }
+        try self.init(grant: grant, address: address, descriptor: grant.descriptor ?? -1)
     }
 
     public var description: String {

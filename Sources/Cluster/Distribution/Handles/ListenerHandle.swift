@@ -53,8 +53,8 @@ extension ListenerHandle {
     func releaseSlots(keeping slots: Set<Int>) {}
     var waitingCount: Int { 0 }
 
-    /// How a worker learns the listener: `id TAB distribution TAB bound address`.
-    var grant: String { "\(id)\t\(distribution)\t\(bound)" }
+    /// How a worker learns the listener.
+    var grant: ListenerGrant { ListenerGrant(id: id, distribution: distribution, bound: bound) }
 }
 
 /// `shared`: every worker accepts on the one socket the primary bound.
