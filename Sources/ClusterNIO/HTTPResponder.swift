@@ -43,6 +43,16 @@ extension HTTPResponse {
     }
 }
 
+extension HTTPRequestHead {
+    /// Whether the connection stays open after the response: as llhttp decided, except that
+    /// `close` in `Connection` wins in every version, as RFC 9112 §9.3 says (llhttp lets an
+    /// HTTP/1.0 `keep-alive` win over it, and §9.6 forbids answering another request). The
+    /// lean parser decides the same from the bytes.
+    var staysOpen: Bool {
+        isKeepAlive && !headers[canonicalForm: "connection"].contains { $0.lowercased() == "close" }
+    }
+}
+
 /// Answers one request on the connection's event loop; may complete later (a slow route).
 public typealias HTTPResponder = @Sendable (HTTPRequest, any EventLoop) -> EventLoopFuture<HTTPResponse>
 
@@ -69,7 +79,9 @@ final class HTTPResponderHandler: ChannelInboundHandler {
     private let observe: (Event) -> Void
     private var head: HTTPRequestHead?
     private var body = ByteBuffer()
-    private var rejected = false
+    /// No more requests on this connection: one was rejected, or answered as the last.
+    /// (SwiftNIO's pipeline may hand on one it decoded before the close.)
+    private var finished = false
 
     init(responder: @escaping HTTPResponder, limits: HTTPServerLimits = .default, observe: @escaping (Event) -> Void = { _ in }) {
         self.responder = responder
@@ -78,7 +90,7 @@ final class HTTPResponderHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !rejected else { return }
+        guard !finished else { return }
         switch unwrapInboundIn(data) {
         case .head(let head):
             observe(.head)
@@ -100,7 +112,8 @@ final class HTTPResponderHandler: ChannelInboundHandler {
             guard let head else { return }
             self.head = nil
             observe(.end)
-            let keepAlive = head.isKeepAlive
+            let keepAlive = head.staysOpen
+            finished = !keepAlive
             let channel = context.channel
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             let request = HTTPRequest(head: head, body: body)
@@ -117,12 +130,12 @@ final class HTTPResponderHandler: ChannelInboundHandler {
     /// A parser error: the error handler before this one has answered `400`; close now
     /// rather than wait for the client.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        rejected = true
+        finished = true
         context.close(promise: nil)
     }
 
     private func reject(version: HTTPVersion, context: ChannelHandlerContext) {
-        rejected = true
+        finished = true
         head = nil
         body = ByteBuffer()
         let text = "413 Content Too Large: the body is over \(limits.maxBodyBytes) bytes\n"

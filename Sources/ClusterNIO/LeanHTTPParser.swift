@@ -17,9 +17,10 @@ import NIOHTTP1
 ///
 /// Handed over: `Transfer-Encoding` (and so `Content-Length` with it, which llhttp
 /// rejects), `Expect`, `Upgrade`, a `Connection` value with `upgrade` or with elements that
-/// are not plain tokens, methods other than the common seven, request targets not in
-/// origin form or with bytes it does not judge itself (HTAB, form feed, obs-text), and
-/// versions other than HTTP/1.0 and 1.1.
+/// are not plain tokens, `Proxy-Connection` (no field of RFC 9112, but llhttp reads it as
+/// `Connection`, and refuses bytes after a request it says closes), methods other than the
+/// common seven, request targets not in origin form or with bytes it does not judge itself
+/// (HTAB, form feed, obs-text), and versions other than HTTP/1.0 and 1.1.
 enum LeanHTTPParser {
     /// A complete, valid request head.
     struct Head {
@@ -154,7 +155,9 @@ enum LeanHTTPParser {
                     guard length <= limits.maxBodyBytes else {
                         return .reject(.payloadTooLarge, reason: "the body is over \(limits.maxBodyBytes) bytes")
                     }
-                    // As llhttp decides: `close` wins; HTTP/1.0 stays open only when asked.
+                    // RFC 9112 §9.3: `close` wins in every version (llhttp lets an HTTP/1.0
+                    // `keep-alive` win; §9.6 forbids answering more); HTTP/1.0 stays open
+                    // only when asked.
                     let persistent = !close && (version == .http1_1 || keepAlive)
                     return .head(Head(head: requestHead, length: index, contentLength: length, keepAlive: persistent))
                 case LeanHTTPParser.lf:
@@ -179,7 +182,7 @@ enum LeanHTTPParser {
                 index += 1
                 let field = Field(name)
                 switch field {
-                case .transferEncoding, .expect, .upgrade: return .handOver
+                case .transferEncoding, .expect, .upgrade, .proxyConnection: return .handOver
                 case .contentLength, .connection, .other: break
                 }
                 while index < end, raw[index] == LeanHTTPParser.space || raw[index] == LeanHTTPParser.tab { index += 1 }
@@ -243,7 +246,7 @@ enum LeanHTTPParser {
                     guard let tokens = untrimmed.connectionTokens(), !tokens.contains("upgrade") else { return .handOver }
                     close = close || tokens.contains("close")
                     keepAlive = keepAlive || tokens.contains("keep-alive")
-                case .other, .transferEncoding, .expect, .upgrade:
+                case .other, .transferEncoding, .expect, .upgrade, .proxyConnection:
                     break
                 }
                 headers.add(name: String(decoding: name, as: UTF8.self), value: String(decoding: value, as: UTF8.self))
@@ -264,7 +267,7 @@ enum LeanHTTPParser {
 
     /// The fields the parser acts on.
     private enum Field: Equatable {
-        case contentLength, transferEncoding, connection, expect, upgrade, other
+        case contentLength, transferEncoding, connection, expect, upgrade, proxyConnection, other
 
         init(_ name: UnsafeRawBufferPointer) {
             self = if name.equalsCaseInsensitive("content-length") { .contentLength }
@@ -272,6 +275,7 @@ enum LeanHTTPParser {
                 else if name.equalsCaseInsensitive("connection") { .connection }
                 else if name.equalsCaseInsensitive("expect") { .expect }
                 else if name.equalsCaseInsensitive("upgrade") { .upgrade }
+                else if name.equalsCaseInsensitive("proxy-connection") { .proxyConnection }
                 else { .other }
         }
     }

@@ -44,6 +44,10 @@ import Testing
         Case("OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", lean: false),
         Case("an absolute-form target", "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", lean: false),
         Case("Expect: 100-continue", "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi", lean: false),
+        Case("HTTP/1.0 keep-alive and close: close wins", "GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\nGET / HTTP/1.1\r\n\r\n"),
+        Case("HTTP/1.0 keep-alive and close, handed over", "OPTIONS * HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n", lean: false),
+        Case("Proxy-Connection: close", "GET / HTTP/1.1\r\nProxy-Connection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n", lean: false),
+        Case("HTTP/1.0 Proxy-Connection: keep-alive", "GET / HTTP/1.0\r\nProxy-Connection: keep-alive\r\n\r\nGET / HTTP/1.1\r\n\r\n", lean: false),
         Case("a body at the limit", "POST / HTTP/1.1\r\nContent-Length: 1024\r\n\r\n" + String(repeating: "b", count: 1024)),
     ]
 

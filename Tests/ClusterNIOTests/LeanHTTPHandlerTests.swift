@@ -32,7 +32,11 @@ import Testing
     }
 
     @Test func connectionCloseAndHTTP10AreAnsweredWithConnectionCloseAndClosed() throws {
-        for request in ["GET / HTTP/1.1\r\nConnection: close\r\n\r\n", "GET / HTTP/1.0\r\n\r\n"] {
+        // `close` wins over an HTTP/1.0 `keep-alive` on both paths (RFC 9112 §9.3).
+        let requests = ["GET / HTTP/1.1\r\nConnection: close\r\n\r\n", "GET / HTTP/1.0\r\n\r\n",
+                        "GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
+                        "OPTIONS * HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n"]
+        for request in requests {
             let channel = try channel()
             let response = try exchange(channel, request)
             #expect(response.contains("\r\nConnection: close\r\n\r\n"), "\(response)")

@@ -98,7 +98,8 @@ public enum HTTPDifferential {
 }
 
 /// Answers every request SwiftNIO's pipeline decodes, counting them; rejects a body over
-/// the limit, and counts a parser error as a rejection. Stops at the first close.
+/// the limit, and counts a parser error as a rejection. Stops at the first close: where
+/// llhttp says the connection closes, or RFC 9112 does.
 private final class ReferenceServer: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -116,7 +117,12 @@ private final class ReferenceServer: ChannelInboundHandler {
         guard !closed else { return }
         switch unwrapInboundIn(data) {
         case .head(let head):
-            keepAlive = head.isKeepAlive
+            // Not llhttp's verdict alone: it lets an HTTP/1.0 `keep-alive` win over `close`,
+            // where RFC 9112 says `close` wins in every version (§9.3) and the server must
+            // answer nothing more (§9.6). A server may always close; one that answers more
+            // there is wrong, so the reference closes as the RFC asks.
+            let close = head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "close" }
+            keepAlive = head.isKeepAlive && !close
             bodyBytes = 0
             if let length = head.headers["content-length"].first.map({ Int($0) ?? .max }), length > maxBodyBytes { reject() }
         case .body(let chunk):
