@@ -36,10 +36,13 @@ let package = Package(
     targets: [
         // C only here: the few things Swift cannot import from Glibc.
         .target(name: "CClusterShims"),
+        // The message codec (JSON), behind Cluster's MessageCodec: no dependency of its own.
+        .target(name: "ClusterJSON", swiftSettings: swiftSettings),
         .target(
             name: "Cluster",
             dependencies: [
                 "CClusterShims",
+                "ClusterJSON",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
@@ -135,7 +138,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterTests",
-            dependencies: ["Cluster"],
+            dependencies: ["Cluster", "ClusterJSON"],
             exclude: ["Traces"], // load samples recorded by Benchmarks/autoscale.sh, read by path
             swiftSettings: swiftSettings
         ),

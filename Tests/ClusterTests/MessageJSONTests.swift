@@ -1,4 +1,5 @@
 @testable import Cluster
+@testable import ClusterJSON
 import FoundationEssentials
 import Testing
 

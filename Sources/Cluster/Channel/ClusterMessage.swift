@@ -1,3 +1,4 @@
+import ClusterJSON
 import Synchronization
 
 /// A message received over a channel: bytes, any descriptors that came with it, and a way
@@ -77,7 +78,9 @@ struct Replier: Sendable {
     let correlation: UInt64
 }
 
-/// JSON, as Node's `process.send` uses by default, through ``MessageJSON``.
+/// The seam between the runtime and its message codec: JSON, as Node's `process.send` uses
+/// by default, through `MessageJSON` (the `ClusterJSON` target). Nothing else in `Cluster`
+/// sees the codec.
 enum MessageCodec {
     static func encode<T: Encodable>(_ value: T) throws(ClusterError) -> [UInt8] {
         do {

@@ -20,12 +20,12 @@ internal import FoundationEssentials
 /// key twice in a container writes it twice (Foundation keeps the last value); with
 /// duplicate keys in the input, the decoder reads the first one after the last key it found
 /// (Foundation reads the first, `JSON.parse` the last).
-enum MessageJSON {
+package enum MessageJSON {
     /// The deepest nesting of arrays and objects the decoder accepts (Foundation's limit).
-    static let maximumDepth = 512
+    package static let maximumDepth = 512
 
     /// Encodes `value` as compact JSON bytes.
-    static func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
+    package static func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
         let encoder = MessageJSONEncoder()
         if (try? encoder.encodeTopLevel(value)) != nil, !encoder.needsFallback { return encoder.bytes }
         // Written out of order, or an error was thrown (hand-written code may have caught it
@@ -35,43 +35,11 @@ enum MessageJSON {
     }
 
     /// Decodes `T` from JSON bytes.
-    static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
+    package static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
         try MessageJSONDecoder(parsing: bytes).decodeTopLevel(T.self)
     }
 
     /// Thrown by the encoder when containers are used out of document order; `encode`
     /// falls back to Foundation then, so it never reaches a caller.
     struct Fallback: Error {}
-}
-
-/// The message codec for the fuzz target in `Fuzz/`, which may be built in release mode
-/// where `@testable` is unavailable. Not API: no stability promised.
-@_spi(Fuzzing) public enum MessageJSONFuzzing {
-    /// Decodes `T` from JSON bytes as a channel message's payload is decoded.
-    public static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
-        try MessageJSON.decode(type, from: bytes)
-    }
-
-    /// Encodes `value` as a channel message's payload is encoded.
-    public static func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
-        try MessageJSON.encode(value)
-    }
-
-    /// Reads a `.failure` frame's payload as a worker does, sends the error it stands for
-    /// back the way the primary does and reads that again: nil when both readings agree
-    /// (code, errno, system call, address), else what differs.
-    public static func failureDisagreement(_ payload: [UInt8]) -> String? {
-        let first = RemoteFailure.error(from: payload)
-        let prefix = "the peer failed the request: "
-        // By bytes: a combining mark after the prefix's space joins it in one Character.
-        let bytes = Array(first.context.utf8)
-        let context = bytes.starts(with: prefix.utf8) ? String(decoding: bytes.dropFirst(prefix.utf8.count), as: UTF8.self) : first.context
-        let resent = ClusterError(first.code, errno: first.errno, systemCall: first.systemCall, address: first.address, context)
-        let second = RemoteFailure.error(from: RemoteFailure(resent).payload)
-        guard second.code == first.code, second.errno == first.errno, second.systemCall == first.systemCall,
-              second.address == first.address, second.context == first.context else {
-            return "\(first) came back as \(second)"
-        }
-        return nil
-    }
 }
