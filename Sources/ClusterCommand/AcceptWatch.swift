@@ -34,7 +34,7 @@ struct AcceptWatch {
     /// `listeners` too.
     init(listeners: [Listener]) {
         root = getpid()
-        sockets = Set(listeners.compactMap { Proc.socketInode(getpid(), $0.descriptor) })
+        sockets = Set(listeners.compactMap { $0.descriptor.flatMap { Proc.socketInode(getpid(), $0) } })
         ports = Set(listeners.compactMap(\.boundAddress.port))
         paths = Set(listeners.compactMap(\.boundAddress.path))
     }

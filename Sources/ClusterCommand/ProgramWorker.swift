@@ -24,10 +24,10 @@ struct ProgramWorker {
         var listeners: [Listener] = []
         for address in configuration.listen {
             let listener = try await worker.listener(address)
-            guard listener.descriptor >= 0 else {
+            guard let socket = listener.descriptor else {
                 throw CommandError("\(address) is distributed by \(listener.distribution); a program needs a socket: use shared or reusePort")
             }
-            descriptors.append((listener.descriptor, Int32(3 + descriptors.count)))
+            descriptors.append((socket, Int32(3 + descriptors.count)))
             names.append(Self.name(of: listener.boundAddress))
             listeners.append(listener)
         }

@@ -23,7 +23,7 @@ import Testing
         let value = ListenerGrant.environmentValue(grants)
         #expect(try ListenerGrant.list(from: value, variable: "CLUSTER_LISTENERS") == grants)
         let listeners = try grants.map { grant throws(ClusterError) in try Listener(inherited: grant) }
-        #expect(listeners.map(\.descriptor) == [4, -1])
+        #expect(listeners.map(\.descriptor) == [4, nil])
         #expect(listeners[0].address == (try ListenAddress(parsing: "tcp://0.0.0.0:0")))
         #expect(listeners[0].boundAddress == (try ListenAddress(parsing: "tcp://0.0.0.0:41000")))
         #expect(ListenerGrant.environmentValue([]) == "[]")

@@ -74,7 +74,7 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
         self.channel = channel
         self.loop = loop
         self.handler = handler
-        guard listener.descriptor >= 0 else {
+        guard listener.descriptor != nil else {
             fd = -1
             return
         }
@@ -258,7 +258,7 @@ extension ClusterWorker {
                                         if takesTurns { self?.stoppedAccepting(on: listener) }
                                         self?.closeChannelWhenIdle()
                                     }, handler: handler)
-        if listener.descriptor >= 0 {
+        if listener.descriptor != nil {
             reportListening(listener)
             if takesTurns {
                 requestAcceptTurn(on: listener) { [weak acceptor] granted in
@@ -280,7 +280,7 @@ extension ClusterWorker {
     /// listeners this is `accept(on:)`.
     public func acceptOnEventLoop(on listener: Listener, maxConnections: Int? = nil,
                                   _ handler: @escaping @Sendable (AcceptedConnection) -> Void) throws(ClusterError) -> Acceptor {
-        guard listener.descriptor < 0 else { return try accept(on: listener, maxConnections: maxConnections, handler) }
+        guard listener.descriptor == nil else { return try accept(on: listener, maxConnections: maxConnections, handler) }
         let (link, primaryEnds) = try HandoffLink.make(loop: loop)
         // The channel sends copies; these go when the message has been queued.
         defer { primaryEnds.forEach(Syscall.close) }

@@ -100,20 +100,20 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
     public func listener(_ address: ListenAddress) async throws(ClusterError) -> Listener {
         if let existing = state.withLock({ $0.listeners[address] }) { return existing }
         let reply = try await channel.request(Control.listen(address: address.description).frame, timeout: .seconds(30))
-        let fd = reply.descriptors.first ?? -1
+        let fd = reply.descriptors.first
         let listener: Listener
         do throws(ClusterError) {
             listener = try Listener(grant: ListenerGrant(payload: reply.payload), address: address, descriptor: fd)
         } catch {
-            if fd >= 0 { Syscall.close(fd) }
+            if let fd { Syscall.close(fd) }
             throw error
         }
-        guard fd >= 0 || listener.distribution.primaryAccepts else {
+        guard fd != nil || listener.distribution.primaryAccepts else {
             throw ClusterError(.malformedFrame, "the primary granted \(address) (\(listener.distribution)) without a descriptor")
         }
         return state.withLock { state in
             if let raced = state.listeners[address] {
-                if fd >= 0 { Syscall.close(fd) }
+                if let fd { Syscall.close(fd) }
                 return raced
             }
             state.listeners[address] = listener
@@ -279,7 +279,7 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
     /// Node's worker closes its handles. The numbers stay taken (by /dev/null), so a
     /// ``Listener`` value kept by the app never names another file.
     private func releaseListenerDescriptors() {
-        let descriptors = Set(state.withLock { $0.listeners.values.map(\.descriptor) }.filter { $0 >= 0 })
+        let descriptors = Set(state.withLock { $0.listeners.values.compactMap(\.descriptor) })
         guard !descriptors.isEmpty else { return }
         let placeholder = open("/dev/null", O_RDONLY | O_CLOEXEC)
         guard placeholder >= 0 else { return }

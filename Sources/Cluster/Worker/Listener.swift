@@ -9,10 +9,10 @@ public struct Listener: Sendable, CustomStringConvertible {
     public let boundAddress: ListenAddress
     /// How its connections reach workers.
     public let distribution: Distribution
-    /// The descriptor this worker accepts on, owned by the runtime; -1 when the primary
-    /// accepts. An adopter that closes what it adopts (SwiftNIO does) should adopt
-    /// ``duplicateDescriptor()`` instead.
-    public let descriptor: Int32
+    /// The descriptor this worker accepts on, owned by the runtime; nil when the primary
+    /// accepts and hands connections over. An adopter that closes what it adopts (SwiftNIO
+    /// does) should adopt ``duplicateDescriptor()`` instead.
+    public let descriptor: Int32?
     /// The primary's number for it.
     let id: Int
 
@@ -20,21 +20,21 @@ public struct Listener: Sendable, CustomStringConvertible {
     /// duplicate called `listen` with its own (SwiftNIO's `withBoundSocket` listens with
     /// 128): the queue the workers share keeps its length.
     package func restoreBacklog() {
-        guard descriptor >= 0 else { return }
+        guard let descriptor else { return }
         try? Syscall.listen(descriptor, backlog: Socket.backlog)
     }
 
     /// A new close-on-exec descriptor for the same socket, owned by the caller.
     public func duplicateDescriptor() throws(ClusterError) -> Int32 {
-        guard descriptor >= 0 else {
+        guard let descriptor else {
             throw ClusterError(.invalidConfiguration, "\(boundAddress) is distributed by \(distribution): the primary accepts and hands connections over, so there is no socket to accept on; use accept(on:) or an adapter's serve")
         }
         return try Syscall.duplicate(descriptor)
     }
 
     /// The listener the primary granted for `address` (a `listen` reply), with the
-    /// descriptor that came with it (-1: none).
-    init(grant: ListenerGrant, address: ListenAddress, descriptor: Int32) throws(ClusterError) {
+    /// descriptor that came with it, if any.
+    init(grant: ListenerGrant, address: ListenAddress, descriptor: Int32?) throws(ClusterError) {
         let parsed = try grant.parsed()
         self.id = grant.id
         self.distribution = parsed.distribution
@@ -49,10 +49,10 @@ public struct Listener: Sendable, CustomStringConvertible {
         guard let address = try grant.parsed().address else {
             throw ClusterError(.invalidConfiguration, "CLUSTER_LISTENERS grants listener \(grant.id) without the address asked for")
         }
-        try self.init(grant: grant, address: address, descriptor: grant.descriptor ?? -1)
+        try self.init(grant: grant, address: address, descriptor: grant.descriptor)
     }
 
     public var description: String {
-        descriptor >= 0 ? "\(boundAddress) (\(distribution), fd \(descriptor))" : "\(boundAddress) (\(distribution), handed over by the primary)"
+        descriptor.map { "\(boundAddress) (\(distribution), fd \($0))" } ?? "\(boundAddress) (\(distribution), handed over by the primary)"
     }
 }
