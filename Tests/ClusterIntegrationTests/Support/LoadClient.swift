@@ -5,7 +5,8 @@ import Synchronization
 /// HTTP/1.1 requests on loopback, each outcome classified as a load test counts them.
 enum Outcome: Error, Hashable, CustomStringConvertible {
     case ok(worker: String)
-    case refused, reset, timeout
+    /// `reset`: ECONNRESET; `endOfStream`: the server closed before a whole response.
+    case refused, reset, endOfStream, timeout
     case other(String)
 
     var description: String {
@@ -13,6 +14,7 @@ enum Outcome: Error, Hashable, CustomStringConvertible {
         case .ok(let worker): "ok(worker \(worker))"
         case .refused: "refused"
         case .reset: "reset"
+        case .endOfStream: "end of stream"
         case .timeout: "timeout"
         case .other(let text): text
         }
@@ -86,7 +88,7 @@ final class ClientConnection {
             let n = recv(fd, &buffer, buffer.count, 0)
             if n > 0 { bytes += buffer[0..<n]; continue }
             if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { partial = bytes }
-            if n == 0 { return (.reset, nil) } // closed before a whole response
+            if n == 0 { return (.endOfStream, nil) } // closed before a whole response
             return (errno == EAGAIN || errno == EWOULDBLOCK ? .timeout : errno == ECONNRESET ? .reset : .other("recv: errno \(errno)"), nil)
         }
     }
