@@ -231,10 +231,11 @@ enum LeanHTTPParser {
                 let value = UnsafeRawBufferPointer(rebasing: raw[valueStart..<valueEnd])
                 switch field {
                 case .contentLength:
-                    // Empty: llhttp judges it once the next line has begun (it could have
-                    // been a fold), so this waits as long.
+                    // Empty: llhttp judges it at the next line's first byte (it could have
+                    // been a fold), even when that is the CR of the empty line, so this
+                    // waits as long and no longer.
                     if value.isEmpty {
-                        guard index < end, raw[index] != LeanHTTPParser.cr || index + 1 < end else { return starved }
+                        guard index < end else { return starved }
                         return .reject(.badRequest, reason: "Content-Length is empty")
                     }
                     guard let digits else { return .reject(.badRequest, reason: "Content-Length is not a number") }
