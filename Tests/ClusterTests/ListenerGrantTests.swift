@@ -21,13 +21,13 @@ import Testing
                           address: try ListenAddress(parsing: "unix:/tmp/a.sock")),
         ]
         let value = ListenerGrant.environmentValue(grants)
-        #expect(try ListenerGrant.list(from: value, variable: "CLUSTER_LISTENERS") == grants)
+        #expect(try ListenerGrant.list(from: value, variable: .listeners) == grants)
         let listeners = try grants.map { grant throws(ClusterError) in try Listener(inherited: grant) }
         #expect(listeners.map(\.descriptor) == [4, nil])
         #expect(listeners[0].address == (try ListenAddress(parsing: "tcp://0.0.0.0:0")))
         #expect(listeners[0].boundAddress == (try ListenAddress(parsing: "tcp://0.0.0.0:41000")))
         #expect(ListenerGrant.environmentValue([]) == "[]")
-        #expect(try ListenerGrant.list(from: "", variable: "CLUSTER_LISTENERS").isEmpty)
+        #expect(try ListenerGrant.list(from: "", variable: .listeners).isEmpty)
     }
 
     /// A primary upgraded in place, or workers of a binary replaced on disk, read what a
@@ -38,13 +38,13 @@ import Testing
         #expect(try reply.parsed().distribution == .sticky)
 
         let inherited = try ListenerGrant.list(from: "4\t0\tshared\ttcp://0.0.0.0:41000\ttcp://0.0.0.0:0\n-1\t1\troundRobin\ttcp://0.0.0.0:42000\ttcp://0.0.0.0:42000",
-                                               variable: "CLUSTER_LISTENERS")
+                                               variable: .listeners)
         #expect(inherited.map(\.id) == [0, 1])
         #expect(inherited.map(\.descriptor) == [4, nil])
         #expect(inherited.map(\.slot) == [nil, nil])
 
         let upgrade = try ListenerGrant.list(from: "3\t-1\treusePort\ttcp://0.0.0.0:41000\ttcp://0.0.0.0:0\n4\t1\treusePort\ttcp://0.0.0.0:41000\ttcp://0.0.0.0:0",
-                                             variable: "CLUSTER_UPGRADE_LISTENERS")
+                                             variable: .upgradeListeners)
         #expect(upgrade.map(\.descriptor) == [3, 4])
         #expect(upgrade.map(\.slot) == [nil, 1])
     }
@@ -53,13 +53,13 @@ import Testing
         #expect(throws: ClusterError.self) { try ListenerGrant(payload: Array("nonsense".utf8)) }
         #expect(throws: ClusterError.self) { try ListenerGrant(payload: Array("{\"id\":1}".utf8)) }
         do {
-            _ = try ListenerGrant.list(from: "[{\"id\":1}]", variable: "CLUSTER_LISTENERS")
+            _ = try ListenerGrant.list(from: "[{\"id\":1}]", variable: .listeners)
             Issue.record("a grant without its fields was read")
         } catch {
             #expect("\(error)".contains("CLUSTER_LISTENERS"))
         }
         do {
-            _ = try ListenerGrant.list(from: "4\tshared", variable: "CLUSTER_UPGRADE_LISTENERS")
+            _ = try ListenerGrant.list(from: "4\tshared", variable: .upgradeListeners)
             Issue.record("a short line was read")
         } catch {
             #expect("\(error)".contains("CLUSTER_UPGRADE_LISTENERS has a line '4\tshared'"))

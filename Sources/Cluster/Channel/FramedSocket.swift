@@ -109,8 +109,9 @@ struct FrameReader {
             throw error
         }
         guard let count, count > 0 else {
-            received.forEach(Syscall.close) // none come without a byte; never leak one
-            received.removeAll()
+            // None come without a byte; never leak one. (Usually empty: the buffer is kept.)
+            received.forEach(Syscall.close)
+            received.removeAll(keepingCapacity: true)
             return count
         }
         decoder.append(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), descriptors: received, truncated: truncated)

@@ -65,25 +65,32 @@ struct ListenerGrant: Codable, Sendable, Equatable {
         self.init(id: id, distribution: fields[1], bound: fields[2])
     }
 
-    /// The list in an environment variable: a JSON array, or an earlier version's lines
-    /// (`variable` names the form: `CLUSTER_LISTENERS` lines are `fd TAB id TAB distribution
-    /// TAB bound TAB address`, `CLUSTER_UPGRADE_LISTENERS` lines `fd TAB slot TAB
-    /// distribution TAB bound TAB address`, slot -1 for the listener's own socket).
-    static func list(from text: String, variable: String) throws(ClusterError) -> [ListenerGrant] {
+    /// The environment variables that hold a list of grants.
+    enum Variable: String {
+        /// A worker's inherited listeners; an earlier version's lines are
+        /// `fd TAB id TAB distribution TAB bound TAB address` (fd -1: none).
+        case listeners = "CLUSTER_LISTENERS"
+        /// A hot upgrade's sockets; an earlier version's lines are
+        /// `fd TAB slot TAB distribution TAB bound TAB address` (slot -1: the listener's own).
+        case upgradeListeners = "CLUSTER_UPGRADE_LISTENERS"
+    }
+
+    /// The list in `variable`: a JSON array, or an earlier version's lines.
+    static func list(from text: String, variable: Variable) throws(ClusterError) -> [ListenerGrant] {
         if text.first == "[" {
             do throws(ClusterError) {
                 return try MessageCodec.decode([ListenerGrant].self, from: Array(text.utf8))
             } catch {
-                throw ClusterError(.invalidConfiguration, "\(variable) is not a list of listener grants this runtime can read (\(error)); a primary and the processes it starts must run compatible versions of swift-cluster")
+                throw ClusterError(.invalidConfiguration, "\(variable.rawValue) is not a list of listener grants this runtime can read (\(error)); a primary and the processes it starts must run compatible versions of swift-cluster")
             }
         }
         return try text.split(separator: "\n").map { line throws(ClusterError) in
             let fields = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
             guard fields.count == 5, let fd = Int32(fields[0]), let second = Int(fields[1]) else {
-                throw ClusterError(.invalidConfiguration, "\(variable) has a line '\(line)' this runtime cannot read; a primary and the processes it starts must run compatible versions of swift-cluster")
+                throw ClusterError(.invalidConfiguration, "\(variable.rawValue) has a line '\(line)' this runtime cannot read; a primary and the processes it starts must run compatible versions of swift-cluster")
             }
             // An upgrade's lines carry no id: the new primary numbers its listeners itself.
-            let upgrade = variable == "CLUSTER_UPGRADE_LISTENERS"
+            let upgrade = variable == .upgradeListeners
             var grant = ListenerGrant(id: upgrade ? 0 : second, distribution: fields[2], bound: fields[3], address: fields[4],
                                       descriptor: fd >= 0 ? fd : nil)
             if upgrade && second >= 0 { grant.slot = second }

@@ -117,7 +117,7 @@ final class ListenerTable: Sendable {
     func adopt(spec: String, from predecessor: Int32, loop: IOLoop, logger: Logger) {
         let grants: [ListenerGrant]
         do throws(ClusterError) {
-            grants = try ListenerGrant.list(from: spec, variable: "CLUSTER_UPGRADE_LISTENERS")
+            grants = try ListenerGrant.list(from: spec, variable: .upgradeListeners)
         } catch {
             return logger.error("cannot take over the listeners of primary \(predecessor): \(error)")
         }

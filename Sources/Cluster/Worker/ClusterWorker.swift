@@ -82,7 +82,7 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
               let channelFD = value("CLUSTER_CHANNEL_FD").flatMap(Int32.init) else {
             throw ClusterError(.invalidConfiguration, "CLUSTER_WORKER_ID or CLUSTER_CHANNEL_FD is missing or not a number; workers are started by a primary, not by hand")
         }
-        let inherited = try ListenerGrant.list(from: value("CLUSTER_LISTENERS") ?? "", variable: "CLUSTER_LISTENERS")
+        let inherited = try ListenerGrant.list(from: value("CLUSTER_LISTENERS") ?? "", variable: .listeners)
             .map { grant throws(ClusterError) in try Listener(inherited: grant) }
         let worker = try ClusterWorker(
             id: id, slot: value("CLUSTER_SLOT").flatMap(Int.init) ?? 0,

@@ -35,21 +35,26 @@ public struct Listener: Sendable, CustomStringConvertible {
     /// The listener the primary granted for `address` (a `listen` reply), with the
     /// descriptor that came with it, if any.
     init(grant: ListenerGrant, address: ListenAddress, descriptor: Int32?) throws(ClusterError) {
-        let parsed = try grant.parsed()
-        self.id = grant.id
-        self.distribution = parsed.distribution
-        self.boundAddress = parsed.bound
-        self.address = address
-        self.descriptor = descriptor
+        try self.init(grant: grant, parsed: grant.parsed(), address: address, descriptor: descriptor)
     }
 
     /// A listener inherited at start: its grant names the address asked for and the
     /// descriptor, if any.
     init(inherited grant: ListenerGrant) throws(ClusterError) {
-        guard let address = try grant.parsed().address else {
+        let parsed = try grant.parsed()
+        guard let address = parsed.address else {
             throw ClusterError(.invalidConfiguration, "CLUSTER_LISTENERS grants listener \(grant.id) without the address asked for")
         }
-        try self.init(grant: grant, address: address, descriptor: grant.descriptor)
+        self.init(grant: grant, parsed: parsed, address: address, descriptor: grant.descriptor)
+    }
+
+    private init(grant: ListenerGrant, parsed: (distribution: Distribution, bound: ListenAddress, address: ListenAddress?),
+                 address: ListenAddress, descriptor: Int32?) {
+        self.id = grant.id
+        self.distribution = parsed.distribution
+        self.boundAddress = parsed.bound
+        self.address = address
+        self.descriptor = descriptor
     }
 
     public var description: String {
