@@ -147,6 +147,17 @@ close_copies:
 static char *saved_env[CLUSTER_MAX_SAVED];
 static int saved_count;
 
+/// The service manager's variables (sd_notify(3), sd_listen_fds(3)): they describe this
+/// process only, so they are saved and removed like CLUSTER_* ones, and no worker or
+/// program inherits them by accident.
+static int is_service_manager_variable(const char *entry) {
+    static const char *const names[] = {"NOTIFY_SOCKET=", "LISTEN_PID=", "LISTEN_FDS=", "LISTEN_FDNAMES="};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (strncmp(entry, names[i], strlen(names[i])) == 0) return 1;
+    }
+    return 0;
+}
+
 const char *cluster_startup_env(const char *name) {
     size_t len = strlen(name);
     for (int i = 0; i < saved_count; i++) {
@@ -168,9 +179,10 @@ __attribute__((constructor))
 static void cluster_bootstrap(int argc, char **argv, char **envp) {
     (void)argc; (void)argv; (void)envp;
     extern char **environ;
-    // Save and remove every CLUSTER_* variable before anything else reads the environment.
+    // Save and remove every CLUSTER_* variable (and the service manager's) before anything
+    // else reads the environment.
     for (char **e = environ; e != NULL && *e != NULL; e++) {
-        if (strncmp(*e, "CLUSTER_", 8) == 0 && saved_count < CLUSTER_MAX_SAVED)
+        if ((strncmp(*e, "CLUSTER_", 8) == 0 || is_service_manager_variable(*e)) && saved_count < CLUSTER_MAX_SAVED)
             saved_env[saved_count++] = strdup(*e);
     }
     for (int i = 0; i < saved_count; i++) {

@@ -19,7 +19,7 @@ struct ClusterCommand: AsyncParsableCommand {
 /// The flags of `run`, each also a config-file key of the same name.
 struct RunOptions: ParsableArguments {
     @Option(name: .long, parsing: .unconditional, help: "A YAML file of settings; flags override it.") var config: String?
-    @Option(name: .long, parsing: .unconditionalSingleValue, help: "Where to listen: tcp://HOST:PORT or unix:PATH. Repeatable.") var listen: [String] = []
+    @Option(name: .long, parsing: .unconditionalSingleValue, help: "Where to listen: tcp://HOST:PORT, unix:PATH, or a socket systemd passed (fd://3, fd:NAME). Repeatable.") var listen: [String] = []
     @Option(name: .long, parsing: .unconditional, help: "How many workers, 1 to 1024, or auto (one per core).") var workers: String?
     @Option(name: .long, parsing: .unconditional, help: "shared (default) or reusePort.") var distribution: String?
     @Option(name: .long, parsing: .unconditional, help: "accepting (default: waiting on its sockets), started (running for --ready-after) or notify (sd_notify READY=1).") var readiness: String?

@@ -98,7 +98,7 @@ struct RunConfiguration: Sendable, Equatable {
 
     static let settings: [Setting] = [
         Setting(name: "command", help: "the program and its arguments", apply: { values, c in c.command = values }, isList: true),
-        Setting(name: "listen", help: "tcp://HOST:PORT or unix:PATH, repeatable", apply: { values, c throws in
+        Setting(name: "listen", help: "tcp://HOST:PORT, unix:PATH, or a socket the service manager passed: fd://N or fd:NAME (LISTEN_FDS); repeatable", apply: { values, c throws in
             c.listen = try values.map { text throws in try listenAddress(text) }
         }, isList: true),
         Setting(name: "workers", help: "a count from 1 to 1024, or auto (one per core)", apply: { values, c throws in
@@ -239,8 +239,8 @@ struct RunConfiguration: Sendable, Equatable {
     /// `tcp://HOST:PORT`, `HOST:PORT`, `:PORT` or `unix:PATH`, and no other scheme: a URL
     /// such as http://host:80 is an error, not a host named "http://host".
     static func listenAddress(_ text: String) throws -> ListenAddress {
-        if !text.hasPrefix("unix:"), !text.hasPrefix("tcp://"), let scheme = text.range(of: ":/") {
-            throw CommandError("'\(text)' has the scheme '\(text[..<scheme.lowerBound])', which cluster does not listen with; write tcp://HOST:PORT or unix:PATH")
+        if !text.hasPrefix("unix:"), !text.hasPrefix("tcp://"), !text.hasPrefix("fd:"), let scheme = text.range(of: ":/") {
+            throw CommandError("'\(text)' has the scheme '\(text[..<scheme.lowerBound])', which cluster does not listen with; write tcp://HOST:PORT, unix:PATH, fd://N or fd:NAME")
         }
         let address = try ListenAddress(parsing: text)
         if let host = address.host, host.isEmpty || host.contains(where: { !($0.isASCII && ($0.isLetter || $0.isNumber || "-.:%_".contains($0))) }) {

@@ -10,18 +10,20 @@ import Testing
         (":3000", .tcp(port: 3000)),
         ("tcp://[::1]:8080", .tcp(host: "::1", port: 8080)),
         ("unix:/tmp/app.sock", .unix("/tmp/app.sock")),
+        ("fd://3", .inherited(descriptor: 3)),
+        ("fd:web", .inherited(named: "web")),
     ])
     func addressesParse(text: String, expected: ListenAddress) throws {
         #expect(try ListenAddress(parsing: text) == expected)
     }
 
     @Test func addressesPrintAsTheyParse() throws {
-        for text in ["tcp://127.0.0.1:8000", "tcp://[::1]:8080", "unix:/tmp/app.sock"] {
+        for text in ["tcp://127.0.0.1:8000", "tcp://[::1]:8080", "unix:/tmp/app.sock", "fd://4", "fd:web-admin"] {
             #expect(try ListenAddress(parsing: text).description == text)
         }
     }
 
-    @Test(arguments: ["tcp://host", "tcp://host:99999", "unix:", "tcp://host:port"])
+    @Test(arguments: ["tcp://host", "tcp://host:99999", "unix:", "tcp://host:port", "fd://", "fd://2", "fd://x", "fd:", "fd:a:b", "fd:a b"])
     func badAddressesSayWhatToWrite(text: String) {
         #expect { try ListenAddress(parsing: text) } throws: { error in
             let error = error as? ClusterError

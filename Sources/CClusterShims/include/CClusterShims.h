@@ -61,7 +61,8 @@ int cluster_spawn(const char *path, char *const argv[], char *const envp[],
 /// The value a CLUSTER_* environment variable had when this process started, or NULL.
 /// A load-time constructor reads these and removes them from the environment, so that
 /// programs a worker spawns do not mistake themselves for workers (as Node does with
-/// NODE_UNIQUE_ID). In a worker the same constructor, before main, drops to
+/// NODE_UNIQUE_ID). The service manager's NOTIFY_SOCKET, LISTEN_PID, LISTEN_FDS and
+/// LISTEN_FDNAMES are saved and removed the same way. In a worker the same constructor, before main, drops to
 /// CLUSTER_GID/CLUSTER_UID when set, asks for SIGKILL when the primary dies
 /// (PR_SET_PDEATHSIG) and exits at once if the primary is already gone.
 const char *cluster_startup_env(const char *name);

@@ -39,6 +39,9 @@ extension Primary {
             environment["CLUSTER_UPGRADE_LISTENERS"] = handed.spec
             environment["CLUSTER_UPGRADE_NOTIFY"] = String(notifyTarget)
             environment["CLUSTER_UPGRADE_RELEASED"] = String(releasedTarget)
+            // The service manager's socket, for the new primary to say it took over
+            // (MAINPID=); the passed listeners travel in CLUSTER_UPGRADE_LISTENERS instead.
+            if let notify = ServiceNotifier.shared.socketPath { environment["NOTIFY_SOCKET"] = notify }
             let executable = Spawn.currentExecutable()
             let started: (pid: pid_t, pidfd: Int32)
             do throws(ClusterError) {

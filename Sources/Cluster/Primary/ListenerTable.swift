@@ -42,7 +42,7 @@ final class ListenerTable: Sendable {
             return existing
         }
         let chosen = distribution ?? defaultDistribution
-        let (fd, bound) = try Socket.listen(address, reusePort: chosen == .reusePort)
+        let (fd, bound) = try Self.socket(for: address, distribution: chosen)
         let handle: any ListenerHandle
         do {
             handle = try Self.handle(id: takeID(), fd: fd, bound: bound, distribution: chosen, loop: loop, logger: logger)
@@ -53,6 +53,17 @@ final class ListenerTable: Sendable {
         insert(handle, for: address)
         logger.debug("listening", metadata: ["address": "\(bound)", "distribution": "\(chosen)"])
         return handle
+    }
+
+    /// A socket bound now, or the one the service manager passed.
+    private static func socket(for address: ListenAddress, distribution: Distribution) throws(ClusterError) -> (fd: Int32, bound: ListenAddress) {
+        guard case .inherited(let inherited) = address.kind else {
+            return try Socket.listen(address, reusePort: distribution == .reusePort)
+        }
+        guard distribution != .reusePort else {
+            throw ClusterError(.invalidConfiguration, "reusePort binds a socket for each worker, and \(address) is the one socket the service manager passed; distribute it with shared, roundRobin, leastConnections or sticky, or let the cluster bind (tcp://HOST:PORT)")
+        }
+        return try InheritedSockets.shared.take(inherited, for: address)
     }
 
     /// The handle for a socket bound (or inherited) for `distribution`.

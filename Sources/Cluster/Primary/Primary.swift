@@ -47,6 +47,9 @@ public final class Primary: Sendable {
         self.loop = loop
         // A worker that dies mid-write must not kill the primary.
         signal(SIGPIPE, SIG_IGN)
+        // Before anything is spawned: a socket the service manager passed reaches a worker
+        // only when a listener grants it.
+        InheritedSockets.shared.protect()
         upgradedFrom = cluster_startup_env("CLUSTER_UPGRADE_FROM").flatMap { Int32(String(cString: $0)) }
         if let upgradedFrom {
             listenerTable.adopt(spec: cluster_startup_env("CLUSTER_UPGRADE_LISTENERS").map { String(cString: $0) } ?? "",

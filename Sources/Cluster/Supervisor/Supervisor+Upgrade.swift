@@ -42,6 +42,7 @@ extension Supervisor {
         guard let current = upgrading, !current.killed else { return }
         if current.child.tookOver {
             logger.notice("primary \(current.child.pid) took over: this one drains and exits")
+            serviceStatus.handedOver()
             upgrading = nil
             return
         }
@@ -59,6 +60,8 @@ extension Supervisor {
         // Only our parent: a pid that is no longer the old primary's is never signalled.
         guard getppid() == old else { return }
         logger.notice("took over from primary \(old): its workers drain now")
+        // The service manager follows this primary before the old one starts to go.
+        notifyServiceManagerOfTakeOver()
         primary.announceTakeOver()
         kill(old, SIGTERM)
     }

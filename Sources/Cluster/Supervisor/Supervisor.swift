@@ -95,12 +95,15 @@ public actor Supervisor {
     nonisolated let degradedReason = Mutex<String?>(nil)
     /// Whether this primary, started by a hot upgrade, has told the old one to stop.
     var tookOver = false
+    /// What the service manager has been told (sd_notify).
+    var serviceStatus: ServiceStatus
 
     /// A supervisor for `primary`; nothing starts until ``run()``.
     public init(primary: Primary, supervision: Supervision = Supervision()) {
         self.primary = primary
         self.supervision = supervision
         model = SupervisorModel(supervision: supervision)
+        serviceStatus = ServiceStatus(startedByUpgrade: primary.upgradedFrom != nil)
         autoscaler = supervision.autoscale
         (inputs, feed) = AsyncStream.makeStream(of: Input.self)
     }
@@ -191,9 +194,11 @@ public actor Supervisor {
         logger.info("supervising \(model.desired) workers (generation \(model.generation))")
         await perform(model.reconcile(at: clock.now))
         takeOverIfReady()
+        notifyServiceManager()
         for await input in inputs {
             await handle(input)
             takeOverIfReady()
+            notifyServiceManager()
             // A new primary being killed still holds the listeners: wait for its exit.
             if model.isDrained, upgrading == nil, case .stopping(let outcome) = model.phase { return outcome }
         }

@@ -23,6 +23,8 @@ package enum Socket {
                     throw ClusterError(.invalidConfiguration, "reusePort needs a TCP listener, and \(address) is a Unix-domain socket; use shared or roundRobin for it")
                 }
                 return try listenUnix(path: path, address: address)
+            case .inherited:
+                throw ClusterError(.invalidConfiguration, "\(address) is a socket the service manager passed; it is taken, not bound")
             }
         } catch {
             throw error.about(address)
