@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.0"),
@@ -44,6 +45,7 @@ let package = Package(
                 "ClusterJSON",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             // Async functions run on their caller's executor: a channel call made on the
             // I/O thread stays there, with no executor switch per message.
@@ -131,7 +133,10 @@ let package = Package(
         // A program the integration tests spawn as a primary and its workers.
         .executableTarget(
             name: "ClusterFixture",
-            dependencies: ["Cluster", "ClusterNIO", "ClusterAdmin"],
+            dependencies: [
+                "Cluster", "ClusterNIO", "ClusterAdmin",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

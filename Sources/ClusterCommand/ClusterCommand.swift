@@ -141,7 +141,7 @@ extension ClusterCommand {
                     }
                 }
             }
-            let outcome = await supervisor.run()
+            let outcome = await supervisor.supervise()
             groups.endAll()
             control.remove()
             say("primary \(getpid()) \(outcome)")

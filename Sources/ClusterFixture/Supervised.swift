@@ -5,12 +5,14 @@
 // RESTART_DELAY_MS, RESET_AFTER_MS, MAX_BOOT_FAILURES, BOOT_PERIOD_MS, DEGRADED_DELAY_MS, MAX_DEGRADED_DELAY_MS,
 // BOOT_TIMEOUT_MS, DRAIN_TIMEOUT_MS, READY_TIMEOUT_MS, MAX_SURGE, UPGRADE_TIMEOUT_MS, WATCHDOG_MS, KILL_AFTER_MS, MAX_REQUESTS, MAX_RSS_MB,
 // MAX_AGE_MS, RUN_AS (a user), LIMIT_NOFILE, ADMIN_PORT (prints {"event":"admin","port":N}). Commands on standard input: "reload", "scale N", "stop", "stop now",
-// "status" (prints {"event":"status","generation":N,"reload":"..."}).
+// "status" (prints {"event":"status","generation":N,"reload":"..."}), "cancel" (cancels the
+// task that supervises, then supervises again: {"event":"again","outcome":"..."}).
+// AS_SERVICE=1 runs the supervisor in a ServiceGroup instead (SupervisedService.swift).
 // It prints the events as JSON lines, and {"event":"outcome",...} before it exits.
 //
 // Worker: when the file FAIL_FILE names exists at start, its content says how to fail:
 // "exit N" exits with code N, "hang" never gets ready. With READINESS=explicit it calls
-// ready() after READY_DELAY_MS. Routes: / (who answers), /slow?ms=N, /spin (blocks its
+// ready() after READY_DELAY_MS. Routes: / (who answers), /slow?ms=N (prints {"event":"request"}), /spin (blocks its
 // event loop forever), /leak?mb=N (keeps N MiB), /orphan (leaves an orphan for PID 1),
 // /crash (traps).
 import Cluster
@@ -64,6 +66,7 @@ func runSupervisedPrimary(_ primary: Primary) async throws {
             case "reload": supervisor.reload()
             case "scale": supervisor.scale(to: Int(words.last ?? "") ?? 1)
             case "stop": supervisor.stop(immediately: words.last == "now")
+            case "cancel": supervising.withLock { $0?.cancel() }
             case "status":
                 Task {
                     let generation = await supervisor.currentGeneration
@@ -78,10 +81,19 @@ func runSupervisedPrimary(_ primary: Primary) async throws {
         emit(["event": "admin", "port": admin.localAddress?.port ?? 0])
     }
     emit(["event": "supervising", "pid": Int(getpid())])
-    let outcome = await supervisor.run()
+    if environment["AS_SERVICE"] != nil { try await superviseAsService(supervisor) }
+    let task = Task { await supervisor.supervise() }
+    supervising.withLock { $0 = task }
+    let outcome = await task.value
+    if task.isCancelled {
+        emit(["event": "again", "outcome": "\(await supervisor.supervise())"])
+    }
     emit(["event": "outcome", "outcome": outcome.description, "code": Int(outcome.exitCode)])
     exit(outcome.exitCode)
 }
+
+/// The task that supervises, for the "cancel" command.
+private let supervising = Mutex<Task<Supervisor.Outcome, Never>?>(nil)
 
 /// Memory /leak keeps, so the RSS limit has something to find.
 private let leaked = Mutex<[[UInt8]]>([])
@@ -106,6 +118,7 @@ func runSupervisedWorker(_ worker: ClusterWorker) async throws {
         let body = "worker \(worker.id) pid \(getpid())\n"
         switch components?.path {
         case "/slow":
+            emit(["event": "request", "path": "/slow", "worker": worker.id])
             return loop.scheduleTask(in: .milliseconds(Int64(query("ms") ?? 1000))) { HTTPResponse(body: "slow " + body) }.futureResult
         case "/spin":
             while true { usleep(1000) }

@@ -14,25 +14,36 @@ import Glibc
 ///
 /// ```swift
 /// case .primary(let primary):
-///     let outcome = await Supervisor(primary: primary).run()   // SIGTERM drains, SIGHUP reloads
+///     let outcome = await Supervisor(primary: primary).supervise()   // SIGTERM drains, SIGHUP reloads
 ///     exit(outcome.exitCode)
 /// ```
+///
+/// It is also a swift-service-lifecycle `Service` (``run()``), for a `ServiceGroup`.
 public actor Supervisor {
-    /// Why ``run()`` returned.
+    /// Why ``supervise()`` returned.
     public enum Outcome: Sendable, Equatable, CustomStringConvertible {
         /// Stopped on request (a signal or ``stop(immediately:)``) after the workers drained.
         case stopped
         /// Workers kept failing to boot, or one said it cannot boot, and no worker was left
         /// serving: the reason says which.
         case crashLoop(String)
+        /// Nothing was started: the supervisor had run already (a supervisor runs once).
+        case refused(String)
 
-        /// The exit code for the primary: 0 when stopped, 1 after a crash loop.
-        public var exitCode: Int32 { self == .stopped ? 0 : 1 }
+        /// The exit code for the primary: 0 when stopped, 1 after a crash loop, 70
+        /// (`EX_SOFTWARE`) when refused.
+        public var exitCode: Int32 {
+            switch self {
+            case .stopped: 0
+            case .crashLoop: 1
+            case .refused: 70
+            }
+        }
 
         public var description: String {
             switch self {
             case .stopped: "stopped"
-            case .crashLoop(let reason): reason
+            case .crashLoop(let reason), .refused(let reason): reason
             }
         }
     }
@@ -95,10 +106,12 @@ public actor Supervisor {
     nonisolated let degradedReason = Mutex<String?>(nil)
     /// Whether this primary, started by a hot upgrade, has told the old one to stop.
     var tookOver = false
+    /// Whether it has run (it runs once).
+    private var started = false
     /// What the service manager has been told (sd_notify).
     var serviceStatus: ServiceStatus
 
-    /// A supervisor for `primary`; nothing starts until ``run()``.
+    /// A supervisor for `primary`; nothing starts until ``supervise()`` (or ``run()``).
     public init(primary: Primary, supervision: Supervision = Supervision()) {
         self.primary = primary
         self.supervision = supervision
@@ -108,14 +121,15 @@ public actor Supervisor {
         (inputs, feed) = AsyncStream.makeStream(of: Input.self)
     }
 
-    /// The signals ``run()`` handles when ``Supervision/handlesSignals`` is on (and
+    /// The signals ``supervise()`` handles when ``Supervision/handlesSignals`` is on (and
     /// SIGCHLD as PID 1, to reap orphans).
     public static let handledSignals: [Signal] = [
         .terminate, .interrupt, .quit, .hangup, Signal(rawValue: SIGTTIN), Signal(rawValue: SIGTTOU), .user2,
     ]
 
-    private static var watchedSignals: [Signal] {
-        handledSignals + (getpid() == 1 ? [Signal(rawValue: SIGCHLD)] : [])
+    /// The signals watched for `handled`, with SIGCHLD as PID 1.
+    static func watchedSignals(_ handled: [Signal]) -> [Signal] {
+        handled + (getpid() == 1 ? [Signal(rawValue: SIGCHLD)] : [])
     }
 
     // MARK: Commands (from any thread)
@@ -129,7 +143,7 @@ public actor Supervisor {
     public nonisolated func scale(to workers: Int) { feed.yield(.scale(workers)) }
 
     /// Stops the cluster: drains every worker (SIGKILL after the drain timeout), or kills
-    /// them at once. ``run()`` returns when all have exited.
+    /// them at once. ``supervise()`` returns when all have exited.
     public nonisolated func stop(immediately: Bool = false) { feed.yield(.stop(immediately: immediately)) }
 
     /// Hands over to a new primary started from the executable now on disk, which inherits
@@ -167,7 +181,34 @@ public actor Supervisor {
     // MARK: The loop
 
     /// Starts the workers and supervises them until the cluster stops; returns why.
-    public func run() async -> Outcome {
+    ///
+    /// Cancelling the calling task stops the cluster as ``stop(immediately:)`` does: the
+    /// workers drain, and this returns when they have exited. A supervisor runs once; a
+    /// second call returns ``Outcome/refused(_:)`` at once.
+    public func supervise() async -> Outcome {
+        await supervise(handling: supervision.handlesSignals ? Self.handledSignals : [])
+    }
+
+    /// ``supervise()``, handling the signals `handled`.
+    func supervise(handling handled: [Signal]) async -> Outcome {
+        guard !started else {
+            let reason = "this supervisor has run already; make a new Supervisor for each run"
+            logger.error("\(reason)")
+            return .refused(reason)
+        }
+        started = true
+        // The loop runs in a task of its own, which the caller's cancellation does not
+        // reach (its input stream would end at once): cancelling asks it to drain instead.
+        let loop = Task { await self.loop(handling: handled) }
+        return await withTaskCancellationHandler {
+            await loop.value
+        } onCancel: { [feed] in
+            feed.yield(.stop(immediately: false))
+        }
+    }
+
+    private func loop(handling handled: [Signal]) async -> Outcome {
+        let watched = Self.watchedSignals(handled)
         let events = primary.events
         let forwarder = Task { [feed] in
             for await event in events { feed.yield(.event(event)) }
@@ -181,11 +222,11 @@ public actor Supervisor {
         defer {
             forwarder.cancel()
             ticker.cancel()
-            signals?.restoreDefaults(Self.watchedSignals)
+            signals?.restoreDefaults(watched)
         }
-        if supervision.handlesSignals {
+        if !handled.isEmpty {
             do {
-                signals = try SignalWatcher(Self.watchedSignals) { [feed] in feed.yield(.signal($0)) }
+                signals = try SignalWatcher(watched) { [feed] in feed.yield(.signal($0)) }
             } catch {
                 logger.error("cannot handle signals: \(error); SIGTERM will end the primary without draining")
             }

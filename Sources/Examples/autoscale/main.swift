@@ -103,7 +103,7 @@ do {
                 }
             }
         }
-        let outcome = await supervisor.run()
+        let outcome = await supervisor.supervise()
         log("Primary \(primary.pid) \(outcome)")
         exit(outcome.exitCode)
     case .worker(let worker):

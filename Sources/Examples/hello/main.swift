@@ -49,7 +49,7 @@ do {
                 }
             }
         }
-        let outcome = await supervisor.run()
+        let outcome = await supervisor.supervise()
         log("Primary \(primary.pid) \(outcome)")
         exit(outcome.exitCode)
     case .worker(let worker):
