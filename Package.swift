@@ -46,6 +46,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             // Async functions run on their caller's executor: a channel call made on the
             // I/O thread stays there, with no executor switch per message.
@@ -135,6 +136,7 @@ let package = Package(
             name: "ClusterFixture",
             dependencies: [
                 "Cluster", "ClusterNIO", "ClusterAdmin",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings

@@ -14,11 +14,13 @@
 // "exit N" exits with code N, "hang" never gets ready. With READINESS=explicit it calls
 // ready() after READY_DELAY_MS. Routes: / (who answers), /slow?ms=N (prints {"event":"request"}), /spin (blocks its
 // event loop forever), /leak?mb=N (keeps N MiB), /orphan (leaves an orphan for PID 1),
-// /crash (traps).
+// /crash (traps), /cancel (cancels the serving task; prints {"event":"served","cancelled":true}).
+// WORKER_SERVICES=1 runs a "recorder" service beside the server (ClusterWorker.run(services:)).
 import Cluster
 import ClusterAdmin
 import ClusterNIO
 import Foundation
+import Logging
 import NIOCore
 import Synchronization
 
@@ -112,7 +114,23 @@ func runSupervisedWorker(_ worker: ClusterWorker) async throws {
             worker.ready()
         }
     }
-    try await worker.serveHTTP(.tcp(host: "0.0.0.0", port: integer("PORT") ?? 0), accept: try fixtureAcceptMode()) { request, loop in
+    let accept = try fixtureAcceptMode()
+    let serve: @Sendable () async throws -> Void = { try await serveRoutes(worker, accept: accept) }
+    if environment["WORKER_SERVICES"] != nil {
+        try await worker.run(services: [Recorder(name: "worker \(worker.id)")], logger: Logger(label: "fixture.worker"), server: serve)
+        return
+    }
+    let task = Task { try await serve() }
+    serving.withLock { $0 = task }
+    try await task.value
+    if task.isCancelled { emit(["event": "served", "cancelled": true, "id": worker.id]) }
+}
+
+/// The worker's serving task, for /cancel.
+private let serving = Mutex<Task<Void, any Error>?>(nil)
+
+private func serveRoutes(_ worker: ClusterWorker, accept: AcceptMode) async throws {
+    try await worker.serveHTTP(.tcp(host: "0.0.0.0", port: integer("PORT") ?? 0), accept: accept) { request, loop in
         let components = URLComponents(string: request.head.uri)
         let query = { (name: String) in components?.queryItems?.first { $0.name == name }?.value.flatMap(Int.init) }
         let body = "worker \(worker.id) pid \(getpid())\n"
@@ -139,6 +157,10 @@ func runSupervisedWorker(_ worker: ClusterWorker) async throws {
             return loop.makeSucceededFuture(HTTPResponse(body: body))
         case "/crash":
             fatalError("the /crash route traps on purpose")
+        case "/cancel":
+            // Cancels the task that serves: it quiesces and returns, and so does main.
+            serving.withLock { $0?.cancel() }
+            return loop.makeSucceededFuture(HTTPResponse(body: "cancelling " + body))
         default:
             return loop.makeSucceededFuture(HTTPResponse(body: body))
         }

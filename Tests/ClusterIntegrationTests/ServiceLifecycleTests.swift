@@ -7,15 +7,6 @@ extension IntegrationTests {
     /// `ServiceGroup` after a "recorder" service).
     @Suite(.timeLimit(.minutes(2)))
     struct ServiceLifecycleTests {
-        /// The index of the first output line that is an event with `fields`.
-        private func line(_ process: SpawnedProcess, _ fields: [String: String], last: Bool = false) -> Int? {
-            let lines = process.output
-            let matches = lines.indices.filter { index in
-                SpawnedProcess.json(lines[index]).map { SpawnedProcess.matches($0, fields) } ?? false
-            }
-            return last ? matches.last : matches.first
-        }
-
         @Test func sigtermShutsTheGroupDownInOrderTheWorkersDrainThenTheServiceBeforeThem() async throws {
             let primary = try SpawnedProcess("ClusterFixture", ["supervised"], environment: ["WORKERS": "2", "AS_SERVICE": "1"])
             defer { primary.stop() }
@@ -28,9 +19,9 @@ extension IntegrationTests {
             #expect(try await primary.waitForExit() == 0)
             let exits = primary.events(["event": "exit"])
             #expect(exits.count == 2 && exits.allSatisfy { $0["code"] as? Int == 0 }, "both workers drained and exited 0: \(exits)")
-            let lastExit = try #require(line(primary, ["event": "exit"], last: true))
-            let recorderStopped = try #require(line(primary, ["event": "service", "state": "stopped"]))
-            #expect(lastExit < recorderStopped, "the group stops the services in reverse order: the workers are gone before the recorder stops")
+            let recorder = try #require(primary.events(["event": "service", "state": "stopped"]).first)
+            #expect(recorder["children"] as? Int == 0,
+                    "the group stops the services in reverse order: the workers are gone before the recorder stops: \(recorder)")
             #expect(primary.events(["event": "outcome"]).first?["code"] as? Int == 0)
         }
 
@@ -45,6 +36,43 @@ extension IntegrationTests {
             #expect(exits.count == 2 && exits.allSatisfy { $0["code"] as? Int == 0 }, "cancellation drained both workers: \(exits)")
             #expect(try await primary.waitForExit() == 0)
             #expect(primary.events(["event": "outcome"]).first?["outcome"] as? String == "stopped")
+        }
+    
+
+        @Test func aWorkersOwnServicesRunBesideItsServerAndStopAfterItsDrain() async throws {
+            let primary = try SpawnedProcess("ClusterFixture", ["supervised"], environment: ["WORKERS": "2", "WORKER_SERVICES": "1"])
+            defer { primary.stop() }
+            let port = try await primary.waitForEvents(["event": "listening"], count: 2)[0]["port"] as! Int
+            _ = try await primary.waitForEvents(["event": "service", "state": "running"], count: 2)
+            let inFlight = Task.detached { try HTTP.get(port: port, path: "/slow?ms=1000") }
+            let serving = try await primary.waitForEvent(["event": "request", "path": "/slow"])
+            primary.send("stop")
+            #expect(try await inFlight.value.status == 200, "the request in flight is answered during the drain")
+            let stopped = try await primary.waitForEvents(["event": "service", "state": "stopped"], count: 2)
+            #expect(Set(stopped.compactMap { $0["name"] as? String }) == ["worker 1", "worker 2"])
+            #expect(try await primary.waitForExit() == 0)
+            let exits = primary.events(["event": "exit"])
+            #expect(exits.count == 2 && exits.allSatisfy { $0["code"] as? Int == 0 }, "\(exits)")
+            // In the worker that served the request: its service stopped after the drain began
+            // and before the worker exited.
+            let id = try #require(serving["worker"] as? Int)
+            let lines = primary.output
+            let stop = try #require(lines.firstIndex { $0.contains("\"name\":\"worker \(id)\"") && $0.contains("\"stopped\"") })
+            let exit = try #require(lines.firstIndex { line in
+                SpawnedProcess.json(line).map { $0["event"] as? String == "exit" && $0["id"] as? Int == id } ?? false
+            })
+            #expect(stop < exit)
+        }
+
+        @Test func cancellingAWorkersServingTaskQuiescesAndReturns() async throws {
+            let primary = try SpawnedProcess("ClusterFixture", ["supervised"], environment: ["WORKERS": "1"])
+            defer { primary.stop() }
+            let port = try await primary.waitForEvents(["event": "listening"], count: 1)[0]["port"] as! Int
+            #expect(try HTTP.get(port: port, path: "/cancel").status == 200)
+            let served = try await primary.waitForEvent(["event": "served"])
+            let id = try #require(served["id"] as? Int)
+            let exit = try await primary.waitForEvent(["event": "exit", "id": String(id)])
+            #expect(exit["code"] as? Int == 0, "serve returned after quiescing, and so did main: \(exit)")
         }
     }
 }

@@ -325,14 +325,22 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
 
     /// Returns when the primary asks this worker to drain: stop accepting, finish what is in
     /// flight, then return from `main` so the process exits 0.
+    ///
+    /// Cancelling the waiting task drains too: the worker leaves the cluster as
+    /// ``disconnect()`` does, and this returns. So `serve` returns on cancellation once its
+    /// connections have quiesced.
     public func drainRequested() async {
-        await withCheckedContinuation { continuation in
-            let now = state.withLock { state -> Bool in
-                if state.draining { return true }
-                state.drainWaiters.append(continuation)
-                return false
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let now = state.withLock { state -> Bool in
+                    if state.draining { return true }
+                    state.drainWaiters.append(continuation)
+                    return false
+                }
+                if now { continuation.resume() }
             }
-            if now { continuation.resume() }
+        } onCancel: {
+            disconnect()
         }
     }
 
