@@ -127,6 +127,7 @@ let package = Package(
                 "ClusterAdmin",
                 "ClusterHummingbird",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Sources/Examples/express",
             swiftSettings: swiftSettings

@@ -91,6 +91,9 @@ extension IntegrationTests {
             let drained = try #require(output.firstIndex(of: "Worker 1 (pid \(pid)) draining"))
             let answered = try #require(output.firstIndex { $0.hasPrefix("Worker 1 (pid \(pid)): GET \(slowPath) 200 ") })
             #expect(drained < answered, "\(output)")
+            // The application's service stopped after its server answered what was in flight.
+            let jobsStopped = try #require(output.firstIndex(of: "Worker 1 (pid \(pid)) background jobs stopped"))
+            #expect(answered < jobsStopped, "\(output)")
         }
 
         /// Worker ids to pids, and the port, from the primary's first `count` "is listening"

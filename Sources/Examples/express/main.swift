@@ -2,7 +2,7 @@
 // per core and replaces any that dies; each worker serves a Hummingbird app whose `/` runs
 // a CPU-bound loop, so a busy worker ties up one core while the others keep answering.
 // SIGINT or SIGTERM drains the cluster: every worker finishes the requests in flight and
-// exits, then the primary exits.
+// exits (then its background service stops), then the primary exits.
 //
 //     swift run express   # PORT=3000, WORKERS=cores, WORK=10000000 iterations, DISTRIBUTION=leastConnections
 //     curl 'localhost:3000/?n=1000'
@@ -12,6 +12,7 @@ import ClusterHummingbird
 import Dispatch
 import Glibc
 import Hummingbird
+import ServiceLifecycle
 import Synchronization
 
 /// Prints a line at once, even when output is a pipe.
@@ -68,6 +69,19 @@ struct RequestLogger<Context: RequestContext>: RouterMiddleware {
         let (seconds, attoseconds) = (ContinuousClock.now - start).components
         let tenths = seconds * 10_000 + attoseconds / 100_000_000_000_000
         return "\(tenths / 10).\(tenths % 10) ms"
+    }
+}
+
+/// What an app runs beside its server (a queue consumer, a cache refresher): here it only
+/// says when it starts and stops.
+struct BackgroundJobs: Service {
+    /// `Worker ID (pid PID)`.
+    let worker: String
+
+    func run() async throws {
+        log("\(worker) background jobs running")
+        try? await gracefulShutdown()
+        log("\(worker) background jobs stopped")
     }
 }
 
@@ -139,7 +153,11 @@ do {
             }
             return "Result: \(work(n))\n"
         }
-        try await worker.serve(router, on: .tcp(port: port))
+        // The Hummingbird application as it would run alone (`app.runService()`), with a
+        // service beside the server; the worker serves it on the primary's listener, and on
+        // drain the service stops once the server has answered what was in flight.
+        let app = Application(router: router, services: [BackgroundJobs(worker: name)])
+        try await worker.run(app, on: .tcp(port: port))
     }
 } catch {
     log("express: \(error)")
