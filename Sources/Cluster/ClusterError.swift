@@ -42,7 +42,7 @@ public struct ClusterError: Error, Sendable, CustomStringConvertible {
 
         /// A system call failed; `errno` says why.
         public static func systemCall(_ name: String) -> Code { Code(storage: .systemCall(name)) }
-        /// A message is larger than ``Channel/maximumMessageSize``.
+        /// A message is larger than the channel allows (64 MiB).
         public static let messageTooLarge = Code(storage: .messageTooLarge)
         /// The peer sent bytes that are not a valid frame.
         public static let malformedFrame = Code(storage: .malformedFrame)

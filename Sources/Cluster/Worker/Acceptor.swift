@@ -21,7 +21,7 @@ public struct AcceptedConnection: Sendable {
 /// it accepts on the worker's socket (shared, reusePort) from the I/O thread, or takes the
 /// connections the primary hands over (roundRobin, leastConnections, sticky). Each
 /// connection reaches the handler as a non-blocking, close-on-exec descriptor, which the
-/// handler owns; the handler's owner calls ``connectionClosed()`` when it ends.
+/// handler owns; the handler's owner calls ``AcceptedConnection/closed()`` when it ends.
 ///
 /// On a shared socket the kernel wakes every worker for each connection and all but one
 /// find nothing: here an empty accept is simply EAGAIN. `EPOLLEXCLUSIVE` is not used: it

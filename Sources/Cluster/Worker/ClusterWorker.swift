@@ -307,7 +307,7 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
     /// Calls `handler` when the primary asks this worker to give back a `fraction` (0...1)
     /// of its long-lived connections: a worker has joined, and keep-alive clients stay
     /// where they first connected unless some reconnect. Close that share of connections
-    /// gracefully (SwiftNIO: `ChannelShouldQuiesceEvent`); ``serve`` does it for you.
+    /// gracefully (SwiftNIO: `ChannelShouldQuiesceEvent`); ClusterNIO's `serve` does it for you.
     public func onRebalance(_ handler: @escaping @Sendable (_ fraction: Double) -> Void) {
         state.withLock { $0.rebalanceHandlers.append(handler) }
     }
