@@ -1,7 +1,8 @@
 // The "supervised" scenario: a primary under a Supervisor configured from the
 // environment, and HTTP workers with routes that misbehave on purpose.
 //
-// Primary environment: WORKERS, PORT, DISTRIBUTION (default shared), READINESS=explicit,
+// Primary environment: WORKERS, PORT (or LISTEN, an address as `cluster run --listen` takes it),
+// DISTRIBUTION (default shared), READINESS=explicit,
 // RESTART_DELAY_MS, RESET_AFTER_MS, MAX_BOOT_FAILURES, BOOT_PERIOD_MS, DEGRADED_DELAY_MS, MAX_DEGRADED_DELAY_MS,
 // BOOT_TIMEOUT_MS, DRAIN_TIMEOUT_MS, READY_TIMEOUT_MS, MAX_SURGE, UPGRADE_TIMEOUT_MS, WATCHDOG_MS, KILL_AFTER_MS, MAX_REQUESTS, MAX_RSS_MB,
 // MAX_AGE_MS, RUN_AS (a user), LIMIT_NOFILE, ADMIN_PORT (prints {"event":"admin","port":N}). Commands on standard input: "reload", "scale N", "stop", "stop now",
@@ -28,10 +29,17 @@ private func integer(_ name: String) -> Int? {
     environment[name].flatMap(Int.init)
 }
 
+/// LISTEN parsed as an address (`tcp://HOST:PORT` and any options the parser knows), or
+/// 0.0.0.0:PORT.
+private func listenAddress() throws -> ListenAddress {
+    guard let text = environment["LISTEN"] else { return .tcp(host: "0.0.0.0", port: integer("PORT") ?? 0) }
+    return try ListenAddress(parsing: text)
+}
+
 func runSupervisedPrimary(_ primary: Primary) async throws {
     primary.setup(PrimarySettings(user: environment["RUN_AS"], limits: ResourceLimits(openFiles: integer("LIMIT_NOFILE"))))
     let distribution = try Cluster.environmentDistribution(default: .shared)
-    try await primary.listen(.tcp(host: "0.0.0.0", port: integer("PORT") ?? 0), distribution: distribution)
+    try await primary.listen(listenAddress(), distribution: distribution)
     let defaults = Supervision()
     let supervision = Supervision(
         workers: integer("WORKERS") ?? 2,
@@ -100,7 +108,7 @@ func runSupervisedWorker(_ worker: ClusterWorker) async throws {
             worker.ready()
         }
     }
-    try await worker.serveHTTP(.tcp(host: "0.0.0.0", port: integer("PORT") ?? 0), accept: try fixtureAcceptMode()) { request, loop in
+    try await worker.serveHTTP(listenAddress(), accept: try fixtureAcceptMode()) { request, loop in
         let components = URLComponents(string: request.head.uri)
         let query = { (name: String) in components?.queryItems?.first { $0.name == name }?.value.flatMap(Int.init) }
         let body = "worker \(worker.id) pid \(getpid())\n"
