@@ -36,9 +36,11 @@ final class NetworkHosts: Sendable {
         return nil
     }()
 
-    /// Makes `count` hosts (at most 3). On failure, whatever was made is deleted.
+    /// Makes `count` hosts (at most 3), after deleting any a test process that no longer
+    /// runs left behind. On failure, whatever was made is deleted.
     init(count: Int) throws {
         precondition((1...3).contains(count), "a /28 holds three /30 pairs")
+        NetworkHosts.removeAbandoned()
         let run = NetworkHosts.counter.wrappingAdd(1, ordering: .relaxed).oldValue
         let base = try NetworkHosts.freeBlock(seed: Int(getpid()) &* 31 &+ run)
         let prefix = "lb\(getpid())x\(run)" // at most 15 characters with a suffix: a link name's limit
@@ -68,6 +70,21 @@ final class NetworkHosts: Sendable {
         for host in hosts {
             try? NetworkHosts.ip("link", "del", host.link)
             try? NetworkHosts.ip("netns", "del", host.namespace)
+        }
+    }
+
+    /// Deletes the namespaces and veth pairs named after a pid no process has now (a run
+    /// killed before its `remove()`): `lb<pid>x<run>h<n>` and `lb<pid>x<run>v<n>`.
+    private static func removeAbandoned() {
+        let namespaces = (try? runToEnd(which("ip") ?? "/usr/sbin/ip", ["netns", "list"], timeout: .seconds(10)).output) ?? ""
+        for line in namespaces.split(separator: "\n") {
+            let name = String(line.split(separator: " ")[0])
+            guard name.hasPrefix("lb"), let x = name.firstIndex(of: "x"), let h = name.lastIndex(of: "h"),
+                  let pid = Int32(name[name.index(name.startIndex, offsetBy: 2)..<x]), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            var link = name
+            link.replaceSubrange(h...h, with: "v")
+            try? ip("link", "del", link)
+            try? ip("netns", "del", name)
         }
     }
 
