@@ -1,7 +1,8 @@
 // The "supervised" scenario: a primary under a Supervisor configured from the
 // environment, and HTTP workers with routes that misbehave on purpose.
 //
-// Primary environment: WORKERS, PORT, DISTRIBUTION (default shared), READINESS=explicit,
+// Primary environment: WORKERS, PORT (or LISTEN, an address as `cluster run --listen` takes it),
+// DISTRIBUTION (default shared), READINESS=explicit,
 // RESTART_DELAY_MS, RESET_AFTER_MS, MAX_BOOT_FAILURES, BOOT_PERIOD_MS, DEGRADED_DELAY_MS, MAX_DEGRADED_DELAY_MS,
 // BOOT_TIMEOUT_MS, DRAIN_TIMEOUT_MS, READY_TIMEOUT_MS, MAX_SURGE, UPGRADE_TIMEOUT_MS, WATCHDOG_MS, KILL_AFTER_MS, MAX_REQUESTS, MAX_RSS_MB,
 // MAX_AGE_MS, RUN_AS (a user), LIMIT_NOFILE, ADMIN_PORT (prints {"event":"admin","port":N}). Commands on standard input: "reload", "scale N", "stop", "stop now",
@@ -14,7 +15,8 @@
 // "exit N" exits with code N, "hang" never gets ready. With READINESS=explicit it calls
 // ready() after READY_DELAY_MS. Routes: / (who answers), /slow?ms=N (prints {"event":"request"}), /spin (blocks its
 // event loop forever), /leak?mb=N (keeps N MiB), /orphan (leaves an orphan for PID 1),
-// /crash (traps), /cancel (cancels the serving task; prints {"event":"served","cancelled":true}).
+// /crash (traps), /cancel (cancels the serving task). A worker prints {"event":"served",
+// "cancelled":"yes" or "no"} when it has served and drained, just before it exits 0.
 // WORKER_SERVICES=1 runs a "recorder" service beside the server (ClusterWorker.run(services:)).
 import Cluster
 import ClusterAdmin
@@ -32,10 +34,17 @@ private func integer(_ name: String) -> Int? {
     environment[name].flatMap(Int.init)
 }
 
+/// LISTEN parsed as an address (`tcp://HOST:PORT` and any options the parser knows), or
+/// 0.0.0.0:PORT.
+private func listenAddress() throws -> ListenAddress {
+    guard let text = environment["LISTEN"] else { return .tcp(host: "0.0.0.0", port: integer("PORT") ?? 0) }
+    return try ListenAddress(parsing: text)
+}
+
 func runSupervisedPrimary(_ primary: Primary) async throws {
     primary.setup(PrimarySettings(user: environment["RUN_AS"], limits: ResourceLimits(openFiles: integer("LIMIT_NOFILE"))))
     let distribution = try Cluster.environmentDistribution(default: .shared)
-    try await primary.listen(.tcp(host: "0.0.0.0", port: integer("PORT") ?? 0), distribution: distribution)
+    try await primary.listen(listenAddress(), distribution: distribution)
     let defaults = Supervision()
     let supervision = Supervision(
         workers: integer("WORKERS") ?? 2,
@@ -118,19 +127,20 @@ func runSupervisedWorker(_ worker: ClusterWorker) async throws {
     let serve: @Sendable () async throws -> Void = { try await serveRoutes(worker, accept: accept) }
     if environment["WORKER_SERVICES"] != nil {
         try await worker.run(services: [Recorder(name: "worker \(worker.id)")], logger: Logger(label: "fixture.worker"), server: serve)
+        emit(["event": "served", "cancelled": "no", "id": worker.id])
         return
     }
     let task = Task { try await serve() }
     serving.withLock { $0 = task }
     try await task.value
-    if task.isCancelled { emit(["event": "served", "cancelled": true, "id": worker.id]) }
+    emit(["event": "served", "cancelled": task.isCancelled ? "yes" : "no", "id": worker.id])
 }
 
 /// The worker's serving task, for /cancel.
 private let serving = Mutex<Task<Void, any Error>?>(nil)
 
 private func serveRoutes(_ worker: ClusterWorker, accept: AcceptMode) async throws {
-    try await worker.serveHTTP(.tcp(host: "0.0.0.0", port: integer("PORT") ?? 0), accept: accept) { request, loop in
+    try await worker.serveHTTP(listenAddress(), accept: accept) { request, loop in
         let components = URLComponents(string: request.head.uri)
         let query = { (name: String) in components?.queryItems?.first { $0.name == name }?.value.flatMap(Int.init) }
         let body = "worker \(worker.id) pid \(getpid())\n"

@@ -17,8 +17,9 @@ extension IntegrationTests {
             primary.signal(SIGTERM)
             #expect(try await inFlight.value.status == 200, "the request in flight is answered during the drain")
             #expect(try await primary.waitForExit() == 0)
-            let exits = primary.events(["event": "exit"])
-            #expect(exits.count == 2 && exits.allSatisfy { $0["code"] as? Int == 0 }, "both workers drained and exited 0: \(exits)")
+            // Each worker says so when it has drained, just before it exits 0.
+            _ = try await primary.waitForEvents(["event": "served", "cancelled": "no"], count: 2)
+            #expect(primary.events(["event": "exit"]).allSatisfy { $0["code"] as? Int == 0 })
             let recorder = try #require(primary.events(["event": "service", "state": "stopped"]).first)
             #expect(recorder["children"] as? Int == 0,
                     "the group stops the services in reverse order: the workers are gone before the recorder stops: \(recorder)")
@@ -32,8 +33,8 @@ extension IntegrationTests {
             primary.send("cancel")
             let again = try await primary.waitForEvent(["event": "again"])
             #expect((again["outcome"] as? String)?.contains("has run already") == true, "\(again)")
-            let exits = primary.events(["event": "exit"])
-            #expect(exits.count == 2 && exits.allSatisfy { $0["code"] as? Int == 0 }, "cancellation drained both workers: \(exits)")
+            _ = try await primary.waitForEvents(["event": "served", "cancelled": "no"], count: 2) // both drained
+            #expect(primary.events(["event": "exit"]).allSatisfy { $0["code"] as? Int == 0 })
             #expect(try await primary.waitForExit() == 0)
             #expect(primary.events(["event": "outcome"]).first?["outcome"] as? String == "stopped")
         }
@@ -51,17 +52,17 @@ extension IntegrationTests {
             let stopped = try await primary.waitForEvents(["event": "service", "state": "stopped"], count: 2)
             #expect(Set(stopped.compactMap { $0["name"] as? String }) == ["worker 1", "worker 2"])
             #expect(try await primary.waitForExit() == 0)
-            let exits = primary.events(["event": "exit"])
-            #expect(exits.count == 2 && exits.allSatisfy { $0["code"] as? Int == 0 }, "\(exits)")
-            // In the worker that served the request: its service stopped after the drain began
-            // and before the worker exited.
+            _ = try await primary.waitForEvents(["event": "served", "cancelled": "no"], count: 2)
+            #expect(primary.events(["event": "exit"]).allSatisfy { $0["code"] as? Int == 0 })
+            // In the worker that served the request: its service stopped after the server
+            // returned from its drain, and before the worker's main returned.
             let id = try #require(serving["worker"] as? Int)
             let lines = primary.output
             let stop = try #require(lines.firstIndex { $0.contains("\"name\":\"worker \(id)\"") && $0.contains("\"stopped\"") })
-            let exit = try #require(lines.firstIndex { line in
-                SpawnedProcess.json(line).map { $0["event"] as? String == "exit" && $0["id"] as? Int == id } ?? false
+            let served = try #require(lines.firstIndex { line in
+                SpawnedProcess.json(line).map { $0["event"] as? String == "served" && $0["id"] as? Int == id } ?? false
             })
-            #expect(stop < exit)
+            #expect(stop < served)
         }
 
         @Test func cancellingAWorkersServingTaskQuiescesAndReturns() async throws {
@@ -69,7 +70,7 @@ extension IntegrationTests {
             defer { primary.stop() }
             let port = try await primary.waitForEvents(["event": "listening"], count: 1)[0]["port"] as! Int
             #expect(try HTTP.get(port: port, path: "/cancel").status == 200)
-            let served = try await primary.waitForEvent(["event": "served"])
+            let served = try await primary.waitForEvent(["event": "served", "cancelled": "yes"])
             let id = try #require(served["id"] as? Int)
             let exit = try await primary.waitForEvent(["event": "exit", "id": String(id)])
             #expect(exit["code"] as? Int == 0, "serve returned after quiescing, and so did main: \(exit)")

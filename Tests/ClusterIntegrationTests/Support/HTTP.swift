@@ -8,9 +8,9 @@ enum HTTP {
         var body: String
     }
 
-    /// GET `path` on 127.0.0.1:`port` with `Connection: close`.
-    static func get(port: Int, path: String = "/", timeout: Duration = .seconds(10)) throws -> Response {
-        let connection = try ClientConnection(port: port, timeout: Int(timeout.components.seconds))
+    /// GET `path` on `host`:`port` with `Connection: close`.
+    static func get(host: String = "127.0.0.1", port: Int, path: String = "/", timeout: Duration = .seconds(10)) throws -> Response {
+        let connection = try ClientConnection(host: host, port: port, timeout: Int(timeout.components.seconds))
         let (outcome, response) = connection.get(path, keepAlive: false)
         guard let response else { throw TestFailure.unexpected("GET \(path) on port \(port): \(outcome)") }
         return response

@@ -26,8 +26,8 @@ final class ClientConnection {
     let fd: Int32
     private var partial: [UInt8] = []
 
-    /// Connects to 127.0.0.1:`port`, from `source` (a 127.0.0.0/8 address) when given.
-    init(port: Int, source: String? = nil, timeout: Int = 10) throws(Outcome) {
+    /// Connects to `host`:`port`, from `source` (a 127.0.0.0/8 address) when given.
+    init(host: String = "127.0.0.1", port: Int, source: String? = nil, timeout: Int = 10) throws(Outcome) {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var limit = timeval(tv_sec: timeout, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
@@ -45,7 +45,7 @@ final class ClientConnection {
         }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_addr.s_addr = inet_addr(host)
         address.sin_port = UInt16(port).bigEndian
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
@@ -61,15 +61,17 @@ final class ClientConnection {
 
     deinit { close(fd) }
 
-    /// Sends a GET and reads one response; the body's second word is the worker id.
-    func get(_ path: String = "/", keepAlive: Bool) -> (Outcome, HTTP.Response?) {
-        if let failure = send(path, keepAlive: keepAlive) { return (failure, nil) }
+    /// Sends a GET (with `headers`, "Name: value" each) and reads one response; the body's
+    /// second word is the worker id.
+    func get(_ path: String = "/", headers: [String] = [], keepAlive: Bool) -> (Outcome, HTTP.Response?) {
+        if let failure = send(path, headers: headers, keepAlive: keepAlive) { return (failure, nil) }
         return receive()
     }
 
     /// Sends a GET; nil when it went out.
-    func send(_ path: String = "/", keepAlive: Bool) -> Outcome? {
-        let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n" + (keepAlive ? "" : "Connection: close\r\n") + "\r\n"
+    func send(_ path: String = "/", headers: [String] = [], keepAlive: Bool) -> Outcome? {
+        let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers.map { $0 + "\r\n" }.joined()
+            + (keepAlive ? "" : "Connection: close\r\n") + "\r\n"
         let sent = request.withCString { Glibc.send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
         if sent < 0 { return errno == EPIPE || errno == ECONNRESET ? .reset : .other("send: errno \(errno)") }
         return nil

@@ -97,9 +97,9 @@ final class Reaper: Sendable {
     }
 }
 
-/// The workers of `cluster status --json`, from the control socket at `path`: one JSON line
-/// asks, one JSON line answers.
-func controlStatus(_ path: String) throws -> [[String: Any]] {
+/// Connects to the Unix socket at `path`, sends `request`, and reads until `until` arrives
+/// or the peer closes (5 s limit on each read and write).
+func unixExchange(_ path: String, request: [UInt8], until: UInt8?) throws -> [UInt8] {
     let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw TestFailure.unexpected("socket: errno \(errno)") }
     defer { close(fd) }
@@ -115,17 +115,23 @@ func controlStatus(_ path: String) throws -> [[String: Any]] {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
     }
     guard connected == 0 else { throw TestFailure.unexpected("connect \(path): errno \(errno)") }
-    let request = "{\"command\":\"status\",\"arguments\":[]}\n"
-    guard request.withCString({ send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }) == request.utf8.count else {
+    guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else {
         throw TestFailure.unexpected("send to \(path): errno \(errno)")
     }
     var reply: [UInt8] = []
     var buffer = [UInt8](repeating: 0, count: 65536)
-    while !reply.contains(10) {
+    while until.map({ !reply.contains($0) }) ?? true {
         let n = recv(fd, &buffer, buffer.count, 0)
         guard n > 0 else { break }
         reply += buffer[0..<n]
     }
+    return reply
+}
+
+/// The workers of `cluster status --json`, from the control socket at `path`: one JSON line
+/// asks, one JSON line answers.
+func controlStatus(_ path: String) throws -> [[String: Any]] {
+    let reply = try unixExchange(path, request: Array("{\"command\":\"status\",\"arguments\":[]}\n".utf8), until: 10)
     guard let object = try? JSONSerialization.jsonObject(with: Data(reply)) as? [String: Any],
           let status = object["status"] as? [String: Any], let workers = status["workers"] as? [[String: Any]] else {
         throw TestFailure.unexpected("status on \(path): \(String(decoding: reply, as: UTF8.self))")
