@@ -32,6 +32,9 @@ enum Handoff: Sendable, Equatable {
     case stop(listener: Int)
 
     static let payloadSize = 16
+    /// The largest: a connection message with a ``HandedClient`` record for each of the
+    /// most descriptors a frame carries.
+    static let maximumPayloadSize = payloadSize + Frame.maximumDescriptors * HandedClient.recordSize
 
     /// The listener the message is about.
     var listener: Int { fields.listener }

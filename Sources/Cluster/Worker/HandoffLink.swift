@@ -17,7 +17,7 @@ import Glibc
 /// unanswered one.
 final class HandoffLink: IOHandler, @unchecked Sendable {
     private struct State {
-        var reader = FrameReader(maximumPayload: Handoff.payloadSize)
+        var reader = FrameReader(maximumPayload: Handoff.maximumPayloadSize)
         /// Answers, closes and the stop, in order; what the socket could not take yet
         /// goes out when it is writable again (EPOLLOUT on the runtime's I/O thread).
         var writer = FrameWriter()
