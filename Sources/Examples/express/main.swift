@@ -127,8 +127,10 @@ do {
         log("\(name) started")
         worker.onDrain { log("\(name) draining") }
 
-        let router = Router()
+        // ClusterRequestContext: remoteAddress is the client, also behind a PROXY balancer.
+        let router = Router(context: ClusterRequestContext.self)
         router.middlewares.add(RequestLogger(worker: name))
+        router.get("/client") { _, context -> String in "\(context.remoteAddress?.ipAddress ?? "unknown")\n" }
         router.get("/") { request, _ -> String in
             var n = defaultWork
             if let text = request.uri.queryParameters["n"] {
@@ -139,7 +141,9 @@ do {
             }
             return "Result: \(work(n))\n"
         }
-        try await worker.serve(router, on: .tcp(port: port))
+        // PROXY=v2 (or v1): behind a load balancer that sends HAProxy's PROXY protocol.
+        let proxy = try getenv("PROXY").map { name throws in try ProxyProtocol(parsing: String(cString: name)) }
+        try await worker.serve(router, on: .tcp(port: port, proxyProtocol: proxy))
     }
 } catch {
     log("express: \(error)")
