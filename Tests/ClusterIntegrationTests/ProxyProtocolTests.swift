@@ -9,9 +9,9 @@ extension IntegrationTests {
         static let strategies = ["shared", "reusePort", "roundRobin", "leastConnections", "sticky"]
 
         /// The fixture's HTTP server on `tcp://0.0.0.0:0?proxy=VERSION`; its port.
-        private func start(_ strategy: String, proxy: String) async throws -> (SpawnedProcess, port: Int) {
+        private func start(_ strategy: String, proxy: String, acceptMode: String = "automatic") async throws -> (SpawnedProcess, port: Int) {
             let primary = try SpawnedProcess("ClusterFixture", ["serve"], environment: [
-                "WORKERS": "2", "DISTRIBUTION": strategy, "LISTEN": "tcp://0.0.0.0:0?proxy=\(proxy)",
+                "WORKERS": "2", "DISTRIBUTION": strategy, "LISTEN": "tcp://0.0.0.0:0?proxy=\(proxy)", "ACCEPT_MODE": acceptMode,
             ])
             let listening = try await primary.waitForEvents(["event": "listening"], count: 2)
             for event in listening { primary.adopt(Int32(event["pid"] as! Int)) }
@@ -54,6 +54,17 @@ extension IntegrationTests {
                 #expect(bad.closesUnanswered(), "\(strategy) \(version): a connection without a good header was served")
             }
             #expect(try Self.ask(port: port, version: version, source: "192.0.2.200").client == "192.0.2.200")
+        }
+
+        @Test(arguments: ["sticky", "reusePort"])
+        func theRuntimesAcceptPathReadsTheHeaderToo(strategy: String) async throws {
+            // The worker's I/O thread takes the handoffs on its channel, or accepts itself.
+            let (primary, port) = try await start(strategy, proxy: "v2", acceptMode: "runtime")
+            defer { primary.stop() }
+            for index in 0..<4 {
+                let source = "203.0.113.\(index + 50)"
+                #expect(try Self.ask(port: port, version: "v2", source: source).client == source)
+            }
         }
 
         @Test(arguments: ["v1", "v2"])
