@@ -84,6 +84,19 @@ extension IntegrationTests {
         }
 
         @Test(arguments: ["shared", "roundRobin"])
+        func aConnectionThatEndsInsideItsHeaderIsClosedAtOnce(strategy: String) async throws {
+            let (primary, port) = try await start(strategy, proxy: "v1")
+            defer { primary.stop() }
+            let started = ContinuousClock.now
+            let cut = try ClientConnection(port: port, timeout: 15)
+            cut.sendRaw(Array(Self.header("v1", source: "192.0.2.1").prefix(20)))
+            shutdown(cut.fd, Int32(SHUT_WR))
+            #expect(cut.closesUnanswered())
+            #expect(ContinuousClock.now - started < .seconds(4), "closed only by the header timeout")
+            #expect(try Self.ask(port: port, version: "v1", source: "192.0.2.2").client == "192.0.2.2")
+        }
+
+        @Test(arguments: ["shared", "roundRobin"])
         func aSilentConnectionIsClosedAfterTheHeaderTimeoutWhileOthersAreServed(strategy: String) async throws {
             let (primary, port) = try await start(strategy, proxy: "v2")
             defer { primary.stop() }

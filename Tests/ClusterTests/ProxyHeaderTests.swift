@@ -211,3 +211,16 @@ struct SplitMix: RandomNumberGenerator {
     }
     mutating func next(below bound: Int) -> Int { Int(next() % UInt64(bound)) }
 }
+
+@Suite struct LogThrottleTests {
+    @Test func aMessageGoesOutOnceAMinuteWithTheCountHeldBack() {
+        var throttle = LogThrottle(interval: .seconds(60))
+        let start = ContinuousClock.now
+        #expect(throttle.admit(now: start) == 0)
+        #expect(throttle.admit(now: start + .seconds(1)) == nil)
+        #expect(throttle.admit(now: start + .seconds(59)) == nil)
+        #expect(throttle.admit(now: start + .seconds(60)) == 2)
+        #expect(throttle.admit(now: start + .seconds(61)) == nil)
+        #expect(throttle.admit(now: start + .seconds(200)) == 1)
+    }
+}

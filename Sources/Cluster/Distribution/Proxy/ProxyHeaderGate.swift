@@ -119,10 +119,14 @@ final class ProxyHeaderGate: @unchecked Sendable {
         waiting[fd] = wait
     }
 
-    fileprivate func readable(_ wait: HeaderWait) {
+    fileprivate func readable(_ wait: HeaderWait, events: UInt32) {
         guard waiting[wait.fd] === wait else { return }
-        let step = step(wait.fd)
-        if case .wait = step { return }
+        var step = step(wait.fd)
+        if case .wait = step {
+            // Half the header and then the end of the stream: no more will come.
+            guard events & (EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 else { return }
+            step = .close("it ended before its PROXY \(expected) header was complete")
+        }
         finishWaiting(wait)
         switch step {
         case .ready(let header): ready(wait.fd, header)
@@ -165,6 +169,6 @@ private final class HeaderWait: IOHandler, TimerTarget, @unchecked Sendable {
         self.gate = gate
     }
 
-    func handle(events: UInt32) { gate?.readable(self) }
+    func handle(events: UInt32) { gate?.readable(self, events: events) }
     func timerFired(_ token: UInt64) { gate?.timedOut(self) }
 }
