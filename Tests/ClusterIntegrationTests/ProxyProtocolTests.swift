@@ -83,6 +83,26 @@ extension IntegrationTests {
             #expect(workers.count == 2, "16 clients all on worker \(workers)")
         }
 
+        @Test func underClusterRunTheHeaderIsLeftForTheProgramToRead() async throws {
+            // The program gets the socket itself: the first line it reads is the header.
+            let program = "import socket; s = socket.socket(fileno=3); c, _ = s.accept(); line = c.makefile('rb').readline(); c.sendall(line); c.close()"
+            let process = try SpawnedProcess("cluster", ["run", "--listen", "tcp://127.0.0.1:0?proxy=v1", "--workers", "1", "--", "python3", "-c", program])
+            defer { process.stop() }
+            let listening = try await process.waitForLine { $0.hasPrefix("[cluster] listening on tcp://") }
+            #expect(listening.contains("?proxy=v1"))
+            let port = try #require(listening.split(separator: ":").dropFirst(2).first.flatMap { Int($0.prefix { $0.isNumber }) })
+            let header = Self.header("v1", source: "192.0.2.33")
+            let echoed = try await eventually { () throws -> [UInt8] in
+                let connection = try ClientConnection(port: port, timeout: 5)
+                connection.sendRaw(header)
+                var bytes: [UInt8] = [], buffer = [UInt8](repeating: 0, count: 256)
+                while case let n = recv(connection.fd, &buffer, buffer.count, 0), n > 0 { bytes += buffer[0..<n] }
+                guard !bytes.isEmpty else { throw TestFailure.unexpected("nothing echoed yet") }
+                return bytes
+            }
+            #expect(echoed == header)
+        }
+
         @Test(arguments: ["shared", "roundRobin"])
         func aConnectionThatEndsInsideItsHeaderIsClosedAtOnce(strategy: String) async throws {
             let (primary, port) = try await start(strategy, proxy: "v1")
