@@ -98,7 +98,7 @@ struct RunConfiguration: Sendable, Equatable {
 
     static let settings: [Setting] = [
         Setting(name: "command", help: "the program and its arguments", apply: { values, c in c.command = values }, isList: true),
-        Setting(name: "listen", help: "tcp://HOST:PORT, unix:PATH, or a socket the service manager passed: fd://N or fd:NAME (LISTEN_FDS); repeatable", apply: { values, c throws in
+        Setting(name: "listen", help: "tcp://HOST:PORT, unix:PATH, or a socket the service manager passed: fd://N or fd:NAME (LISTEN_FDS); then ?proxy=v1 or ?proxy=v2 behind a PROXY protocol balancer; repeatable", apply: { values, c throws in
             c.listen = try values.map { text throws in try listenAddress(text) }
         }, isList: true),
         Setting(name: "workers", help: "a count from 1 to 1024, or auto (one per core)", apply: { values, c throws in

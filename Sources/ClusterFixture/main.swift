@@ -9,6 +9,11 @@ import NIOHTTP1
 import NIOPosix
 import Synchronization
 
+/// `serve`'s listener: LISTEN (`tcp://0.0.0.0:0?proxy=v2`, say) or 0.0.0.0:`port`.
+func fixtureListenAddress(port: Int) throws -> ListenAddress {
+    try ProcessInfo.processInfo.environment["LISTEN"].map { text throws in try ListenAddress(parsing: text) } ?? .tcp(host: "0.0.0.0", port: port)
+}
+
 func emit(_ fields: [String: Any]) {
     let data = try! JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
     FileHandle.standardOutput.write(data + Data("\n".utf8))
@@ -60,7 +65,7 @@ func runPrimary(_ primary: Primary) async throws {
         // Shared unless told: the spawn tests look for the inherited listener at fd 4.
         let distribution = try Cluster.environmentDistribution(default: .shared)
         // 0.0.0.0, so sticky tests can connect from many loopback addresses.
-        try await primary.listen(.tcp(host: "0.0.0.0", port: port), distribution: distribution)
+        try await primary.listen(try fixtureListenAddress(port: port), distribution: distribution)
         Thread.detachNewThread { readCommands(primary) }
         for _ in 0..<count { try await primary.fork() }
         for await event in events {
@@ -241,7 +246,7 @@ func runWorker(_ worker: ClusterWorker) async throws {
         // blocking its event loop, so benchmarks can show how each strategy copes.
         let slow = environment["SLOW_WORKER"].flatMap(Int.init) == worker.id
         let slowFor = Duration.milliseconds(Int(environment["SLOW_MS"] ?? "2") ?? 2)
-        try await worker.serveHTTP(.tcp(host: "0.0.0.0", port: Int(environment["PORT"] ?? "0") ?? 0), maxConnections: limit,
+        try await worker.serveHTTP(try fixtureListenAddress(port: Int(environment["PORT"] ?? "0") ?? 0), maxConnections: limit,
                                    accept: try fixtureAcceptMode()) { request, loop in
             if slow {
                 let until = ContinuousClock.now + slowFor
@@ -249,6 +254,12 @@ func runWorker(_ worker: ClusterWorker) async throws {
             }
             let components = URLComponents(string: request.head.uri)
             let body = "worker \(worker.id) pid \(getpid())\n"
+            if components?.path == "/client" {
+                // The client as the worker sees it: behind a PROXY protocol listener, the
+                // one the header named.
+                let client = request.clientAddress?.ipAddress ?? "none"
+                return loop.makeSucceededFuture(HTTPResponse(body: "worker \(worker.id) client \(client)\n"))
+            }
             if components?.path == "/slow" {
                 emit(["event": "request", "path": "/slow", "id": worker.id])
                 let milliseconds = Int64(components?.queryItems?.first { $0.name == "ms" }?.value ?? "1000") ?? 1000

@@ -9,6 +9,10 @@ public import Cluster
 /// | `roundRobin`, `leastConnections`, `sticky` | the event loop reads the primary's handoffs from a link of its own | the runtime receives them on the channel |
 /// | `shared` | refused | the runtime accepts |
 ///
+/// On a listener with a PROXY protocol (``Cluster/ListenAddress/proxyProtocol``) a
+/// `reusePort` socket is accepted as with ``runtime``: the runtime reads each connection's
+/// header before SwiftNIO sees the connection.
+///
 /// With ``eventLoop`` one thread wakes per connection; with ``runtime`` two (the
 /// runtime's, then the event loop's), which costs a few microseconds and works on every
 /// listener. ``automatic`` (the default) is ``eventLoop`` wherever it is allowed.

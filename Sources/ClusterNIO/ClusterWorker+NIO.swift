@@ -35,7 +35,10 @@ extension ClusterWorker {
         childChannelInitializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
     ) async throws {
         let listener = try await self.listener(address)
-        let path = try accept.path(for: listener.distribution)
+        var path = try accept.path(for: listener.distribution)
+        // SwiftNIO's server channel would hand the header to the pipeline as the client's
+        // bytes: the runtime accepts instead, and reads it first.
+        if path == .serverChannel && listener.proxyProtocol != nil { path = .runtime }
         let ownGroup = group == nil ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
         let group = group ?? ownGroup!
         let connections = ConnectionTracker { [self] opened in countConnection(opened: opened) }
@@ -78,11 +81,24 @@ extension ClusterWorker {
                 connections.add(channel, expected: true)
                 return childChannelInitializer(channel)
             }
+        let proxied = listener.proxyProtocol != nil
         let adopt: @Sendable (AcceptedConnection) -> Void = { connection in
             // Counted from here, so a drain waits for connections still on their way to a loop.
             connections.expect()
-            // NIO closes the descriptor itself when it cannot adopt it.
-            adopter.withConnectedSocket(connection.descriptor)
+            // NIO closes the descriptor itself when it cannot adopt it. Behind a PROXY
+            // protocol balancer each connection's bootstrap carries its client's address.
+            let bootstrap = proxied ? ClientBootstrap(group: group)
+                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+                .channelInitializer { [client = connection.clientAddress] channel in
+                    connections.add(channel, expected: true)
+                    do {
+                        try channel.pipeline.syncOperations.addHandler(ClientAddressHandler(address: client))
+                    } catch {
+                        return channel.eventLoop.makeFailedFuture(error)
+                    }
+                    return childChannelInitializer(channel)
+                } : adopter
+            bootstrap.withConnectedSocket(connection.descriptor)
                 .whenComplete { result in
                     switch result {
                     case .success(let channel): channel.closeFuture.whenComplete { _ in connection.closed() }
@@ -199,7 +215,8 @@ extension ClusterWorker {
         }
         try await serve(address, group: group, maxConnections: maxConnections, accept: accept) { channel in
             channel.eventLoop.makeCompletedFuture {
-                try channel.pipeline.syncOperations.addHandler(LeanHTTPHandler(limits: limits, responder: responder))
+                let client = ClientAddressHandler.clientAddress(of: channel)
+                try channel.pipeline.syncOperations.addHandler(LeanHTTPHandler(limits: limits, client: client, responder: responder))
             }
         }
     }

@@ -7,6 +7,9 @@ public struct HTTPRequest: Sendable {
     public var head: HTTPRequestHead
     /// The body, possibly empty.
     public var body: ByteBuffer
+    /// The client: the one a PROXY protocol header named on a listener with a
+    /// ``Cluster/ListenAddress/proxyProtocol``, else the connection's peer.
+    public var clientAddress: SocketAddress? = nil
 }
 
 /// A response: status, headers, and a body sent with `Content-Length`.

@@ -49,6 +49,8 @@ final class LeanHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let responder: HTTPResponder
     private let limits: HTTPServerLimits
+    /// Given to each request as ``HTTPRequest/clientAddress``.
+    private let client: SocketAddress?
     private var buffer: ByteBuffer?
     private var phase: Phase = .idle(since: .now())
     private var quiescing = false
@@ -61,8 +63,9 @@ final class LeanHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
 
-    init(limits: HTTPServerLimits = .default, responder: @escaping HTTPResponder) {
+    init(limits: HTTPServerLimits = .default, client: SocketAddress? = nil, responder: @escaping HTTPResponder) {
         self.limits = limits
+        self.client = client
         self.responder = responder
     }
 
@@ -191,7 +194,7 @@ final class LeanHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 let body = head.contentLength > 0 ? buffer!.readSlice(length: head.contentLength)! : ByteBuffer()
                 phase = .responding
                 answered += 1
-                let request = HTTPRequest(head: head.head, body: body)
+                let request = HTTPRequest(head: head.head, body: body, clientAddress: client)
                 let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
                 responder(request, context.eventLoop).whenComplete { result in
                     let (handler, context) = loopBound.value

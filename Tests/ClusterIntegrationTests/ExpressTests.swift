@@ -96,6 +96,21 @@ extension IntegrationTests {
             #expect(answered < jobsStopped, "\(output)")
         }
 
+        @Test func theRequestContextNamesTheClientAPROXYHeaderNames() async throws {
+            let express = try SpawnedProcess("express", environment: ["PORT": "0", "WORKERS": "1", "PROXY": "v2"])
+            defer { express.stop() }
+            let (pids, port) = try await listeningWorkers(express, count: 1)
+            pids.values.forEach(express.adopt)
+            let connection = try ClientConnection(port: port)
+            connection.sendRaw(IntegrationTests.ProxyProtocolTests.header("v2", source: "203.0.113.5"))
+            let (_, response) = connection.get("/client", keepAlive: false)
+            #expect(response?.body == "203.0.113.5\n")
+            // Straight to the worker, no header: closed unanswered.
+            let direct = try ClientConnection(port: port)
+            _ = direct.send("/client", keepAlive: false)
+            #expect(direct.closesUnanswered())
+        }
+
         /// Worker ids to pids, and the port, from the primary's first `count` "is listening"
         /// lines. The tests ask for port 0: the primary binds a port no one else can hold.
         private func listeningWorkers(_ process: SpawnedProcess, count: Int) async throws -> (workers: [Int: Int32], port: Int) {
@@ -107,7 +122,7 @@ extension IntegrationTests {
                     // Worker 1 (pid 123) is listening on tcp://0.0.0.0:41234
                     let words = line.split(separator: " ")
                     if words.count == 8, let id = Int(words[1]), let pid = Int32(words[3].dropLast()),
-                       let bound = words[7].split(separator: ":").last.flatMap({ Int($0) }) {
+                       let bound = words[7].split(separator: "?")[0].split(separator: ":").last.flatMap({ Int($0) }) {
                         workers[id] = pid
                         port = bound
                     }

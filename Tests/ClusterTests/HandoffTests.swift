@@ -5,6 +5,26 @@ import Glibc
 #endif
 
 @Suite struct HandoffTests {
+    @Test func aConnectionFromAProxyListenerCarriesEachClientAndHeaderLength() throws {
+        let clients = [
+            HandedClient(headerLength: 28, client: PeerAddress(kind: .ipv4([192, 0, 2, 7], port: 56324))),
+            HandedClient(headerLength: 528, client: PeerAddress(kind: .ipv6([0x20, 0x01, 0x0D, 0xB8] + [UInt8](repeating: 0, count: 11) + [1], port: 443))),
+            HandedClient(headerLength: 16, client: nil),
+        ]
+        let frame = Handoff.connection(listener: 2, number: 9).frame(clients: clients)
+        #expect(frame.payload.count == Handoff.payloadSize + 3 * HandedClient.recordSize)
+        #expect(frame.payload.count <= Handoff.maximumPayloadSize)
+        #expect(try Handoff(frame) == .connection(listener: 2, number: 9))
+        #expect(HandedClient.records(in: frame.payload.dropFirst(Handoff.payloadSize)) == clients)
+        // Only a connection message may carry records, and only whole ones.
+        var answer = Handoff.answer(listener: 2, number: 9, taken: true).frame()
+        answer.payload += clients[0].record
+        #expect(throws: ClusterError.self) { try Handoff(answer) }
+        var cut = frame
+        cut.payload.removeLast()
+        #expect(throws: ClusterError.self) { try Handoff(cut) }
+    }
+
     @Test func everyMessageSurvivesARoundTripIn16Bytes() throws {
         let messages: [Handoff] = [
             .connection(listener: 3, number: 0x0102_0304_0506_0708),

@@ -13,6 +13,16 @@ import Testing
         #expect(parsed.address == nil)
     }
 
+    @Test func aGrantCarriesTheListenersProxyProtocol() throws {
+        let address = ListenAddress.tcp(port: 0, proxyProtocol: .v2)
+        let grant = ListenerGrant(id: 1, distribution: .sticky, bound: .tcp(port: 41000, proxyProtocol: .v2), address: address)
+        let read = try ListenerGrant.list(from: ListenerGrant.environmentValue([grant]), variable: .listeners)
+        let listener = try Listener(inherited: #require(read.first))
+        #expect(listener.proxyProtocol == .v2)
+        #expect(listener.address == address)
+        #expect(try Listener(inherited: ListenerGrant(id: 1, distribution: .shared, bound: .tcp(port: 1), address: .tcp(port: 1))).proxyProtocol == nil)
+    }
+
     @Test func inheritedListenersRoundTripThroughTheEnvironment() throws {
         let grants = [
             ListenerGrant(id: 0, distribution: .shared, bound: try ListenAddress(parsing: "tcp://0.0.0.0:41000"),

@@ -12,18 +12,32 @@ import Testing
         ("unix:/tmp/app.sock", .unix("/tmp/app.sock")),
         ("fd://3", .inherited(descriptor: 3)),
         ("fd:web", .inherited(named: "web")),
+        ("tcp://0.0.0.0:8000?proxy=v2", .tcp(port: 8000, proxyProtocol: .v2)),
+        ("[::1]:80?proxy=v1", .tcp(host: "::1", port: 80, proxyProtocol: .v1)),
+        ("unix:/tmp/app.sock?proxy=v2", .unix("/tmp/app.sock", proxyProtocol: .v2)),
     ])
     func addressesParse(text: String, expected: ListenAddress) throws {
         #expect(try ListenAddress(parsing: text) == expected)
     }
 
     @Test func addressesPrintAsTheyParse() throws {
-        for text in ["tcp://127.0.0.1:8000", "tcp://[::1]:8080", "unix:/tmp/app.sock", "fd://4", "fd:web-admin"] {
+        for text in ["tcp://127.0.0.1:8000", "tcp://[::1]:8080", "unix:/tmp/app.sock",
+                     "tcp://0.0.0.0:8000?proxy=v2", "tcp://[::1]:8080?proxy=v1", "unix:/tmp/app.sock?proxy=v1", "fd://4", "fd:web-admin", "fd:web?proxy=v2"] {
             #expect(try ListenAddress(parsing: text).description == text)
         }
     }
 
-    @Test(arguments: ["tcp://host", "tcp://host:99999", "unix:", "tcp://host:port", "fd://", "fd://2", "fd://x", "fd:", "fd:a:b", "fd:a b"])
+    @Test func theProxySettingIsPartOfTheAddress() throws {
+        var address = ListenAddress.tcp(port: 8000)
+        #expect(address.proxyProtocol == nil)
+        address.proxyProtocol = .v2
+        #expect(address == (try ListenAddress(parsing: "tcp://0.0.0.0:8000?proxy=v2")))
+        #expect(address != .tcp(port: 8000))
+    }
+
+    @Test(arguments: ["tcp://host", "tcp://host:99999", "unix:", "tcp://host:port",
+                      "tcp://0.0.0.0:80?proxy=v3", "tcp://0.0.0.0:80?proxy", "tcp://0.0.0.0:80?backlog=5", "unix:?proxy=v1",
+                      "fd://", "fd://2", "fd://x", "fd:", "fd:a:b", "fd:a b"])
     func badAddressesSayWhatToWrite(text: String) {
         #expect { try ListenAddress(parsing: text) } throws: { error in
             let error = error as? ClusterError

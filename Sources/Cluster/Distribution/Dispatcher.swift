@@ -8,13 +8,20 @@ import Glibc
 /// sticky) for one listener: it accepts on the I/O thread, asks the router for a worker,
 /// hands the descriptor over the worker's channel, and keeps its own copy until the
 /// worker acknowledges. A connection declined, or handed to a worker that dies before
-/// acknowledging, goes to another worker: none is leaked or reset. Loop thread only.
+/// acknowledging, goes to another worker: none is leaked or reset.
+///
+/// On a PROXY protocol listener each connection first waits for its header
+/// (``ProxyHeaderGate``, which peeks and leaves it in the socket); sticky routing hashes
+/// the client the header names, and the handoff tells the worker the header's length and
+/// that client. Loop thread only.
 final class Dispatcher: IOHandler, @unchecked Sendable {
     private struct Accepted {
         var fd: Int32
         var key: [UInt8]
         var declined: Set<Int> = []
         var worker = 0
+        /// From a PROXY protocol listener: what the worker learns of its header.
+        var client: HandedClient?
     }
 
     let id: Int
@@ -23,6 +30,8 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     private let loop: IOLoop
     let logger: Logger
     private var router: Router
+    /// On a PROXY protocol listener: connections wait here for their header.
+    private var headers: ProxyHeaderGate?
     /// Where each worker's handoffs go: its channel, or its handoff link.
     private var channels: [Int: Channel] = [:]
     /// Workers' handoff links, read here (answers, closes, stop), by worker.
@@ -67,13 +76,18 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
         return min(256, max(16, openFiles / 4))
     }
 
-    init(id: Int, fd: Int32, distribution: Distribution, loop: IOLoop, logger: Logger) throws(ClusterError) {
+    init(id: Int, fd: Int32, distribution: Distribution, proxyProtocol: ProxyProtocol? = nil,
+         loop: IOLoop, logger: Logger) throws(ClusterError) {
         self.id = id
         self.fd = fd
         self.distribution = distribution
         self.loop = loop
         self.logger = logger
         router = Router(distribution)
+        if let proxyProtocol {
+            headers = ProxyHeaderGate(expecting: proxyProtocol, consumes: false, loop: loop, logger: logger, listener: "\(id)",
+                                      ready: { [unowned self] connection, header in headerArrived(connection, header) })
+        }
         try loop.register(fd, events: EPOLLIN.rawValue, handler: self)
     }
 
@@ -102,10 +116,21 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
                 }
             }
             if exhaustion != nil, exhaustion?.acceptingSince == nil { acceptingAgain() }
+            if let headers {
+                headers.admit(connection)
+                continue
+            }
             let key = sticky ? Socket.peerKey(peer) : []
             accepted.append(Accepted(fd: connection, key: key))
             if waiting.count + accepted.count >= waitingLimit { return }
         }
+    }
+
+    /// A connection from a PROXY protocol listener whose header has come: routed by the
+    /// client it names (the socket's peer when it names none).
+    private func headerArrived(_ connection: Int32, _ header: ProxyHeader) {
+        let key = distribution.kind != .sticky ? [] : header.source?.routingKey ?? PeerAddress.peer(of: connection)?.routingKey ?? []
+        dispatch([Accepted(fd: connection, key: key, client: HandedClient(headerLength: header.length, client: header.source))])
     }
 
     /// The process has no descriptor left for a connection. What waits longest for a
@@ -289,8 +314,9 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
         for (offset, handoff) in batch.enumerated() { pending[first + UInt64(offset)] = handoff }
         do {
             // Lent, not copied: the dispatcher keeps each descriptor until the worker answers.
-            try channel.sendNow(Handoff.connection(listener: id, number: first).frame(descriptors: batch.map(\.fd)),
-                                force: true, lending: true)
+            let frame = Handoff.connection(listener: id, number: first).frame(descriptors: batch.map(\.fd),
+                                                                               clients: batch.compactMap(\.client))
+            try channel.sendNow(frame, force: true, lending: true)
             return true
         } catch {
             for offset in 0..<UInt64(batch.count) { pending.removeValue(forKey: first + offset) }

@@ -12,7 +12,9 @@ struct ListenerGrant: Codable, Sendable, Equatable {
     var id: Int
     /// The strategy, as ``Distribution`` prints it.
     var distribution: String
-    /// The address bound (with the port chosen for 0).
+    /// The address bound (with the port chosen for 0), with its `?proxy=` setting: a
+    /// runtime that does not know the PROXY protocol refuses such a grant rather than
+    /// serve its connections' headers as the clients' bytes.
     var bound: String
     /// The address asked for, by which `listen` finds the listener; nil in a `listen`
     /// reply, which answers the address asked.

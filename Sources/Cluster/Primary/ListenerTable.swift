@@ -75,7 +75,8 @@ final class ListenerTable: Sendable {
         case .reusePort:
             return ReusePortHandle(id: id, fd: fd, bound: bound)
         case .roundRobin, .leastConnections, .sticky:
-            let dispatcher = try Dispatcher(id: id, fd: fd, distribution: distribution, loop: loop, logger: logger)
+            let dispatcher = try Dispatcher(id: id, fd: fd, distribution: distribution, proxyProtocol: bound.proxyProtocol,
+                                            loop: loop, logger: logger)
             return DispatchHandle(id: id, fd: fd, bound: bound, dispatcher: dispatcher)
         }
     }

@@ -69,7 +69,8 @@ final class InheritedSockets: Sendable {
             }
         }
         do throws(ClusterError) {
-            let bound = try Socket.describeListening(descriptor, for: address)
+            var bound = try Socket.describeListening(descriptor, for: address)
+            bound.proxyProtocol = address.proxyProtocol
             try Syscall.setNonBlocking(descriptor)
             return (descriptor, bound)
         } catch {

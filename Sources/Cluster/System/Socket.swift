@@ -77,7 +77,7 @@ package enum Socket {
             }
             try Syscall.listen(fd, backlog: backlog)
             try Syscall.setNonBlocking(fd)
-            return (fd, .tcp(host: host, port: try boundPort(fd)))
+            return (fd, .tcp(host: host, port: try boundPort(fd), proxyProtocol: address.proxyProtocol))
         } catch {
             Syscall.close(fd)
             throw error

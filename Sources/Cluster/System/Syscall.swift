@@ -102,6 +102,12 @@ enum Syscall {
         try retryingUnlessBlocked("read") { Glibc.read(fd, buffer.baseAddress, buffer.count) }.map { Int($0) }
     }
 
+    /// `recv` that never blocks; with `peek` the bytes stay in the socket for the next reader.
+    static func receive(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, peek: Bool) throws(ClusterError) -> Int? {
+        let flags = MSG_DONTWAIT | (peek ? MSG_PEEK : 0)
+        return try retryingUnlessBlocked("recv") { Glibc.recv(fd, buffer.baseAddress, buffer.count, Int32(flags)) }.map { Int($0) }
+    }
+
     static func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(ClusterError) -> Int? {
         try retryingUnlessBlocked("write") { Glibc.write(fd, bytes.baseAddress, bytes.count) }.map { Int($0) }
     }

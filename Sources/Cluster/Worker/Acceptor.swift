@@ -9,9 +9,19 @@ import Glibc
 /// call to make when it ends (it counts toward `maxConnections` and, for
 /// leastConnections, toward the primary's choice).
 public struct AcceptedConnection: Sendable {
-    /// The connection: non-blocking, close-on-exec, yours to adopt or close.
+    /// The connection: non-blocking, close-on-exec, yours to adopt or close. On a listener
+    /// with a ``ListenAddress/proxyProtocol`` its PROXY header has been read already: the
+    /// first byte to read is the client's.
     public let descriptor: Int32
     let acceptor: Acceptor
+    /// The client a PROXY protocol header named.
+    let proxiedClient: PeerAddress?
+
+    /// The client's address: on a listener with a ``ListenAddress/proxyProtocol``, the
+    /// client its header named (the balancer's own address when the header names none, a
+    /// v2 `LOCAL` health check say); otherwise the socket's peer. Nil when the kernel
+    /// cannot say (the connection has been reset). Read it before the descriptor is closed.
+    public var clientAddress: PeerAddress? { proxiedClient ?? PeerAddress.peer(of: descriptor) }
 
     /// Tells the runtime the connection has closed. Call once.
     public func closed() { acceptor.connectionClosed() }
@@ -58,6 +68,9 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
     private let link: HandoffLink?
     private let handler: @Sendable (AcceptedConnection) -> Void
     private let logger = Logger(label: "cluster.acceptor")
+    /// On a socket of a PROXY protocol listener: holds each connection until its header
+    /// has come and been read. I/O thread.
+    private var headers: ProxyHeaderGate?
     private let state = Mutex(State())
 
     /// Called on the I/O thread once the acceptor has stopped and told the primary.
@@ -79,6 +92,13 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
             return
         }
         fd = try listener.duplicateDescriptor()
+        if let expected = listener.proxyProtocol {
+            headers = ProxyHeaderGate(expecting: expected, consumes: true, loop: loop, logger: logger, listener: "\(listener.boundAddress)",
+                                      ready: { [unowned self] connection, header in
+                                          handler(AcceptedConnection(descriptor: connection, acceptor: self, proxiedClient: header.source))
+                                      },
+                                      dropped: { [unowned self] in connectionClosed() })
+        }
         do {
             try Syscall.setNonBlocking(fd)
             // A reusePort slot socket is watched only once this worker has its turn.
@@ -102,7 +122,7 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
     /// Takes the handoffs waiting on the link and passes each to the handler, on the
     /// calling thread (the event loop watching ``doorbell``); one thread at a time.
     public func receiveHandoffs() {
-        link?.receive(listener: listener.id) { connection in takeHandoff(connection) }
+        link?.receive(listener: listener.id) { connection, client in takeHandoff(connection, client: client) }
     }
 
     /// Stops accepting; connections already handed over are the handler's. Idempotent.
@@ -112,10 +132,11 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
             if fd >= 0 {
                 loop.deregister(fd)
                 Syscall.close(fd)
+                headers?.closeAll()
             } else if let link {
                 // Runs the adopting handler on this thread, one at a time with the event
                 // loop's reads: the link's lock serializes every `take`.
-                link.stop(listener: listener.id) { connection in takeHandoff(connection, stopping: true) }
+                link.stop(listener: listener.id) { connection, client in takeHandoff(connection, client: client, stopping: true) }
             } else {
                 try? channel.sendNow(Control.stopAccepting(listener: listener.id).frame, force: true)
             }
@@ -188,7 +209,9 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
     /// A connection the primary handed over; false when this worker declines it (stopped,
     /// or at its limit). `stopping`: the acceptor is stopping and takes what was handed
     /// over before it said so. I/O thread, or the event loop receiving from a link.
-    func takeHandoff(_ connection: Int32, stopping: Bool = false) -> Bool {
+    /// `client`: what the primary read in the connection's PROXY header; its bytes are
+    /// skipped here, so the handler reads the client's first.
+    func takeHandoff(_ connection: Int32, client: HandedClient? = nil, stopping: Bool = false) -> Bool {
         let taken = state.withLock { state -> Bool in
             guard !state.stopped || stopping, state.open < limit else {
                 state.declined = true
@@ -197,8 +220,16 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
             state.open += 1
             return true
         }
-        if taken { handler(AcceptedConnection(descriptor: connection, acceptor: self)) }
-        return taken
+        guard taken else { return false }
+        if let client, !ProxyHeaderGate.skipHeader(length: client.headerLength, of: connection) {
+            // The primary saw the whole header in the socket; it is gone only if the
+            // connection was reset meanwhile. Taken, so the primary forgets it.
+            Syscall.close(connection)
+            connectionClosed()
+            return true
+        }
+        handler(AcceptedConnection(descriptor: connection, acceptor: self, proxiedClient: client?.client))
+        return true
     }
 
     func handle(events: UInt32) {
@@ -220,7 +251,11 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
             do {
                 guard let connection = try Syscall.accept(fd) else { return }
                 state.withLock { $0.open += 1 }
-                handler(AcceptedConnection(descriptor: connection, acceptor: self))
+                if let headers {
+                    headers.admit(connection)
+                } else {
+                    handler(AcceptedConnection(descriptor: connection, acceptor: self, proxiedClient: nil))
+                }
             } catch {
                 switch error.errno {
                 case ECONNABORTED, EPROTO:

@@ -29,7 +29,7 @@ extension ClusterWorker {
             // keeps its copy and re-routes it if this worker dies. The answers of one
             // wake-up leave together, in one write.
             Handoff.answerConnections(in: frame, listener: id, first: first,
-                                      take: { acceptor?.takeHandoff($0) ?? false },
+                                      take: { acceptor?.takeHandoff($0, client: $1) ?? false },
                                       answer: { try? channel.sendNow($0, force: true) })
         case .message, .request:
             let replier = frame.kind == .request ? Replier(channel: channel, correlation: frame.correlation) : nil

@@ -17,7 +17,7 @@ import Glibc
 /// unanswered one.
 final class HandoffLink: IOHandler, @unchecked Sendable {
     private struct State {
-        var reader = FrameReader(maximumPayload: Handoff.payloadSize)
+        var reader = FrameReader(maximumPayload: Handoff.maximumPayloadSize)
         /// Answers, closes and the stop, in order; what the socket could not take yet
         /// goes out when it is writable again (EPOLLOUT on the runtime's I/O thread).
         var writer = FrameWriter()
@@ -62,7 +62,7 @@ final class HandoffLink: IOHandler, @unchecked Sendable {
     /// Takes every handoff waiting on the link and answers each; `take` adopts a connection
     /// (true) or declines it (false: the link closes it, the primary routes it elsewhere).
     /// Call on one thread at a time, when the doorbell rang.
-    func receive(listener: Int, take: (Int32) -> Bool) {
+    func receive(listener: Int, take: (Int32, HandedClient?) -> Bool) {
         state.withLock { state in
             guard !state.closed else { return }
             defer { flush(&state) }
@@ -99,7 +99,7 @@ final class HandoffLink: IOHandler, @unchecked Sendable {
     /// could find every other worker stopping too (a drain of the whole cluster, a hot
     /// upgrade's handover), with nobody left to serve them. What arrives after this is
     /// declined and routed elsewhere. Same threading as ``receive(listener:take:)``.
-    func stop(listener: Int, take: (Int32) -> Bool) {
+    func stop(listener: Int, take: (Int32, HandedClient?) -> Bool) {
         receive(listener: listener, take: take)
         send(.stop(listener: listener))
     }

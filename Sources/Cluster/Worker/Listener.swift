@@ -16,6 +16,10 @@ public struct Listener: Sendable, CustomStringConvertible {
     /// The primary's number for it.
     let id: Int
 
+    /// The PROXY protocol header each connection starts with (the bound address's
+    /// ``ListenAddress/proxyProtocol``), read before a connection reaches a handler.
+    public var proxyProtocol: ProxyProtocol? { boundAddress.proxyProtocol }
+
     /// Gives the socket the primary's backlog again, after a server that adopted a
     /// duplicate called `listen` with its own (SwiftNIO's `withBoundSocket` listens with
     /// 128): the queue the workers share keeps its length.

@@ -141,8 +141,10 @@ do {
         log("\(name) started")
         worker.onDrain { log("\(name) draining") }
 
-        let router = Router()
+        // ClusterRequestContext: remoteAddress is the client, also behind a PROXY balancer.
+        let router = Router(context: ClusterRequestContext.self)
         router.middlewares.add(RequestLogger(worker: name))
+        router.get("/client") { _, context -> String in "\(context.remoteAddress?.ipAddress ?? "unknown")\n" }
         router.get("/") { request, _ -> String in
             var n = defaultWork
             if let text = request.uri.queryParameters["n"] {
@@ -156,8 +158,10 @@ do {
         // The Hummingbird application as it would run alone (`app.runService()`), with a
         // service beside the server; the worker serves it on the primary's listener, and on
         // drain the service stops once the server has answered what was in flight.
+        // PROXY=v2 (or v1): behind a load balancer that sends HAProxy's PROXY protocol.
+        let proxy = try getenv("PROXY").map { name throws in try ProxyProtocol(parsing: String(cString: name)) }
         let app = Application(router: router, services: [BackgroundJobs(worker: name)])
-        try await worker.run(app, on: .tcp(port: port))
+        try await worker.run(app, on: .tcp(port: port, proxyProtocol: proxy))
     }
 } catch {
     log("express: \(error)")
