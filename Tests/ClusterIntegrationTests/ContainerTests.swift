@@ -82,5 +82,28 @@ extension IntegrationTests {
             var byte: UInt8 = 0
             return recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
         }
+
+        @Test(.enabled(if: canUnshare, "a PID namespace needs root and unshare"))
+        func asPID1AHotUpgradeIsRefusedAndAReloadTakesItsPlace() async throws {
+            let (process, port, primary, worker) = try await CommandTests.startAsPID1()
+            defer { process.stop() }
+
+            kill(primary, SIGUSR2)
+            let refusal = try await process.waitForLine { $0.contains("hot upgrade is refused as PID 1") }
+            #expect(refusal.contains("`cluster reload` or SIGHUP"), "\(refusal)")
+            #expect(children(of: primary) == [worker], "no new primary was started")
+            #expect(try HTTP.get(port: port).status == 200, "it keeps serving")
+
+            kill(primary, SIGHUP)
+            try await process.waitForLine { $0.contains("reload complete: every worker is generation 2") }
+            #expect(try HTTP.get(port: port).status == 200)
+            _ = try await eventually { () throws -> Void in
+                guard !children(of: primary).contains(worker) else { throw TestFailure.unexpected("worker \(worker) still runs") }
+            }
+
+            kill(primary, SIGTERM)
+            #expect(try await process.waitForExit(timeout: .seconds(15)) == 0, "TERM drains and stops with 0")
+            print("PID 1: \(refusal)")
+        }
     }
 }
