@@ -105,5 +105,47 @@ extension IntegrationTests {
             #expect(try await process.waitForExit(timeout: .seconds(15)) == 0, "TERM drains and stops with 0")
             print("PID 1: \(refusal)")
         }
+
+        /// The image's ENTRYPOINT and CMD, with its ENV, run as PID 1 from this build's
+        /// binaries (the image copies them to /usr/local/bin): it serves, its HEALTHCHECK
+        /// passes, and its STOPSIGNAL drains it to exit 0 within its drain timeout. Only the
+        /// ports differ: this PID namespace shares the host's network.
+        @Test(.enabled(if: canUnshare, "a PID namespace needs root and unshare"))
+        func theImagesEntryPointServesAsPID1AndItsStopSignalDrainsItToExit0() async throws {
+            let dockerfile = try Dockerfile(path: "\(Self.repository)/deploy/container/Dockerfile")
+            let command = try #require(try dockerfile.execForm("ENTRYPOINT")) + (try dockerfile.execForm("CMD") ?? [])
+            let stopSignal = try #require(dockerfile.arguments("STOPSIGNAL"))
+            #expect(stopSignal == "SIGTERM")
+            let executable = try #require(command.first)
+            #expect(executable.hasPrefix("/usr/local/bin/"))
+            var environment = dockerfile.environment
+            let drainTimeout = Duration.milliseconds(try #require(environment["DRAIN_TIMEOUT_MS"].flatMap { Int($0) }))
+            #expect(Set(dockerfile.exposedPorts) == Set([environment["PORT"], environment["ADMIN_PORT"]].compactMap { $0.flatMap { Int($0) } }))
+            let port = try freePort()
+            let admin = try freePort()
+            environment["PORT"] = String(port)
+            environment["ADMIN_PORT"] = String(admin)
+
+            let process = try SpawnedProcess(URL(fileURLWithPath: executable).lastPathComponent, Array(command.dropFirst()),
+                                             environment: environment, launcher: Self.pidNamespace)
+            defer { process.stop() }
+            try await process.waitForLine { $0 == "Primary 1 is running" }
+            _ = try await eventually(timeout: .seconds(20)) { () throws -> Void in
+                guard try HTTP.get(port: admin, path: "/readyz").status == 200 else { throw TestFailure.unexpected("not ready") }
+            }
+            let answer = try HTTP.get(port: port)
+            #expect(answer.status == 200 && answer.body == "Hello World\n", "\(answer)")
+            let healthcheck = try #require(try dockerfile.healthcheck())
+            let (code, output) = try runToEnd(healthcheck[0], Array(healthcheck.dropFirst()), environment: environment, timeout: .seconds(5))
+            #expect(code == 0, "the HEALTHCHECK failed: \(output)")
+
+            let primary = try #require(children(of: process.pid).first) // PID 1 inside, as the host sees it
+            let stopped = ContinuousClock.now
+            kill(primary, SIGTERM)
+            #expect(try await process.waitForExit(timeout: drainTimeout) == 0, "SIGTERM drains and exits 0 within the drain timeout")
+            let took = ContinuousClock.now - stopped
+            try await process.waitForLine { $0 == "Primary 1 stopped" }
+            print("entry point \(command.joined(separator: " ")) as PID 1: served, healthy, SIGTERM to exit 0 in \(took)")
+        }
     }
 }
