@@ -122,7 +122,8 @@ extension IntegrationTests {
             let drainTimeout = Duration.milliseconds(try #require(environment["DRAIN_TIMEOUT_MS"].flatMap { Int($0) }))
             #expect(Set(dockerfile.exposedPorts) == Set([environment["PORT"], environment["ADMIN_PORT"]].compactMap { $0.flatMap { Int($0) } }))
             let port = try freePort()
-            let admin = try freePort()
+            var admin = try freePort()
+            while admin == port { admin = try freePort() }
             environment["PORT"] = String(port)
             environment["ADMIN_PORT"] = String(admin)
 
