@@ -15,9 +15,9 @@ public import Prometheus
 ///   `not ready: draining` from the moment the cluster begins to drain (SIGTERM, a stop,
 ///   ``Primary/disconnect(timeout:)``; see ``Primary/isDraining``), while the connections
 ///   already open are still served: an orchestrator takes the instance out of its load
-///   balancer before they close. With a ``Supervisor`` given, a degraded cluster (workers keep failing to boot while others
-///   serve) still answers 200 while any worker serves, and the body says `degraded:` and
-///   why; the metric `cluster_degraded` is 1 meanwhile.
+///   balancer before they close. With a ``Supervisor`` given, a degraded cluster (workers
+///   keep failing to boot while others serve) still answers 200 while any worker serves,
+///   and the body says `degraded:` and why; the metric `cluster_degraded` is 1 meanwhile.
 ///
 /// ```swift
 /// let registry = AdminServer.bootstrapMetrics()        // once, before anything records
