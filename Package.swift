@@ -162,7 +162,8 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterIntegrationTests",
-            dependencies: ["Cluster", "ClusterFixture", "hello", "messages", "express", "autoscale", "ClusterCommand"],
+            dependencies: ["Cluster", "ClusterFixture", "hello", "messages", "express", "autoscale", "ClusterCommand",
+                           .product(name: "Yams", package: "Yams")], // reads the Kubernetes manifests
             exclude: ["Programs"], // servers in Python and Node that the tests run as workers
             swiftSettings: swiftSettings
         ),

@@ -11,10 +11,13 @@ public import Prometheus
 ///   which the primary and a ``Supervisor`` publish every second, and any the program
 ///   records through swift-metrics);
 /// - `GET /healthz`: 200 while the primary runs;
-/// - `GET /readyz`: 200 when at least one worker is ready to serve, 503 otherwise. With a
-///   ``Supervisor`` given, a degraded cluster (workers keep failing to boot while others
-///   serve) still answers 200 while any worker serves, and the body says `degraded:` and
-///   why; the metric `cluster_degraded` is 1 meanwhile.
+/// - `GET /readyz`: 200 when at least one worker is ready to serve, 503 otherwise, and 503
+///   `not ready: draining` from the moment the cluster begins to drain (SIGTERM, a stop,
+///   ``Primary/disconnect(timeout:)``; see ``Primary/isDraining``), while the connections
+///   already open are still served: an orchestrator takes the instance out of its load
+///   balancer before they close. With a ``Supervisor`` given, a degraded cluster (workers
+///   keep failing to boot while others serve) still answers 200 while any worker serves,
+///   and the body says `degraded:` and why; the metric `cluster_degraded` is 1 meanwhile.
 ///
 /// ```swift
 /// let registry = AdminServer.bootstrapMetrics()        // once, before anything records
@@ -54,6 +57,9 @@ public enum AdminServer {
         case "/healthz":
             return HTTPResponse(body: "ok\n")
         case "/readyz":
+            guard !primary.isDraining else {
+                return HTTPResponse(status: .serviceUnavailable, body: "not ready: draining\n")
+            }
             let ready = primary.workers.values.filter { $0.state == .listening }.count
             let degraded = supervisor?.degradation.map { "degraded: \($0)\n" } ?? ""
             return ready > 0

@@ -13,7 +13,8 @@
 //
 // Worker: when the file FAIL_FILE names exists at start, its content says how to fail:
 // "exit N" exits with code N, "hang" never gets ready. With READINESS=explicit it calls
-// ready() after READY_DELAY_MS. Routes: / (who answers), /slow?ms=N (prints {"event":"request"}), /spin (blocks its
+// ready() after READY_DELAY_MS. Routes: / (who answers), /slow?ms=N and /slow?until=PATH
+// (answers once PATH exists; both print {"event":"request"}), /spin (blocks its
 // event loop forever), /leak?mb=N (keeps N MiB), /orphan (leaves an orphan for PID 1),
 // /crash (traps), /cancel (cancels the serving task). A worker prints {"event":"served",
 // "cancelled":"yes" or "no"} when it has served and drained, just before it exits 0.
@@ -147,6 +148,9 @@ private func serveRoutes(_ worker: ClusterWorker, accept: AcceptMode) async thro
         switch components?.path {
         case "/slow":
             emit(["event": "request", "path": "/slow", "worker": worker.id])
+            if let path = components?.queryItems?.first(where: { $0.name == "until" })?.value {
+                return whenExists(path, on: loop).map { HTTPResponse(body: "slow " + body) }
+            }
             return loop.scheduleTask(in: .milliseconds(Int64(query("ms") ?? 1000))) { HTTPResponse(body: "slow " + body) }.futureResult
         case "/spin":
             while true { usleep(1000) }
@@ -175,4 +179,10 @@ private func serveRoutes(_ worker: ClusterWorker, accept: AcceptMode) async thro
             return loop.makeSucceededFuture(HTTPResponse(body: body))
         }
     }
+}
+
+/// Succeeds once `path` exists, looking every 10 ms.
+private func whenExists(_ path: String, on loop: any EventLoop) -> EventLoopFuture<Void> {
+    if FileManager.default.fileExists(atPath: path) { return loop.makeSucceededVoidFuture() }
+    return loop.flatScheduleTask(in: .milliseconds(10)) { whenExists(path, on: loop) }.futureResult
 }

@@ -176,17 +176,8 @@ extension IntegrationTests {
 
         @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare"), "a PID namespace needs root and unshare"))
         func asPID1InAContainerItReapsOrphansAndDrainsOnTERM() async throws {
-            let control = NSTemporaryDirectory() + "cluster-pid1-\(getpid()).sock"
-            let process = try SpawnedProcess("cluster", ["run", "--listen", "tcp://127.0.0.1:0", "--workers", "1", "--control", control,
-                                                         "--", "python3", "\(Self.programs)/python_server.py"],
-                                             launcher: ["/usr/bin/unshare", "--pid", "--fork", "--kill-child", "--mount-proc"])
+            let (process, port, primary, worker) = try await Self.startAsPID1()
             defer { process.stop() }
-            let listening = try await process.waitForLine { $0.hasPrefix("[cluster] listening on tcp://") }
-            let port = try #require(listening.split(separator: ":").dropFirst(2).first.flatMap { Int($0.prefix { $0.isNumber }) })
-            try await process.waitForLine { $0.hasPrefix("[cluster] control socket") && $0.contains("; primary 1 runs") }
-            try await process.waitForLine { $0.hasPrefix("[worker 1] python ") && $0.hasSuffix(" serving") }
-            let primary = try #require(children(of: process.pid).first) // the primary as the host sees it
-            let worker = try #require(children(of: primary).first)
             _ = try await eventually { try HTTP.get(port: port, path: "/orphan") }
             try await Task.sleep(for: .seconds(2)) // the orphan exits after 1 s
             let zombies = children(of: primary).filter { processState($0) == "Z" }
@@ -194,6 +185,27 @@ extension IntegrationTests {
             #expect(children(of: primary) == [worker], "only the worker is left")
             kill(primary, SIGTERM)
             #expect(try await process.waitForExit(timeout: .seconds(15)) == 0, "TERM drains and stops with 0")
+        }
+
+        /// `cluster run` of one Python worker as PID 1 of a PID namespace of its own, as in a
+        /// container (needs root and unshare): the process (unshare), the port, and the
+        /// primary and its worker as the host sees them.
+        static func startAsPID1() async throws -> (process: SpawnedProcess, port: Int, primary: Int32, worker: Int32) {
+            let control = NSTemporaryDirectory() + "cluster-pid1-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+            let process = try SpawnedProcess("cluster", ["run", "--listen", "tcp://127.0.0.1:0", "--workers", "1", "--control", control,
+                                                         "--", "python3", "\(programs)/python_server.py"],
+                                             launcher: ContainerTests.pidNamespace)
+            do {
+                let listening = try await process.waitForLine { $0.hasPrefix("[cluster] listening on tcp://") }
+                let port = try #require(listening.split(separator: ":").dropFirst(2).first.flatMap { Int($0.prefix { $0.isNumber }) })
+                try await process.waitForLine { $0.hasPrefix("[cluster] control socket") && $0.contains("; primary 1 runs") }
+                try await process.waitForLine { $0.hasPrefix("[worker 1] python ") && $0.hasSuffix(" serving") }
+                let primary = try #require(children(of: process.pid).first)
+                return (process, port, primary, try #require(children(of: primary).first))
+            } catch {
+                process.stop()
+                throw error
+            }
         }
 
         @Test func readinessBySdNotifyAndAWatchdogThatFires() async throws {

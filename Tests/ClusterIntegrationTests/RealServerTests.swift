@@ -76,13 +76,7 @@ extension IntegrationTests {
 
         /// Whether `server` can run here. Missing: skipped with a printed reason, or in CI a failure.
         static func available(_ server: Server, sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
-            if which(server.executable) != nil { return true }
-            if ProcessInfo.processInfo.environment["CI"] != nil {
-                Issue.record("\(server.executable) is not installed: CI must install it (.ci/run)", sourceLocation: sourceLocation)
-            } else {
-                print("RealServerTests: skipping \(server): \(server.executable) is not on PATH")
-            }
-            return false
+            requiredTool(server.executable, by: "RealServerTests (\(server))", sourceLocation: sourceLocation) != nil
         }
 
         /// A cluster of `server` on 127.0.0.1:`port`, with the directory its files live in and

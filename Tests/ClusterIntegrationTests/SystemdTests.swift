@@ -13,13 +13,7 @@ extension IntegrationTests {
 
         /// The path of systemd's `tool`: missing, skipped with a printed reason, or in CI a failure.
         static func tool(_ name: String, sourceLocation: SourceLocation = #_sourceLocation) -> String? {
-            if let path = which(name) { return path }
-            if ProcessInfo.processInfo.environment["CI"] != nil {
-                Issue.record("\(name) is not installed: CI must install systemd (.ci/run)", sourceLocation: sourceLocation)
-            } else {
-                print("SystemdTests: skipping: \(name) is not on PATH")
-            }
-            return nil
+            requiredTool(name, by: "SystemdTests", sourceLocation: sourceLocation)
         }
 
         @Test func aSocketFromSystemdServesThroughReloadUpgradeAndStopWhileTheNotifySocketHearsEachInOrder() async throws {

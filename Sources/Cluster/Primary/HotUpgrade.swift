@@ -15,11 +15,26 @@ extension Primary {
     /// says so through the descriptor named in `CLUSTER_UPGRADE_NOTIFY`, then sends this
     /// primary SIGTERM, and this one drains and exits.
     ///
+    /// Refused when this primary is PID 1 (a container's init): the old primary exits at
+    /// the end of a hot upgrade, and a container ends with its PID 1, taking the new
+    /// primary with it. A rolling reload (``Supervisor/reload()``, SIGHUP, `cluster
+    /// reload`) replaces every worker with one started from the binary now on disk
+    /// instead; to replace the primary itself, roll out a new container.
+    ///
     /// - Parameter exited: Called on the I/O thread if the new primary exits while this
     ///   one still runs: the upgrade failed, and this primary carries on.
     /// - Returns: The new primary, to ask whether it took over, or to kill it.
+    /// - Throws: `invalidConfiguration` as PID 1; a spawn's error when the new primary
+    ///   cannot start.
     public func upgrade(exited: @escaping @Sendable (ExitStatus) -> Void) async throws(ClusterError) -> PrimaryUpgrade {
-        try await loop.submit { [self] () throws(ClusterError) -> PrimaryUpgrade in
+        guard getpid() != 1 else {
+            throw ClusterError(.invalidConfiguration, """
+                a hot upgrade is refused as PID 1 (a container's init): the container would end when this primary \
+                exits at the handover; use a rolling reload instead (`cluster reload` or SIGHUP), which replaces every \
+                worker with one started from the binary now on disk, or roll out a new container to replace the primary
+                """)
+        }
+        return try await loop.submit { [self] () throws(ClusterError) -> PrimaryUpgrade in
             let handed = listenerTable.handover()
             var descriptors = handed.descriptors
             let notify = try Syscall.pipe()

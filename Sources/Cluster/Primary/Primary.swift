@@ -21,6 +21,7 @@ public final class Primary: Sendable {
         var nextID = 1
         var workers: [Int: Worker] = [:]
         var watches: [Int: WorkerWatch] = [:]
+        var draining = false
     }
 
     let state = Mutex(State())
@@ -119,6 +120,13 @@ public final class Primary: Sendable {
     /// The live workers, by id (Node's `cluster.workers`). A worker leaves when it exits.
     public var workers: [Int: Worker] { state.withLock { $0.workers } }
 
+    /// True once the whole cluster began to drain: ``disconnect(timeout:)`` was called, or
+    /// a ``Supervisor`` began to stop (SIGTERM, SIGINT, ``Supervisor/stop(immediately:)``,
+    /// a crash loop). It turns true before any worker is told to drain and never turns
+    /// back, so a readiness probe that reads it (`ClusterAdmin`'s `/readyz`) fails while
+    /// the connections already open are still being served.
+    public var isDraining: Bool { state.withLock { $0.draining } }
+
     /// Connections the primary has accepted and holds because no worker could take them
     /// (the primary-accept strategies).
     public var waitingConnections: Int {
@@ -175,6 +183,7 @@ public final class Primary: Sendable {
     ///
     /// A worker forked afterwards that asks for a listener has it bound again.
     public func disconnect(timeout: Duration? = nil) async {
+        state.withLock { $0.draining = true }
         let events = self.events
         let live = workers.values.filter { !$0.isDead }
         // Accepting stops before the drains go out, so no connection is handed to a
@@ -197,9 +206,11 @@ public final class Primary: Sendable {
                                loop: loop, logger: logger)
     }
 
-    /// Stops accepting on the listeners the primary distributes itself (it is stopping or
-    /// handing over); connections not yet accepted wait in the sockets' queues.
+    /// Stops accepting on the listeners the primary distributes itself (it is stopping,
+    /// perhaps after a hot upgrade's handover): from now on ``isDraining`` is true.
+    /// Connections not yet accepted wait in the sockets' queues.
     func stopAccepting() {
+        state.withLock { $0.draining = true }
         loop.execute { [self] in
             listenerTable.all.forEach { $0.handle.stopAccepting() }
             handOverTurns()

@@ -14,6 +14,10 @@ extension Supervisor {
         let child: PrimaryUpgrade
         do {
             child = try await primary.upgrade { [feed] status in feed.yield(.upgradeEnded(status)) }
+        } catch where error.code == .invalidConfiguration {
+            // Refused (as PID 1): the reason says why and what to do instead.
+            logger.error("\(error.context); this primary carries on")
+            return
         } catch {
             logger.error("hot upgrade failed: \(error); this primary carries on")
             return

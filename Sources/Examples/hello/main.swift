@@ -4,6 +4,7 @@
 // drain and stop, SIGTTIN/SIGTTOU add or remove a worker.
 //
 //     swift run hello            # PORT=8000, WORKERS=cores (0: one process, no cluster), DISTRIBUTION=leastConnections
+//                                # DRAIN_TIMEOUT_MS=30000: how long a draining worker may take before SIGKILL
 //                                # HTTP limits: HTTP_HEADER_TIMEOUT_MS, HTTP_MAX_BODY_BYTES... (docs/http.md)
 //     curl localhost:8000
 //     kill -HUP <primary pid>    # rolling reload
@@ -34,7 +35,8 @@ do {
         log("Primary \(primary.pid) is running")
         // The supervisor restarts dead workers with backoff, drains on SIGTERM/SIGINT,
         // reloads worker by worker on SIGHUP and scales on SIGTTIN/SIGTTOU.
-        let supervisor = Supervisor(primary: primary, supervision: Supervision(workers: workers))
+        let drainTimeout = try Cluster.environmentInteger("DRAIN_TIMEOUT_MS", default: 30_000, in: 0...86_400_000)
+        let supervisor = Supervisor(primary: primary, supervision: Supervision(workers: workers, drainTimeout: .milliseconds(drainTimeout)))
         // ADMIN_PORT=9090: /metrics (Prometheus), /healthz, /readyz (degraded too) on the primary.
         if let admin = try await AdminServer.startFromEnvironment(primary: primary, supervisor: supervisor) {
             log("Admin endpoints on \(admin.localAddress.map { "\($0)" } ?? "?")")

@@ -1,7 +1,8 @@
 """Python's standard-library HTTP server as a `cluster run` worker: it serves on the
 socket it inherits by systemd socket activation (fd 3), says READY=1 when NOTIFY_SOCKET
 is set, and on SIGTERM stops accepting and finishes the requests it has.
-Routes: / (who answers), /slow?ms=N, /crash (exits 3), /orphan (leaves a process whose
+Routes: / (who answers), /slow?ms=N, /slow?until=PATH (answers once PATH exists, and says
+it holds a request), /crash (exits 3), /orphan (leaves a process whose
 parent has exited, for PID 1 to reap). BOOT_DELAY_MS: wait before serving, in sleep or,
 with BOOT_WAIT=select, in select() on a pipe of its own (as a master process waits for its
 workers). FORK=1: a master that forks a child to serve and waits in select() on a pipe
@@ -24,7 +25,13 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/orphan":
             subprocess.run(["/bin/sh", "-c", "sleep 1 &"])
         if url.path == "/slow":
-            time.sleep(int(parse_qs(url.query).get("ms", ["100"])[0]) / 1000)
+            query = parse_qs(url.query)
+            if "until" in query:
+                print(f"python {os.getpid()} holds a request until {query['until'][0]} exists", flush=True)
+                while not os.path.exists(query["until"][0]):
+                    time.sleep(0.01)
+            else:
+                time.sleep(int(query.get("ms", ["100"])[0]) / 1000)
         body = f"python {os.getpid()} {os.environ.get('LISTEN_FDNAMES')} port {os.environ.get('PORT')}\n".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))

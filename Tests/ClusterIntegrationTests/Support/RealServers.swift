@@ -161,3 +161,15 @@ func which(_ name: String) -> String? {
     let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
     return path.split(separator: ":").map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
 }
+
+/// The path of `tool` on PATH, if a test can run it. A missing tool is a failure in CI
+/// (`CI` set: `.ci/run` installs it), elsewhere a skip with the reason printed.
+func requiredTool(_ tool: String, by suite: String, sourceLocation: SourceLocation = #_sourceLocation) -> String? {
+    if let path = which(tool) { return path }
+    if ProcessInfo.processInfo.environment["CI"] != nil {
+        Issue.record("\(tool) is not installed: CI must install it (.ci/run)", sourceLocation: sourceLocation)
+    } else {
+        print("\(suite): skipping: \(tool) is not on PATH")
+    }
+    return nil
+}
