@@ -8,14 +8,14 @@ public import Prometheus
 /// The primary's admin listener, for operators and orchestrators:
 ///
 /// - `GET /metrics`: every metric in the Prometheus text format (the cluster's own,
-///   which the primary and a ``Supervisor`` publish every second, and any the program
+///   which the primary and a `Supervisor` publish every second, and any the program
 ///   records through swift-metrics);
 /// - `GET /healthz`: 200 while the primary runs;
 /// - `GET /readyz`: 200 when at least one worker is ready to serve, 503 otherwise, and 503
 ///   `not ready: draining` from the moment the cluster begins to drain (SIGTERM, a stop,
-///   ``Primary/disconnect(timeout:)``; see ``Primary/isDraining``), while the connections
+///   `Primary.disconnect(timeout:)`; see `Primary.isDraining`), while the connections
 ///   already open are still served: an orchestrator takes the instance out of its load
-///   balancer before they close. With a ``Supervisor`` given, a degraded cluster (workers
+///   balancer before they close. With a `Supervisor` given, a degraded cluster (workers
 ///   keep failing to boot while others serve) still answers 200 while any worker serves,
 ///   and the body says `degraded:` and why; the metric `cluster_degraded` is 1 meanwhile.
 ///

@@ -3,7 +3,7 @@ public import Hummingbird
 public import NIOCore
 
 /// A request context whose `remoteAddress` is the client's, also behind a PROXY protocol
-/// balancer (a listener with ``Cluster/ListenAddress/proxyProtocol``): there the
+/// balancer (a listener with `Cluster.ListenAddress.proxyProtocol`): there the
 /// connection's own peer is the balancer, and this is the client its header named.
 /// Hummingbird's tracing middleware reads it through `RemoteAddressRequestContext`.
 ///
@@ -19,7 +19,7 @@ public struct ClusterRequestContext: RequestContext, RemoteAddressRequestContext
     public let remoteAddress: SocketAddress?
 
     /// Made by the server for each request, on the connection's event loop (where
-    /// ``ClusterWorker/serve(_:on:configuration:serverName:logger:group:maxConnections:)``
+    /// `ClusterWorker.serve(_:on:configuration:serverName:logger:group:maxConnections:)`
     /// runs a connection's requests); elsewhere it falls back to the channel's peer.
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)

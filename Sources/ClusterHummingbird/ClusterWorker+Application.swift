@@ -16,7 +16,7 @@ extension ClusterWorker {
     /// ```
     ///
     /// The services start first, then `processesRunBeforeServerStart` run, then the server
-    /// accepts (``run(services:gracefulShutdownSignals:logger:server:)``). On drain the server
+    /// accepts (`run(services:gracefulShutdownSignals:logger:server:)`). On drain the server
     /// stops accepting, answers what is in flight (`Connection: close`), closes idle
     /// connections and returns; then the services shut down in reverse order. Requests are
     /// answered as the application answers them, with its `serverName` and logger.

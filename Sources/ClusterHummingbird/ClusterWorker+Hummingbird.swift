@@ -60,7 +60,7 @@ extension ClusterWorker {
 
     /// Serves a Hummingbird responder over HTTP/1.1 on the primary's listener for
     /// `address` until the primary says drain, as
-    /// ``ClusterWorker/serve(_:on:configuration:serverName:logger:group:maxConnections:)`` does with a
+    /// `ClusterWorker.serve(_:on:configuration:serverName:logger:group:maxConnections:)` does with a
     /// router's responder.
     ///
     /// - Parameters:

@@ -9,7 +9,7 @@ public import Cluster
 /// | `roundRobin`, `leastConnections`, `sticky` | the event loop reads the primary's handoffs from a link of its own | the runtime receives them on the channel |
 /// | `shared` | refused | the runtime accepts |
 ///
-/// On a listener with a PROXY protocol (``Cluster/ListenAddress/proxyProtocol``) a
+/// On a listener with a PROXY protocol (`Cluster.ListenAddress.proxyProtocol`) a
 /// `reusePort` socket is accepted as with ``runtime``: the runtime reads each connection's
 /// header before SwiftNIO sees the connection.
 ///
@@ -22,7 +22,7 @@ public import Cluster
 /// runtime's accept takes that in its stride; SwiftNIO's server channel treats such a
 /// wake-up as a bug (its debug builds assert). A `reusePort` slot socket, by contrast, is
 /// waited on by one worker at a time: the primary hands the slot's turn from a worker to
-/// its replacement only once the first has stopped accepting (``ClusterWorker/acceptTurn(on:)``).
+/// its replacement only once the first has stopped accepting (`ClusterWorker.acceptTurn(on:)`).
 public struct AcceptMode: Sendable, Hashable, CustomStringConvertible {
     enum Kind: String, Sendable, Hashable {
         case automatic, eventLoop, runtime

@@ -2,7 +2,7 @@ public import Cluster
 public import NIOCore
 
 /// Holds the client's address on a connection from a PROXY protocol listener
-/// (``Cluster/ListenAddress/proxyProtocol``): there a channel's `remoteAddress` is the
+/// (`Cluster.ListenAddress.proxyProtocol`): there a channel's `remoteAddress` is the
 /// load balancer's, and SwiftNIO has no way to replace it. `serve` adds it first to each
 /// such connection's pipeline, before the pipeline the caller sets up; it passes every
 /// event on untouched.

@@ -25,7 +25,7 @@ extension ClusterWorker {
     ///     one closes (the primary routes them elsewhere). Default: no limit.
     ///   - accept: How connections reach the event loops. Default: ``AcceptMode/automatic``.
     ///   - childChannelInitializer: Sets each accepted connection's pipeline up.
-    /// - Throws: ``ClusterError`` when the listener cannot be had, or `accept` does not
+    /// - Throws: `ClusterError` when the listener cannot be had, or `accept` does not
     ///   suit its distribution (``AcceptMode/eventLoop`` on a `shared` listener).
     public func serve(
         _ address: ListenAddress,

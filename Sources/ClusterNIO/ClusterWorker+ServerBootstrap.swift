@@ -9,14 +9,14 @@ extension ClusterWorker {
     ///
     /// The listener must be one this worker waits on alone: a `reusePort` slot socket. The
     /// worker reports listening at once, and the channel is bound when the worker has its
-    /// slot's turn (``acceptTurn(on:)``; during a reload, once the worker it replaces has
+    /// slot's turn (`acceptTurn(on:)`; during a reload, once the worker it replaces has
     /// stopped accepting). Close the returned channel to stop accepting: the slot's next
     /// worker may then accept (the primary's socket stays open for it).
     ///
-    /// - Throws: ``ClusterError/Code/invalidConfiguration`` for a `shared` listener, on
+    /// - Throws: `ClusterError.Code.invalidConfiguration` for a `shared` listener, on
     ///   which every worker would wait for the same connections (SwiftNIO asserts on the
     ///   wake-ups that find none), or one the primary accepts for: ``serve(_:group:maxConnections:accept:childChannelInitializer:)``
-    ///   serves those. ``ClusterError/Code/channelClosed`` when the worker drains before
+    ///   serves those. `ClusterError.Code.channelClosed` when the worker drains before
     ///   its turn comes.
     public func bind(_ bootstrap: ServerBootstrap, to address: ListenAddress) async throws -> any Channel {
         let listener = try await self.listener(address)

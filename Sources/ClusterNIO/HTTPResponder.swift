@@ -8,7 +8,7 @@ public struct HTTPRequest: Sendable {
     /// The body, possibly empty.
     public var body: ByteBuffer
     /// The client: the one a PROXY protocol header named on a listener with a
-    /// ``Cluster/ListenAddress/proxyProtocol``, else the connection's peer.
+    /// `Cluster.ListenAddress.proxyProtocol`, else the connection's peer.
     public var clientAddress: SocketAddress? = nil
 }
 

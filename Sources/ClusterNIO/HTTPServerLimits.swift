@@ -48,7 +48,7 @@ public struct HTTPServerLimits: Sendable, Hashable {
     /// `HTTP_HEADER_TIMEOUT_MS`, `HTTP_IDLE_TIMEOUT_MS`, `HTTP_REQUEST_TIMEOUT_MS` (milliseconds),
     /// `HTTP_MAX_HEADER_BYTES` and `HTTP_MAX_BODY_BYTES`.
     ///
-    /// - Throws: ``ClusterError`` (`invalidConfiguration`) naming the variable whose value
+    /// - Throws: `ClusterError` (`invalidConfiguration`) naming the variable whose value
     ///   is not a whole number in range.
     public static func fromEnvironment() throws(ClusterError) -> HTTPServerLimits {
         let defaults = HTTPServerLimits.default

@@ -2,7 +2,7 @@ public import Cluster
 public import NIOCore
 import NIOPosix
 
-/// The HTTP server of ``ClusterWorker/serveHTTP(_:group:maxConnections:limits:responder:)`` in
+/// The HTTP server of `ClusterWorker.serveHTTP(_:group:maxConnections:limits:responder:)` in
 /// one process, without a cluster: the same pipeline and responder, bound by SwiftNIO
 /// itself. For development, and to measure what the cluster costs.
 public enum StandaloneHTTPServer {

@@ -17,7 +17,7 @@ extension IntegrationTests {
             (["--watchdog", "9223372036854775807"], "--watchdog: '9223372036854775807' is out of range; give a duration from 1s to 24h"),
             (["--max-age", "1e300"], "--max-age: '1e300' is not a duration from 10s to 365d"),
             (["--boot-timeout", "nan"], "--boot-timeout: 'nan' is not a duration from 1s to 24h"),
-            (["--listen", "http://x:80"], "--listen: 'http://x:80' has the scheme 'http', which cluster does not listen with; write tcp://HOST:PORT or unix:PATH"),
+            (["--listen", "http://x:80"], "--listen: 'http://x:80' has the scheme 'http', which cluster does not listen with; write tcp://HOST:PORT, unix:PATH, fd://N or fd:NAME"),
             (["--admin", "http://x:80"], "--admin: 'http://x:80' has the scheme 'http'"),
             (["--user", "nosuchuser"], "--user: no user named 'nosuchuser' exists on this machine"),
             (["--group", "nosuchgroup"], "--group: no group named 'nosuchgroup' exists on this machine"),

@@ -5,7 +5,7 @@ import Glibc
 /// A PROXY protocol header (HAProxy's `doc/proxy-protocol.txt`, versions 1 and 2): what a
 /// load balancer says about the connection it accepted, before the client's bytes.
 ///
-/// ``parse(_:)`` reads it from the first bytes of a connection, and never traps: any
+/// ``parse(_:expecting:)`` reads it from the first bytes of a connection, and never traps: any
 /// input is a header, a request for more bytes, or a reason to close.
 public struct ProxyHeader: Hashable, Sendable {
     /// The client the balancer accepted, or nil when the header names none: a v2 `LOCAL`
