@@ -14,13 +14,15 @@
 // "exit N" exits with code N, "hang" never gets ready. With READINESS=explicit it calls
 // ready() after READY_DELAY_MS. Routes: / (who answers), /slow?ms=N (prints {"event":"request"}), /spin (blocks its
 // event loop forever), /leak?mb=N (keeps N MiB), /orphan (leaves an orphan for PID 1),
-// /crash (traps), /cancel (cancels the serving task; prints {"event":"served","cancelled":true}).
+// /crash (traps), /cancel (cancels the serving task; prints {"event":"served","cancelled":true}),
+// /count (counts app_hits_total and times itself in app_count_seconds, through swift-metrics).
 // WORKER_SERVICES=1 runs a "recorder" service beside the server (ClusterWorker.run(services:)).
 import Cluster
 import ClusterAdmin
 import ClusterNIO
 import Foundation
 import Logging
+import Metrics
 import NIOCore
 import Synchronization
 
@@ -106,6 +108,7 @@ func runSupervisedWorker(_ worker: ClusterWorker) async throws {
         if words.first == "exit" { exit(Int32(words.last ?? "1") ?? 1) }
         if words.first == "hang" { while true { sleep(60) } }
     }
+    worker.bootstrapMetrics()
     emit(["event": "started", "id": worker.id, "pid": Int(getpid())])
     if environment["READINESS"] == "explicit" {
         let delay = duration("READY_DELAY_MS") ?? .zero
@@ -157,6 +160,11 @@ private func serveRoutes(_ worker: ClusterWorker, accept: AcceptMode) async thro
             return loop.makeSucceededFuture(HTTPResponse(body: body))
         case "/crash":
             fatalError("the /crash route traps on purpose")
+        case "/count":
+            let started = ContinuousClock.now
+            Counter(label: "app_hits_total", dimensions: [("route", "count")]).increment()
+            Metrics.Timer(label: "app_count_seconds").record(duration: started.duration(to: .now))
+            return loop.makeSucceededFuture(HTTPResponse(body: "counted " + body))
         case "/cancel":
             // Cancels the task that serves: it quiesces and returns, and so does main.
             serving.withLock { $0?.cancel() }
