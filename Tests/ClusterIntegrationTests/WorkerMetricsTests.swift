@@ -101,6 +101,16 @@ import Testing
         print("app_hits_total per slot after a restart and 10 more hits: \(after)")
         #expect(after.values.reduce(0, +) == 30, "later hits add to the totals: \(after)")
         #expect((after["0"] ?? 0) > (before["0"] ?? 0), "slot 0's new worker added to its slot's count: \(before) → \(after)")
+
+        // The primary's own series: requests a counter per slot that a restart does not
+        // lower either, build info, shares as ratios.
+        samples = try await Self.scrape(admin: admin) { Self.perSlot($0, "cluster_requests_total").values.reduce(0, +) >= 30 }
+        let requests = Self.perSlot(samples, "cluster_requests_total")
+        #expect(requests.values.reduce(0, +) >= 30 && Set(requests.keys) == ["0", "1"], "\(requests)")
+        #expect(samples.first { $0.name == "cluster_build_info" }?.value == 1)
+        #expect(samples.first { $0.name == "cluster_worker_restarts_total" }?.value == 1)
+        #expect(Self.perSlot(samples, "cluster_worker_event_loop_busy_ratio").count == 2)
+        #expect(Self.perSlot(samples, "cluster_worker_cpu_seconds_total").values.allSatisfy { $0 > 0 })
         primary.signal(SIGTERM)
         #expect(try await primary.waitForExit() == 0)
     }
