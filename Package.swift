@@ -140,6 +140,7 @@ let package = Package(
             dependencies: [
                 "Cluster", "ClusterNIO", "ClusterAdmin",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings

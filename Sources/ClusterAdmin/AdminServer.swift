@@ -8,8 +8,9 @@ public import Prometheus
 /// The primary's admin listener, for operators and orchestrators:
 ///
 /// - `GET /metrics`: every metric in the Prometheus text format (the cluster's own,
-///   which the primary and a `Supervisor` publish every second, and any the program
-///   records through swift-metrics);
+///   which the primary and a `Supervisor` publish every second, any the primary's program
+///   records through swift-metrics, and what workers record once they bootstrapped
+///   `ClusterWorker.bootstrapMetrics()`, labelled by slot);
 /// - `GET /healthz`: 200 while the primary runs;
 /// - `GET /readyz`: 200 when at least one worker is ready to serve, 503 otherwise, and 503
 ///   `not ready: draining` from the moment the cluster begins to drain (SIGTERM, a stop,
@@ -53,6 +54,7 @@ public enum AdminServer {
         case "/metrics":
             var buffer = ByteBuffer()
             buffer.writeBytes(registry.emitToBuffer())
+            buffer.writeString(primary.workerMetricsExposition())
             return HTTPResponse(headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"], body: buffer)
         case "/healthz":
             return HTTPResponse(body: "ok\n")

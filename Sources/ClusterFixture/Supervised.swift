@@ -18,12 +18,14 @@
 // event loop forever), /leak?mb=N (keeps N MiB), /orphan (leaves an orphan for PID 1),
 // /crash (traps), /cancel (cancels the serving task). A worker prints {"event":"served",
 // "cancelled":"yes" or "no"} when it has served and drained, just before it exits 0.
+// /count (counts app_hits_total and times itself in app_count_seconds, through swift-metrics).
 // WORKER_SERVICES=1 runs a "recorder" service beside the server (ClusterWorker.run(services:)).
 import Cluster
 import ClusterAdmin
 import ClusterNIO
 import Foundation
 import Logging
+import Metrics
 import NIOCore
 import Synchronization
 
@@ -116,6 +118,7 @@ func runSupervisedWorker(_ worker: ClusterWorker) async throws {
         if words.first == "exit" { exit(Int32(words.last ?? "1") ?? 1) }
         if words.first == "hang" { while true { sleep(60) } }
     }
+    worker.bootstrapMetrics()
     emit(["event": "started", "id": worker.id, "pid": Int(getpid())])
     if environment["READINESS"] == "explicit" {
         let delay = duration("READY_DELAY_MS") ?? .zero
@@ -171,6 +174,11 @@ private func serveRoutes(_ worker: ClusterWorker, accept: AcceptMode) async thro
             return loop.makeSucceededFuture(HTTPResponse(body: body))
         case "/crash":
             fatalError("the /crash route traps on purpose")
+        case "/count":
+            let started = ContinuousClock.now
+            Counter(label: "app_hits_total", dimensions: [("route", "count")]).increment()
+            Metrics.Timer(label: "app_count_seconds").record(duration: started.duration(to: .now))
+            return loop.makeSucceededFuture(HTTPResponse(body: "counted " + body))
         case "/cancel":
             // Cancels the task that serves: it quiesces and returns, and so does main.
             serving.withLock { $0?.cancel() }

@@ -35,7 +35,7 @@ extension IntegrationTests {
                 // Every worker takes a share, not only the first (keep-alive clients rebalance).
                 let metrics = try HTTP.get(port: admin, path: "/metrics").body
                 let busy = metrics.split(separator: "\n").filter {
-                    $0.hasPrefix("cluster_worker_utilization{") && (Double($0.split(separator: " ").last ?? "") ?? 0) > 0.3
+                    $0.hasPrefix("cluster_worker_utilization_ratio{") && (Double($0.split(separator: " ").last ?? "") ?? 0) > 0.3
                 }
                 #expect(busy.count >= 2, "\(metrics)")
             }
@@ -57,7 +57,7 @@ extension IntegrationTests {
                 guard text.contains("cluster_workers 1.0\n"), text.contains("cluster_workers_desired 1.0\n") else { throw TestFailure.unexpected(text) }
                 return text
             }
-            #expect(Self.value("cluster_requests_total", in: metrics).map { $0 >= Double(served) } == true, "\(metrics)")
+            #expect(metricSum("cluster_requests_total", in: metrics).map { $0 >= Double(served) } == true, "\(metrics)")
         }
 
         /// The admin listener: /healthz while the primary runs, /readyz by the ready
@@ -79,7 +79,7 @@ extension IntegrationTests {
             let metrics = try await eventually { () throws -> String in
                 let text = try HTTP.get(port: admin, path: "/metrics").body
                 // Series appear as the primary publishes them, one by one: wait for the last.
-                guard let requests = Self.value("cluster_requests_total", in: text), requests >= 20,
+                guard let requests = metricSum("cluster_requests_total", in: text), requests >= 20,
                       Self.value("cluster_worker_resident_memory_bytes{slot=\"1\"}", in: text) != nil else { throw TestFailure.unexpected(text) }
                 return text
             }

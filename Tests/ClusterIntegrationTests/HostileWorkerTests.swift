@@ -90,6 +90,21 @@ extension IntegrationTests {
             try expectServing(port)
         }
 
+        /// The app's metrics are not the runtime's protocol: batches out of bounds are
+        /// dropped, with one warning naming the worker for the whole burst, and it lives.
+        @Test func metricsBatchesOutOfBoundsAreDroppedWithOneWarningAndTheWorkerLives() async throws {
+            let (primary, port) = try await start("metrics")
+            defer { primary.stop() }
+            let attacked = try await primary.waitForEvent(["event": "attacked", "sent": "77"])
+            let warning = try await primary.waitForLine { $0.contains("metrics batch dropped") }
+            #expect(warning.contains("worker 1 ") && warning.contains("slot 0"), "\(warning)")
+            try expectServing(port)
+            #expect(isRunning(Int32(attacked["pid"] as! Int)), "the worker was not killed for its metrics")
+            #expect(primary.events(["event": "exit", "id": "1"]).isEmpty)
+            #expect(primary.output.filter { $0.contains("metrics batch dropped") }.count == 1,
+                    "77 bad batches within seconds, one warning")
+        }
+
         @Test func aWorkerCannotMakeThePrimaryBindWithoutEnd() async throws {
             let (primary, port) = try await start("listen-flood")
             defer { primary.stop() }

@@ -33,6 +33,9 @@ enum Control: Codable, Sendable, Equatable {
     /// Worker → primary, every heartbeat: what it served, its connections, CPU, memory and
     /// event-loop lag.
     case heartbeat(HeartbeatReport)
+    /// Worker → primary, about once a second: what the app recorded through swift-metrics
+    /// since the last batch (``WorkerMetricsFactory``).
+    case metrics(MetricsBatch)
 
     /// Whether descriptors may come with it: only `accepting`'s handoff link.
     var carriesDescriptors: Bool {
@@ -53,6 +56,7 @@ enum Control: Codable, Sendable, Equatable {
         case .rebalance: "rebalance"
         case .ready: "ready"
         case .heartbeat: "heartbeat"
+        case .metrics: "metrics"
         }
     }
 

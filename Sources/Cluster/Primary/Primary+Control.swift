@@ -101,9 +101,31 @@ extension Primary {
             } catch {
                 protocolViolation(by: worker, error)
             }
+        case .metrics(let batch):
+            absorbMetrics(batch, size: frame.payload.count, from: worker)
         case .disconnect, .rebalance, .acceptTurn:
             protocolViolation(by: worker, ClusterError(.malformedFrame, "it sent '\(control)', which only the primary sends"))
         }
+    }
+
+    /// Adds a worker's metrics batch to the table `/metrics` serves; a batch out of bounds
+    /// is dropped whole, with a warning now and then (a worker's metrics are the app's: no
+    /// reason to kill it).
+    private func absorbMetrics(_ batch: MetricsBatch, size: Int, from worker: Worker) {
+        var problems: [String]
+        do throws(ClusterError) {
+            guard size <= MetricsBatch.maximumBytes else {
+                throw MetricsBatch.violation("it takes \(size) bytes; at most \(MetricsBatch.maximumBytes)")
+            }
+            try batch.validate()
+            problems = workerMetrics.withLock { $0.absorb(batch, slot: worker.slot) }
+        } catch {
+            problems = [error.context]
+        }
+        guard let first = problems.first, let suppressed = worker.metricsWarningDue() else { return }
+        let more = problems.count > 1 ? " (and \(problems.count - 1) more)" : ""
+        let quiet = suppressed > 0 ? "; \(suppressed) similar problems since the last warning" : ""
+        logger.warning("\(worker), slot \(worker.slot): \(first)\(more)\(quiet)")
     }
 
     /// A worker may have the primary bind a listener it does not hold yet only as

@@ -36,6 +36,8 @@ public final class Primary: Sendable {
 
     /// The workers' figures, published through swift-metrics every second.
     private let metrics = Mutex(MetricsPublisher())
+    /// What the apps in the workers record through swift-metrics (``WorkerMetricsFactory``).
+    let workerMetrics = Mutex(WorkerMetricsTable())
     /// Loop thread only.
     private nonisolated(unsafe) var balancer = ConnectionBalancer()
     /// Who accepts on each reusePort slot socket (`Primary+AcceptTurns.swift`).
@@ -82,6 +84,14 @@ public final class Primary: Sendable {
         let counts = open.map { "\($0.worker): \($0.connections)" }.joined(separator: ", ")
         logger.info("connections are uneven (worker: open \(counts)); \(worker) closes \(Int((fraction * 100).rounded()))% of its own so their clients reconnect and spread")
         worker.rebalance(fraction: fraction)
+    }
+
+    /// What the apps in the workers record through swift-metrics (``WorkerMetricsFactory``),
+    /// in the Prometheus text format: one series per slot (label `slot`), counters and
+    /// histograms cumulative across the slot's restarts. `ClusterAdmin` serves it on
+    /// `/metrics` after the primary's own series.
+    public func workerMetricsExposition() -> String {
+        workerMetrics.withLock { $0.exposition() }
     }
 
     /// This process's id.

@@ -55,6 +55,7 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
         var disconnectSent = false
         var reports = StatsWindow()
         var listenRefused = false
+        var metricsWarning: (at: ContinuousClock.Instant, suppressed: Int)?
     }
     private let mutable: Mutex<Mutable>
     let channel: Channel
@@ -223,6 +224,19 @@ public final class Worker: Sendable, Identifiable, CustomStringConvertible {
     }
 
     /// True the first time the primary refuses this worker a listener (logged once).
+    /// Whether a dropped metrics batch from this worker is worth a warning now: the first,
+    /// then at most one every ten seconds. Returns how many went unmentioned since the last.
+    func metricsWarningDue(now: ContinuousClock.Instant = .now) -> Int? {
+        mutable.withLock { state in
+            if let last = state.metricsWarning, last.at.duration(to: now) < .seconds(10) {
+                state.metricsWarning?.suppressed += 1
+                return nil
+            }
+            defer { state.metricsWarning = (now, 0) }
+            return state.metricsWarning?.suppressed ?? 0
+        }
+    }
+
     func firstListenRefusal() -> Bool {
         mutable.withLock { state in
             defer { state.listenRefused = true }

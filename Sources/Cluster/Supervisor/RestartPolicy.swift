@@ -99,6 +99,8 @@ struct RestartLedger<Instant: InstantProtocol>: Sendable where Instant.Duration 
     let policy: RestartPolicy
     private var attempts: [Int: Int] = [:]
     private var bootFailures: [Instant] = []
+    /// Boot failures since the supervisor started (`cluster_boot_failures_total`).
+    private(set) var bootFailuresCounted = 0
     /// The crash-loop episode in progress, if any: the cluster is degraded.
     private(set) var episode: Episode?
 
@@ -118,6 +120,7 @@ struct RestartLedger<Instant: InstantProtocol>: Sendable where Instant.Duration 
         if bootFailed {
             let period = policy.period
             bootFailures.append(now)
+            bootFailuresCounted += 1
             bootFailures.removeAll { $0.duration(to: now) > period }
         }
         if var current = episode {

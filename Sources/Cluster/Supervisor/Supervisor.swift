@@ -250,7 +250,7 @@ public actor Supervisor {
         switch input {
         case .event(let event): await handle(event)
         case .signal(let number): await handle(signal: number)
-        case .reload: await perform(model.reload(at: clock.now))
+        case .reload: await startReload(at: clock.now)
         case .scale(let count): await perform(model.scale(to: count, at: clock.now))
         case .stop(let immediately): await perform(model.stop(immediately: immediately, at: clock.now))
         case .upgrade: await startUpgrade()
@@ -293,7 +293,7 @@ public actor Supervisor {
             logger.notice("SIGQUIT: stopping at once")
             await perform(model.stop(immediately: true, at: now))
         case SIGHUP:
-            await perform(model.reload(at: now))
+            await startReload(at: now)
         case SIGTTIN:
             await perform(model.scale(to: model.desired + 1, at: now))
         case SIGTTOU:
@@ -307,6 +307,12 @@ public actor Supervisor {
         }
     }
 
+    /// Starts a rolling reload (after the one under way, if any), counted.
+    private func startReload(at now: ContinuousClock.Instant) async {
+        metrics.countReload()
+        await perform(model.reload(at: now))
+    }
+
     // MARK: The tick
 
     private func tick() async {
@@ -315,7 +321,8 @@ public actor Supervisor {
         checkUpgradeDeadline(now: now)
         if lastPublished.map({ $0.duration(to: now) >= .seconds(1) }) ?? true {
             lastPublished = now
-            metrics.publish(desired: model.desired, degraded: model.ledger.episode != nil)
+            metrics.publish(desired: model.desired, degraded: model.ledger.episode != nil,
+                            bootFailures: model.ledger.bootFailuresCounted)
         }
         await autoscale()
     }

@@ -34,6 +34,8 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
     let channel: Channel
     let inbox: Mailbox<ClusterMessage>
     let heartbeat = Heartbeat()
+    /// What the app records through ``metricsFactory``.
+    let metricsStore: WorkerMetricsStore
     let loop: IOLoop
     let logger = Logger(label: "cluster.worker")
 
@@ -49,6 +51,7 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
         self.channel = channel
         inbox = Mailbox(limit: ClusterWorker.inboxLimit) { channel.resumeReading() }
         state = Mutex(State(listeners: Dictionary(inherited.map { ($0.address, $0) }) { first, _ in first }))
+        metricsStore = WorkerMetricsStore { Logger(label: "cluster.worker").warning("metrics: \($0)") }
         signal(SIGPIPE, SIG_IGN)
         channel.delegate = self
         try Syscall.setNonBlocking(channelFD)
@@ -57,6 +60,7 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
         try channel.sendNow(Control.online.frame, force: true)
         scheduleHeartbeat()
         scheduleProbe()
+        scheduleMetricsFlush()
     }
 
     private func scheduleHeartbeat() {
@@ -89,7 +93,10 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
             primaryPID: value("CLUSTER_PRIMARY_PID").flatMap(Int32.init) ?? getppid(),
             channelFD: channelFD, inherited: inherited)
         // The last messages leave before the process does.
-        atexit { Cluster.currentWorker?.channel.flushBlocking(timeout: .seconds(1)) }
+        atexit {
+            Cluster.currentWorker?.flushMetrics()
+            Cluster.currentWorker?.channel.flushBlocking(timeout: .seconds(1))
+        }
         return worker
     }
 
@@ -249,6 +256,7 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
     /// the process.
     public func destroy() -> Never {
         try? channel.sendNow(Control.exitedAfterDisconnect.frame, force: true)
+        flushMetrics()
         channel.flushBlocking(timeout: .seconds(1))
         exit(0)
     }
@@ -299,6 +307,7 @@ public final class ClusterWorker: Sendable, ChannelDelegate {
         loop.execute { [self] in
             guard state.withLock({ $0.leaving && $0.handoffAcceptors.values.allSatisfy(\.isStopped) }),
                   heartbeat.openConnections == 0, !channel.isClosed else { return }
+            flushMetrics()
             channel.flushBlocking(timeout: .seconds(1))
             channel.close(error: nil)
         }

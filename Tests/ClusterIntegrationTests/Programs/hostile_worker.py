@@ -127,6 +127,25 @@ elif attack == "forward-flood":
     threading.Thread(target=flood, daemon=True).start()
     time.sleep(5)
     sent = counter["sent"]
+elif attack == "metrics":
+    # The app's metrics out of bounds: a counter that goes down, a name of the primary's,
+    # too many series, 25 times each; then a label of 5 MiB, twice.
+    def batch(series):
+        return frame(CONTROL, control({"metrics": {"_0": {"series": series}}}))
+
+    def gauge(name, labels=()):
+        return {"name": name, "labels": list(labels), "kind": "gauge", "value": 1}
+
+    bad = [
+        [{"name": "app_total", "labels": [], "kind": "counter", "value": -1}],
+        [gauge("cluster_workers")],
+        [gauge("app_%d" % index) for index in range(1001)],
+    ]
+    for _ in range(25):
+        for series in bad:
+            sent += send(batch(series))
+    for _ in range(2):
+        sent += send(batch([gauge("app_big", [{"name": "label", "value": "x" * (5 << 20)}])]))
 else:
     sys.exit("unknown attack " + attack)
 
