@@ -5,6 +5,17 @@ extension Duration {
         return Double(seconds) + Double(attoseconds) / 1e18
     }
 
+    /// The duration for a log line or an error, rounded: "30 s", "4.1 s", "250 ms" (whole
+    /// seconds from a minute up).
+    package var rounded: String {
+        let (seconds, attoseconds) = components
+        if attoseconds == 0 { return "\(seconds) s" }
+        if self < .seconds(1) { return "\(Int((inSeconds * 1000).rounded())) ms" }
+        let tenths = (inSeconds * 10).rounded()
+        guard tenths.isFinite, tenths < 600 else { return "\(seconds) s" }
+        return tenths.truncatingRemainder(dividingBy: 10) == 0 ? "\(Int(tenths) / 10) s" : "\(tenths / 10) s"
+    }
+
     /// The longest wait any timer here takes: about 34,800 years. A longer duration waits
     /// this long instead, so no deadline computed from a duration it is given can overflow.
     package static let distantFuture = Duration.seconds(1 << 40)

@@ -294,5 +294,10 @@ extension ManualInstant {
         #expect(Autoscaler.milliseconds(.milliseconds(250)) == "250 ms")
         #expect(Autoscaler.milliseconds(.milliseconds(4097)) == "4.10 s")
         #expect(!Autoscaler.milliseconds(.seconds(Int64.max)).isEmpty)
+        typealias Ledger = RestartLedger<ContinuousClock.Instant>
+        #expect(Ledger.seconds(.nanoseconds(4_096_997_526)) == "4.1 s", "a measured duration prints rounded")
+        #expect(Ledger.seconds(.seconds(30)) == "30 s")
+        #expect(Ledger.seconds(.milliseconds(250)) == "250 ms")
+        #expect(Ledger.seconds(.seconds(3725.5)) == "3725 s")
     }
 }

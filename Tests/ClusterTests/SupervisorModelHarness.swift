@@ -1,4 +1,5 @@
 @testable import Cluster
+import Logging
 
 /// What the watchdog and recycling read about a worker, set by hand: healthy by default.
 struct Gauges: WorkerGauges {
@@ -20,6 +21,8 @@ struct ModelHarness {
     var nextID = 1
     /// Every log line so far.
     var logs: [String] = []
+    /// Each log line's metadata, in the same order.
+    var logMetadata: [Logger.Metadata] = []
 
     init(_ supervision: Supervision) {
         model = Model(supervision: supervision)
@@ -32,8 +35,9 @@ struct ModelHarness {
         var queue = actions[...]
         while let action = queue.popFirst() {
             switch action {
-            case .log(_, let line):
+            case .log(_, let line, let metadata):
                 logs.append(line)
+                logMetadata.append(metadata)
             case .spawn(let slot, _):
                 done.append(action)
                 let id = nextID

@@ -1,4 +1,5 @@
 @testable import Cluster
+import Logging
 import Testing
 
 /// Supervision for the model's tests: no signals, no autoscaling, a 1 s watchdog.
@@ -17,6 +18,19 @@ func modelSupervision(workers: Int, restart: RestartPolicy = RestartPolicy(), ma
         #expect(harness.ready(1) == [], "nobody else serves yet")
         #expect(harness.ready(2) == [.rebalance(workers: [1], fraction: 0.5)])
         #expect(harness.model.serving.map(\.id) == [1, 2])
+    }
+
+    @Test func aLineAboutAWorkerCarriesItsIdPidSlotAndGenerationAsMetadata() {
+        var harness = ModelHarness(modelSupervision(workers: 2))
+        harness.startReady()
+        harness.exit(2, .signaled(.kill))
+        let line = harness.logs.last ?? ""
+        #expect(line.hasPrefix("worker 2 (pid 102) exited (signal 9 (SIGKILL))"), "\(line)")
+        #expect(harness.logMetadata.last == ["cluster.worker.id": "2", "cluster.worker.pid": "102",
+                                             "cluster.worker.slot": "1", "cluster.worker.generation": "1"])
+        harness.scale(3)
+        #expect(harness.logs.last == "scaling from 2 to 3 workers")
+        #expect(harness.logMetadata.last == [:], "a line about no one worker carries none")
     }
 
     @Test func aReloadRollsSlotBySlotEachReplacementReadyBeforeTheOldWorkerRetires() {

@@ -156,7 +156,7 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
 
     func timerFired(_ correlation: UInt64) {
         guard let request = state.withLock({ $0.requests.removeValue(forKey: correlation) }) else { return }
-        request.continuation.resume(returning: .failure(ClusterError(.timeout, "no reply within \(request.timeout)")))
+        request.continuation.resume(returning: .failure(ClusterError(.timeout, "no reply within \(request.timeout.rounded)")))
     }
 
     @discardableResult

@@ -181,12 +181,8 @@ struct RestartLedger<Instant: InstantProtocol>: Sendable where Instant.Duration 
         return "\(worker) exited (\(status)) \(roughly(readyFor)) after it was ready"
     }
 
-    /// A duration for a log line, to the tenth of a second below a minute: "5.5 s", "42 s".
-    static func roughly(_ duration: Duration) -> String {
-        let tenths = (duration.inSeconds * 10).rounded()
-        guard tenths.isFinite, tenths < 600 else { return seconds(.seconds(duration.components.seconds)) }
-        return tenths.truncatingRemainder(dividingBy: 10) == 0 ? "\(Int(tenths) / 10) s" : "\(tenths / 10) s"
-    }
+    /// A measured duration for a log line, rounded: "5.5 s", "42 s", "250 ms".
+    static func roughly(_ duration: Duration) -> String { duration.rounded }
 
     private mutating func beginEpisode(at now: Instant, reason: String, serving: Int, diedAfterReady: Bool) -> RestartDecision {
         episode = Episode(began: now, failures: 1, diedAfterReady: diedAfterReady ? 1 : 0)
@@ -224,8 +220,6 @@ struct RestartLedger<Instant: InstantProtocol>: Sendable where Instant.Duration 
         return min(delay, ceiling)
     }
 
-    static func seconds(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        return attoseconds == 0 ? "\(seconds) s" : "\(Double(seconds) + Double(attoseconds) / 1e18) s"
-    }
+    /// A configured or measured duration for a log line, rounded: "30 s", "4.1 s", "250 ms".
+    static func seconds(_ duration: Duration) -> String { duration.rounded }
 }

@@ -28,8 +28,8 @@ extension Supervisor {
                 endUpgrade()
                 // Connections not yet accepted stay queued (for a new primary after a hot upgrade).
                 primary.stopAccepting()
-            case .log(let level, let message):
-                logger.log(level: level, "\(message)")
+            case .log(let level, let message, let metadata):
+                logger.log(level: level, "\(message)", metadata: metadata.isEmpty ? nil : metadata)
             }
         }
         let reason = model.degradation

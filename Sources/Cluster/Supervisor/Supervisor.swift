@@ -1,5 +1,5 @@
 import CClusterShims
-import Logging
+public import Logging
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -86,7 +86,9 @@ public actor Supervisor {
     private let inputs: AsyncStream<Input>
     nonisolated let feed: AsyncStream<Input>.Continuation
     let clock = ContinuousClock()
-    let logger = Logger(label: "cluster.supervisor")
+    /// Where the supervisor logs: restarts, reloads, crash loops, signals. Lines about a
+    /// worker carry it as metadata (`cluster.worker.id`, `.pid`, `.slot`, `.generation`).
+    public nonisolated let logger: Logger
     /// What should run and what to do about it; this actor performs its actions.
     var model: SupervisorModel<ContinuousClock.Instant>
     /// The live workers the model knows, by id.
@@ -112,9 +114,12 @@ public actor Supervisor {
     var serviceStatus: ServiceStatus
 
     /// A supervisor for `primary`; nothing starts until ``supervise()`` (or ``run()``).
-    public init(primary: Primary, supervision: Supervision = Supervision()) {
+    /// It logs to `logger` (default: the label `cluster.supervisor`).
+    public init(primary: Primary, supervision: Supervision = Supervision(),
+                logger: Logger = Logger(label: "cluster.supervisor")) {
         self.primary = primary
         self.supervision = supervision
+        self.logger = logger
         model = SupervisorModel(supervision: supervision)
         serviceStatus = ServiceStatus(startedByUpgrade: primary.upgradedFrom != nil)
         autoscaler = supervision.autoscale

@@ -22,8 +22,9 @@ enum SupervisorAction: Equatable, Sendable {
     /// The cluster begins to stop: stop accepting, and end a hot upgrade that has not taken
     /// over.
     case stopAccepting
-    /// A line for the supervisor's log.
-    case log(Logger.Level, String)
+    /// A line for the supervisor's log, with the worker it is about as metadata
+    /// (`cluster.worker.id`, `.pid`, `.slot`, `.generation`), if any.
+    case log(Logger.Level, String, Logger.Metadata = [:])
 }
 
 /// What the watchdog and recycling read about a running worker at each tick: the live

@@ -70,7 +70,7 @@ extension SupervisorModel {
         for index in (waiting + empty + held + spawning).prefix(surplus) {
             guard let slot = slots.removeValue(forKey: index) else { continue }
             if let holder = slot.holder {
-                emit(.log(.info, "scaling down: retiring \(holder)"))
+                emit(.log(.info, "scaling down: retiring \(holder)", holder.metadata))
                 retire(holder)
             }
             if let successor = slot.successor { retire(successor) }

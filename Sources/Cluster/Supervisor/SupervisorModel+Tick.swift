@@ -45,7 +45,7 @@ extension SupervisorModel {
             failReload("\(describe(member)) was not ready within \(Ledger.seconds(limit))")
             return
         }
-        emit(.log(.error, "\(member) was not ready within \(Ledger.seconds(limit)); killing it"))
+        emit(.log(.error, "\(member) was not ready within \(Ledger.seconds(limit)); killing it", member.metadata))
         member.killed = true
         update(member, at: place)
         emit(.signal(worker: id, .kill))
@@ -75,7 +75,7 @@ extension SupervisorModel {
     private mutating func abortHung(_ id: Int, why: String, at now: Instant) {
         guard let watchdog = supervision.watchdog, let place = place(of: id), var member = member(id),
               member.readyAt != nil, member.abortedAt == nil else { return }
-        emit(.log(.error, "\(member) is hung: \(why) (watchdog timeout \(watchdog.timeout)); replacing it: SIGABRT, then SIGKILL after \(watchdog.killAfter)"))
+        emit(.log(.error, "\(member) is hung: \(why) (watchdog timeout \(Ledger.seconds(watchdog.timeout))); replacing it: SIGABRT, then SIGKILL after \(Ledger.seconds(watchdog.killAfter))", member.metadata))
         member.abortedAt = now
         switch place {
         case .holder(let index):
@@ -95,7 +95,7 @@ extension SupervisorModel {
         guard ledger.episode != nil, let place = place(of: id), place != .retiring, let member = member(id),
               member.readyAt != nil, let episode = ledger.stayedUp(since: member.startedAt, at: now) else { return }
         degradation = nil
-        emit(.log(.notice, "recovered: \(member) stayed up \(Ledger.roughly(member.startedAt.duration(to: now))), ending the crash loop that began \(Ledger.seconds(episode.began.duration(to: now))) ago (\(episode.failures) boot failures); restarts are back to normal"))
+        emit(.log(.notice, "recovered: \(member) stayed up \(Ledger.roughly(member.startedAt.duration(to: now))), ending the crash loop that began \(Ledger.seconds(episode.began.duration(to: now))) ago (\(episode.failures) boot failures); restarts are back to normal", member.metadata))
     }
 
     private mutating func checkRecycling(_ member: Member, _ reading: some WorkerGauges, at now: Instant) {
@@ -114,7 +114,7 @@ extension SupervisorModel {
     private mutating func startRecycling(_ id: Int, reason: String) {
         guard phase == .running, case .holder(let index) = place(of: id), let slot = slots[index], let member = slot.holder,
               member.readyAt != nil, member.abortedAt == nil, !slot.isBeingReplaced else { return }
-        emit(.log(.notice, "recycling \(member): \(reason); its replacement starts first"))
+        emit(.log(.notice, "recycling \(member): \(reason); its replacement starts first", member.metadata))
         launch(in: index, generation: member.generation, successor: true)
     }
 }

@@ -1,3 +1,5 @@
+import Logging
+
 /// A supervisor's decisions, apart from its processes: the slots and what should run in
 /// them in, the actions that make it so out. A pure value, driven by the events and the
 /// instants it is given, like ``RestartLedger``; the ``Supervisor`` actor performs its
@@ -35,6 +37,12 @@ struct SupervisorModel<Instant: InstantProtocol> where Instant.Duration == Durat
 
         /// `worker 3 (pid 9)`, as ``Worker`` says it.
         var description: String { "worker \(id) (pid \(pid))" }
+
+        /// The worker as log metadata, for a line about it.
+        var metadata: Logger.Metadata {
+            ["cluster.worker.id": "\(id)", "cluster.worker.pid": "\(pid)", "cluster.worker.slot": "\(slot)",
+             "cluster.worker.generation": "\(generation)"]
+        }
     }
 
     /// A spawn asked for and not reported yet.
@@ -207,7 +215,7 @@ struct SupervisorModel<Instant: InstantProtocol> where Instant.Duration == Durat
         update(member, at: place)
         if let episode = ledger.booted() {
             degradation = nil
-            emit(.log(.notice, "recovered: \(member) booted, ending the crash loop that began \(Ledger.seconds(episode.began.duration(to: now))) ago (\(episode.failures) boot failures); restarts are back to normal"))
+            emit(.log(.notice, "recovered: \(member) booted, ending the crash loop that began \(Ledger.seconds(episode.began.duration(to: now))) ago (\(episode.failures) boot failures); restarts are back to normal", member.metadata))
         }
         switch place {
         case .successor(let index):
@@ -215,7 +223,7 @@ struct SupervisorModel<Instant: InstantProtocol> where Instant.Duration == Durat
             slots[index]?.holder = member
             slots[index]?.successor = nil
             if let old {
-                emit(.log(.info, "\(member) (generation \(member.generation)) is ready; retiring worker \(old.id)"))
+                emit(.log(.info, "\(member) (generation \(member.generation)) is ready; retiring worker \(old.id)", member.metadata))
                 retire(old)
             }
         case .holder:
@@ -247,7 +255,7 @@ struct SupervisorModel<Instant: InstantProtocol> where Instant.Duration == Durat
                 // Its predecessor keeps serving.
                 failReload("\(describe(member)) exited (\(status)) before it was ready")
             } else if let holder = slots[index]?.holder {
-                emit(.log(.error, "\(member), replacing worker \(holder.id), exited (\(status)) before it was ready; worker \(holder.id) keeps serving"))
+                emit(.log(.error, "\(member), replacing worker \(holder.id), exited (\(status)) before it was ready; worker \(holder.id) keeps serving", member.metadata))
             }
         case .holder(let index):
             guard let member = slots[index]?.holder else { break }
@@ -259,36 +267,37 @@ struct SupervisorModel<Instant: InstantProtocol> where Instant.Duration == Durat
             let decision = ledger.exited(worker: "\(member)", slot: index, status: status, uptime: uptime,
                                          readyFor: readyFor, serving: serving.count, at: now)
             let exit = "\(Ledger.exit(of: "\(member)", status, readyFor: readyFor)) (up \(Ledger.roughly(uptime)))"
-            apply(decision, slot: index, at: now, exit: exit)
+            apply(decision, slot: index, at: now, exit: exit, metadata: member.metadata)
         }
         return finish(at: now)
     }
 
     /// Carries out the ledger's decision about `slot`, whose worker exited (`exit` says
     /// how; nil: it could not start, which is not counted as a restart).
-    private mutating func apply(_ decision: RestartDecision, slot index: Int, at now: Instant, exit: String?) {
+    private mutating func apply(_ decision: RestartDecision, slot index: Int, at now: Instant, exit: String?,
+                                metadata: Logger.Metadata = [:]) {
         let delay: Duration
         switch decision {
         case .restart(let after):
             delay = after
         case .degrade(let after, let reason):
             degradation = reason
-            emit(.log(.critical, "crash loop: \(reason)"))
+            emit(.log(.critical, "crash loop: \(reason)", metadata))
             delay = after
         case .stop(let reason):
-            emit(.log(.critical, reason))
+            emit(.log(.critical, reason, metadata))
             beginStop(.crashLoop(reason), immediately: false)
             return
         }
         if slots[index]?.holder != nil || slots[index]?.launching != nil {
             // The worker started to replace it takes the slot: nothing to restart.
-            if let exit { emit(.log(.warning, "\(exit); the worker replacing it takes slot \(index)")) }
+            if let exit { emit(.log(.warning, "\(exit); the worker replacing it takes slot \(index)", metadata)) }
             return
         }
         if let exit {
             restarts[index, default: 0] += 1
             emit(.restartScheduled(slot: index, after: delay))
-            emit(.log(.warning, "\(exit); restarting slot \(index) in \(Ledger.roughly(delay))"))
+            emit(.log(.warning, "\(exit); restarting slot \(index) in \(Ledger.roughly(delay))", metadata))
         }
         slots[index]?.restartAt = now.advanced(by: delay.asTimerDelay)
     }

@@ -138,7 +138,7 @@ final class ProxyHeaderGate: @unchecked Sendable {
     fileprivate func timedOut(_ wait: HeaderWait) {
         guard waiting[wait.fd] === wait else { return }
         finishWaiting(wait)
-        reject(wait.fd, "its PROXY \(expected) header was not complete within \(ProxyProtocol.headerTimeout)")
+        reject(wait.fd, "its PROXY \(expected) header was not complete within \(ProxyProtocol.headerTimeout.rounded)")
     }
 
     private func finishWaiting(_ wait: HeaderWait) {
