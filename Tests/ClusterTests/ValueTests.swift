@@ -1,5 +1,6 @@
 @testable import Cluster
 import Glibc
+import Logging
 import Synchronization
 import Testing
 
@@ -124,5 +125,17 @@ final class Counter: Sendable {
         }
         #expect { try HeartbeatReport(requests: -1).validate() } throws: { ($0 as? ClusterError)?.code == .malformedFrame }
         #expect { try HeartbeatReport(busy: 1001).validate() } throws: { ($0 as? ClusterError)?.code == .malformedFrame }
+    }
+}
+
+@Suite struct InjectedLoggerTests {
+    @Test func aLoggerGivenInTheSettingsIsThePrimarysAndOtherSetupsKeepIt() {
+        var given = PrimarySettings()
+        given.logger = Logger(label: "app.cluster")
+        var settings = PrimarySettings().merging(given)
+        #expect(settings.logger.label == "app.cluster")
+        settings = settings.merging(PrimarySettings(user: "web"))
+        #expect(settings.logger.label == "app.cluster", "a setup that does not name the logger keeps it")
+        #expect(PrimarySettings().logger.label == "cluster.primary")
     }
 }

@@ -29,7 +29,8 @@ public final class Primary: Sendable {
     let listenerTable = ListenerTable()
     let hub = EventHub()
     let loop: IOLoop
-    let logger = Logger(label: "cluster.primary")
+    /// Where the primary logs: ``PrimarySettings/logger``.
+    var logger: Logger { state.withLock { $0.settings.logger } }
 
     /// The pid of the primary this one took over from in a hot upgrade, if it did.
     public let upgradedFrom: Int32?

@@ -1,3 +1,5 @@
+public import Logging
+
 /// How the primary starts workers, as Node's `cluster.setupPrimary` sets it.
 ///
 /// A value records which settings it *names*: those passed to the initializer (other than
@@ -15,7 +17,7 @@ public struct PrimarySettings: Sendable {
     /// The settings a value can name, for merging.
     enum Field: Sendable, Hashable, CaseIterable {
         case onOutput, executable, arguments, environment, workingDirectory, user, group, output, disconnectTimeout,
-             distribution, limits, balanceConnections, listenRequests
+             distribution, limits, balanceConnections, listenRequests, logger
     }
 
     /// The settings this value names: given to the initializer or assigned since.
@@ -69,6 +71,9 @@ public struct PrimarySettings: Sendable {
     /// Which new listeners a worker may have the primary bind for it. Default: up to 64
     /// listeners in all, none privileged when workers run as another user.
     public var listenRequests = ListenRequests.default { didSet { named.insert(.listenRequests) } }
+    /// Where the primary logs (its listeners, channels, workers' hand-offs; a ``Supervisor``
+    /// takes a logger of its own). Default: the label `cluster.primary`.
+    public var logger = Logger(label: "cluster.primary") { didSet { named.insert(.logger) } }
 
     /// Settings that name what is given here (and whatever is assigned later); everything
     /// else keeps its default, or, passed to `primary.setup(_:)`, what
@@ -116,6 +121,7 @@ public struct PrimarySettings: Sendable {
             case .limits: merged.limits = changes.limits
             case .balanceConnections: merged.balanceConnections = changes.balanceConnections
             case .listenRequests: merged.listenRequests = changes.listenRequests
+            case .logger: merged.logger = changes.logger
             }
         }
         return merged
