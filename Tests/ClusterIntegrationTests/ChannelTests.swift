@@ -56,7 +56,7 @@ extension IntegrationTests {
                 "worker 2: got 'ping' from worker 1",
                 #"worker 2: got {"greeting":"hello, workers"}"#,
             ])
-            #expect(result["timeout"] as? String == "timed out: no reply within 0.2 seconds")
+            #expect(result["timeout"] as? String == "timed out: no reply within 200 ms")
         }
     }
 }
