@@ -44,31 +44,31 @@ public enum AdminServer {
         }
     }
 
-    static func respond(to request: HTTPRequest, primary: Primary, supervisor: Supervisor?,
-                        registry: PrometheusCollectorRegistry) -> HTTPResponse {
+    static func respond(to request: ClusterHTTPRequest, primary: Primary, supervisor: Supervisor?,
+                        registry: PrometheusCollectorRegistry) -> ClusterHTTPResponse {
         let path = request.head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? "/"
         guard request.head.method == .GET || request.head.method == .HEAD else {
-            return HTTPResponse(status: .methodNotAllowed, body: "only GET and HEAD\n")
+            return ClusterHTTPResponse(status: .methodNotAllowed, body: "only GET and HEAD\n")
         }
         switch path {
         case "/metrics":
             var buffer = ByteBuffer()
             buffer.writeBytes(registry.emitToBuffer())
             buffer.writeString(primary.workerMetricsExposition())
-            return HTTPResponse(headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"], body: buffer)
+            return ClusterHTTPResponse(headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"], body: buffer)
         case "/healthz":
-            return HTTPResponse(body: "ok\n")
+            return ClusterHTTPResponse(body: "ok\n")
         case "/readyz":
             guard !primary.isDraining else {
-                return HTTPResponse(status: .serviceUnavailable, body: "not ready: draining\n")
+                return ClusterHTTPResponse(status: .serviceUnavailable, body: "not ready: draining\n")
             }
             let ready = primary.workers.values.filter { $0.state == .listening }.count
             let degraded = supervisor?.degradation.map { "degraded: \($0)\n" } ?? ""
             return ready > 0
-                ? HTTPResponse(body: "ready: \(ready) workers\n" + degraded)
-                : HTTPResponse(status: .serviceUnavailable, body: "not ready: no worker is ready to serve\n" + degraded)
+                ? ClusterHTTPResponse(body: "ready: \(ready) workers\n" + degraded)
+                : ClusterHTTPResponse(status: .serviceUnavailable, body: "not ready: no worker is ready to serve\n" + degraded)
         default:
-            return HTTPResponse(status: .notFound, body: "not found: try /metrics, /healthz or /readyz\n")
+            return ClusterHTTPResponse(status: .notFound, body: "not found: try /metrics, /healthz or /readyz\n")
         }
     }
 }

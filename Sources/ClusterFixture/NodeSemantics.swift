@@ -133,7 +133,7 @@ func runNodeSemanticsWorker(_ worker: ClusterWorker) async throws {
               "greeting": environment["FIXTURE_GREETING"] ?? NSNull()])
     case "lateSubscriber":
         try await worker.serveHTTP(.tcp(host: "127.0.0.1", port: 0)) { _, loop in
-            loop.makeSucceededFuture(HTTPResponse(body: "worker \(worker.id)\n"))
+            loop.makeSucceededFuture(ClusterHTTPResponse(body: "worker \(worker.id)\n"))
         }
     default:
         break

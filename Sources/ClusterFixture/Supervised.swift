@@ -152,15 +152,15 @@ private func serveRoutes(_ worker: ClusterWorker, accept: AcceptMode) async thro
         case "/slow":
             emit(["event": "request", "path": "/slow", "worker": worker.id])
             if let path = components?.queryItems?.first(where: { $0.name == "until" })?.value {
-                return whenExists(path, on: loop).map { HTTPResponse(body: "slow " + body) }
+                return whenExists(path, on: loop).map { ClusterHTTPResponse(body: "slow " + body) }
             }
-            return loop.scheduleTask(in: .milliseconds(Int64(query("ms") ?? 1000))) { HTTPResponse(body: "slow " + body) }.futureResult
+            return loop.scheduleTask(in: .milliseconds(Int64(query("ms") ?? 1000))) { ClusterHTTPResponse(body: "slow " + body) }.futureResult
         case "/spin":
             while true { usleep(1000) }
         case "/leak":
             let megabytes = query("mb") ?? 16
             leaked.withLock { $0.append([UInt8](repeating: 1, count: megabytes << 20)) }
-            return loop.makeSucceededFuture(HTTPResponse(body: "leaked \(megabytes) MiB " + body))
+            return loop.makeSucceededFuture(ClusterHTTPResponse(body: "leaked \(megabytes) MiB " + body))
         case "/orphan":
             // A grandchild whose parent exits at once: the kernel hands it to PID 1.
             var pid: pid_t = 0
@@ -171,20 +171,20 @@ private func serveRoutes(_ worker: ClusterWorker, accept: AcceptMode) async thro
                 waitpid(pid, &status, 0)
             }
             argv.forEach { free($0) }
-            return loop.makeSucceededFuture(HTTPResponse(body: body))
+            return loop.makeSucceededFuture(ClusterHTTPResponse(body: body))
         case "/crash":
             fatalError("the /crash route traps on purpose")
         case "/count":
             let started = ContinuousClock.now
             Counter(label: "app_hits_total", dimensions: [("route", "count")]).increment()
             Metrics.Timer(label: "app_count_seconds").record(duration: started.duration(to: .now))
-            return loop.makeSucceededFuture(HTTPResponse(body: "counted " + body))
+            return loop.makeSucceededFuture(ClusterHTTPResponse(body: "counted " + body))
         case "/cancel":
             // Cancels the task that serves: it quiesces and returns, and so does main.
             serving.withLock { $0?.cancel() }
-            return loop.makeSucceededFuture(HTTPResponse(body: "cancelling " + body))
+            return loop.makeSucceededFuture(ClusterHTTPResponse(body: "cancelling " + body))
         default:
-            return loop.makeSucceededFuture(HTTPResponse(body: body))
+            return loop.makeSucceededFuture(ClusterHTTPResponse(body: body))
         }
     }
 }

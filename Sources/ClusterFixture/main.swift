@@ -258,14 +258,14 @@ func runWorker(_ worker: ClusterWorker) async throws {
                 // The client as the worker sees it: behind a PROXY protocol listener, the
                 // one the header named.
                 let client = request.clientAddress?.ipAddress ?? "none"
-                return loop.makeSucceededFuture(HTTPResponse(body: "worker \(worker.id) client \(client)\n"))
+                return loop.makeSucceededFuture(ClusterHTTPResponse(body: "worker \(worker.id) client \(client)\n"))
             }
             if components?.path == "/slow" {
                 emit(["event": "request", "path": "/slow", "id": worker.id])
                 let milliseconds = Int64(components?.queryItems?.first { $0.name == "ms" }?.value ?? "1000") ?? 1000
-                return loop.scheduleTask(in: .milliseconds(milliseconds)) { HTTPResponse(body: "slow " + body) }.futureResult
+                return loop.scheduleTask(in: .milliseconds(milliseconds)) { ClusterHTTPResponse(body: "slow " + body) }.futureResult
             }
-            return loop.makeSucceededFuture(HTTPResponse(body: body))
+            return loop.makeSucceededFuture(ClusterHTTPResponse(body: body))
         }
     case "messages":
         let count = Int(CommandLine.arguments.dropFirst(2).first ?? "100000") ?? 100_000
@@ -363,8 +363,8 @@ func runWorker(_ worker: ClusterWorker) async throws {
         for index in 0..<15_000 { try worker.sendNow(bytes: Array("farewell \(index) ".utf8) + [UInt8](repeating: 0, count: 200)) }
         exit(0)
     case "listeners":
-        let respond: HTTPResponder = { request, loop in
-            loop.makeSucceededFuture(HTTPResponse(body: "worker \(worker.id) on \(request.head.uri)\n"))
+        let respond: ClusterHTTPResponder = { request, loop in
+            loop.makeSucceededFuture(ClusterHTTPResponse(body: "worker \(worker.id) on \(request.head.uri)\n"))
         }
         async let unix: Void = worker.serveHTTP(.unix(environment["SOCKET_PATH"]!), responder: respond)
         async let ipv6: Void = worker.serveHTTP(.tcp(host: "::1", port: 0), responder: respond)

@@ -71,7 +71,7 @@ extension ClusterWorker {
     ///   - logger: The logger for connections and requests (default as for a router).
     ///   - group: The event loops that run connections. Default: one thread.
     ///   - maxConnections: The most connections open at once. Default: no limit.
-    public func serve<Responder: Hummingbird.HTTPResponder>(
+    public func serve<Responder: HTTPResponder>(
         responder: Responder,
         on address: ListenAddress,
         configuration: HTTP1Channel.Configuration = .init(),
@@ -162,7 +162,7 @@ extension ClusterWorker {
 
     /// What `Application.run` makes of a responder: the closure an `HTTP1Channel` calls
     /// for each request.
-    private func channelResponder<Responder: Hummingbird.HTTPResponder>(
+    private func channelResponder<Responder: HTTPResponder>(
         _ responder: Responder,
         serverName: String?,
         logger: Logger,

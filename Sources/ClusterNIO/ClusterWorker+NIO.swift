@@ -207,9 +207,9 @@ extension ClusterWorker {
         maxConnections: Int? = nil,
         limits: HTTPServerLimits = .default,
         accept: AcceptMode = .automatic,
-        responder: @escaping HTTPResponder
+        responder: @escaping ClusterHTTPResponder
     ) async throws {
-        let responder: HTTPResponder = { [self] request, loop in
+        let responder: ClusterHTTPResponder = { [self] request, loop in
             countRequest()
             return responder(request, loop)
         }

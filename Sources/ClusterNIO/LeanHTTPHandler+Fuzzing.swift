@@ -6,7 +6,7 @@ public import NIOCore
     /// The handler `ClusterWorker.serveHTTP(_:group:maxConnections:limits:responder:)`
     /// puts first on each connection, which parses requests itself or hands them to
     /// SwiftNIO's HTTP/1 pipeline.
-    public static func leanHandler(limits: HTTPServerLimits, responder: @escaping HTTPResponder) -> any ChannelHandler {
+    public static func leanHandler(limits: HTTPServerLimits, responder: @escaping ClusterHTTPResponder) -> any ChannelHandler {
         LeanHTTPHandler(limits: limits, responder: responder)
     }
 }

@@ -47,9 +47,9 @@ final class LeanHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case closed
     }
 
-    private let responder: HTTPResponder
+    private let responder: ClusterHTTPResponder
     private let limits: HTTPServerLimits
-    /// Given to each request as ``HTTPRequest/clientAddress``.
+    /// Given to each request as ``ClusterHTTPRequest/clientAddress``.
     private let client: SocketAddress?
     private var buffer: ByteBuffer?
     private var phase: Phase = .idle(since: .now())
@@ -63,7 +63,7 @@ final class LeanHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
 
-    init(limits: HTTPServerLimits = .default, client: SocketAddress? = nil, responder: @escaping HTTPResponder) {
+    init(limits: HTTPServerLimits = .default, client: SocketAddress? = nil, responder: @escaping ClusterHTTPResponder) {
         self.limits = limits
         self.client = client
         self.responder = responder
@@ -194,11 +194,11 @@ final class LeanHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 let body = head.contentLength > 0 ? buffer!.readSlice(length: head.contentLength)! : ByteBuffer()
                 phase = .responding
                 answered += 1
-                let request = HTTPRequest(head: head.head, body: body, clientAddress: client)
+                let request = ClusterHTTPRequest(head: head.head, body: body, clientAddress: client)
                 let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
                 responder(request, context.eventLoop).whenComplete { result in
                     let (handler, context) = loopBound.value
-                    handler.respond(HTTPResponse(result), version: head.head.version, keepAlive: head.keepAlive, context: context)
+                    handler.respond(ClusterHTTPResponse(result), version: head.head.version, keepAlive: head.keepAlive, context: context)
                 }
             }
         }
@@ -225,7 +225,7 @@ final class LeanHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func respond(_ response: HTTPResponse, version: HTTPVersion, keepAlive: Bool, context: ChannelHandlerContext) {
+    private func respond(_ response: ClusterHTTPResponse, version: HTTPVersion, keepAlive: Bool, context: ChannelHandlerContext) {
         guard case .responding = phase, context.channel.isActive else { return }
         let keepAlive = keepAlive && !quiescing
         var out = context.channel.allocator.buffer(capacity: 96 + response.body.readableBytes)

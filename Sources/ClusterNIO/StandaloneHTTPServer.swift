@@ -9,7 +9,7 @@ public enum StandaloneHTTPServer {
     /// Serves `address` with `responder` on `group` (default: one event loop per core) until
     /// the process ends, each connection within `limits`.
     public static func serve(_ address: ListenAddress, group: (any EventLoopGroup)? = nil, limits: HTTPServerLimits = .default,
-                             responder: @escaping HTTPResponder) async throws {
+                             responder: @escaping ClusterHTTPResponder) async throws {
         let channel = try await bind(address, group: group, limits: limits, responder: responder)
         try await channel.closeFuture.get()
     }
@@ -18,7 +18,7 @@ public enum StandaloneHTTPServer {
     /// within `limits`; close the returned channel to stop. Its `localAddress` has the port
     /// chosen for port 0.
     public static func bind(_ address: ListenAddress, group: (any EventLoopGroup)? = nil, limits: HTTPServerLimits = .default,
-                            responder: @escaping HTTPResponder) async throws -> any Channel {
+                            responder: @escaping ClusterHTTPResponder) async throws -> any Channel {
         let group = group ?? MultiThreadedEventLoopGroup.singleton
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)

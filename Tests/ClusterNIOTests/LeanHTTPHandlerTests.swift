@@ -11,7 +11,7 @@ import Testing
         try channel.pipeline.syncOperations.addHandler(LeanHTTPHandler(limits: limits) { request, loop in
             var body = request.body
             let text = "\(request.head.method) \(request.head.uri) \(body.readString(length: body.readableBytes) ?? "")"
-            return loop.makeSucceededFuture(HTTPResponse(headers: ["X-Test": "1"], body: text))
+            return loop.makeSucceededFuture(ClusterHTTPResponse(headers: ["X-Test": "1"], body: text))
         })
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return channel
@@ -84,13 +84,13 @@ import Testing
         #expect(!raced.isActive)
 
         let busy = EmbeddedChannel()
-        let promise = busy.eventLoop.makePromise(of: HTTPResponse.self)
+        let promise = busy.eventLoop.makePromise(of: ClusterHTTPResponse.self)
         try busy.pipeline.syncOperations.addHandler(LeanHTTPHandler { _, _ in promise.futureResult })
         try busy.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         try busy.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\n\r\n"))
         busy.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         #expect(busy.isActive, "the request in flight keeps it open")
-        promise.succeed(HTTPResponse(body: "done"))
+        promise.succeed(ClusterHTTPResponse(body: "done"))
         var buffer = try #require(try busy.readOutbound(as: ByteBuffer.self))
         #expect(buffer.readString(length: buffer.readableBytes)?.contains("Connection: close\r\n") == true)
         #expect(!busy.isActive)
@@ -114,7 +114,7 @@ import Testing
     @Test func noMoreIsReadFromTheSocketWhileAResponseIsPending() throws {
         let channel = EmbeddedChannel()
         let reads = ReadCounter()
-        let promise = channel.eventLoop.makePromise(of: HTTPResponse.self)
+        let promise = channel.eventLoop.makePromise(of: ClusterHTTPResponse.self)
         try channel.pipeline.syncOperations.addHandler(reads)
         try channel.pipeline.syncOperations.addHandler(LeanHTTPHandler { _, _ in promise.futureResult })
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
@@ -122,7 +122,7 @@ import Testing
         let before = reads.count
         channel.read()
         #expect(reads.count == before, "the read is held while the responder works")
-        promise.succeed(HTTPResponse(body: "done"))
+        promise.succeed(ClusterHTTPResponse(body: "done"))
         #expect(reads.count == before + 1, "answered: the held read goes through")
     }
 

@@ -111,7 +111,7 @@ do {
             // 0.5x to 1.5x the mean, so requests vary as real ones do.
             let result = work(milliseconds: workMilliseconds * Double.random(in: 0.5...1.5))
             if blockMilliseconds > 0 { usleep(UInt32(blockMilliseconds * 1000)) }
-            return loop.makeSucceededFuture(HTTPResponse(body: "worker \(worker.id) result \(result % 1000)\n"))
+            return loop.makeSucceededFuture(ClusterHTTPResponse(body: "worker \(worker.id) result \(result % 1000)\n"))
         }
     }
 } catch {

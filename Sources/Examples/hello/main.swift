@@ -22,7 +22,7 @@ func log(_ line: String) {
 do {
     let port = try Cluster.environmentInteger("PORT", default: 8000, in: 0...65535)
     let limits = try HTTPServerLimits.fromEnvironment()
-    let respond: HTTPResponder = { _, loop in loop.makeSucceededFuture(HTTPResponse(body: "Hello World\n")) }
+    let respond: ClusterHTTPResponder = { _, loop in loop.makeSucceededFuture(ClusterHTTPResponse(body: "Hello World\n")) }
     switch Cluster.role {
     case .primary(let primary):
         let workers = try Cluster.environmentInteger("WORKERS", default: Cluster.availableCores, in: 0...1024)

@@ -87,7 +87,7 @@ do {
             } catch {
                 log("Worker \(getpid()) could not notify the primary: \(error)")
             }
-            return loop.makeSucceededFuture(HTTPResponse(body: "hello world\n"))
+            return loop.makeSucceededFuture(ClusterHTTPResponse(body: "hello world\n"))
         }
     }
 } catch {

@@ -25,7 +25,7 @@ public enum HTTPDifferential {
         let counter = Counter()
         try! channel.pipeline.syncOperations.addHandler(HTTPFuzzing.leanHandler(limits: limits) { _, loop in
             counter.count += 1
-            return loop.makeSucceededFuture(HTTPResponse(body: "ok"))
+            return loop.makeSucceededFuture(ClusterHTTPResponse(body: "ok"))
         })
         _ = try? channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         var output: [UInt8] = []

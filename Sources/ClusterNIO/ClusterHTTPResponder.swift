@@ -1,8 +1,11 @@
 public import NIOCore
 public import NIOHTTP1
 
-/// A request as a responder sees it: the head and the whole body.
-public struct HTTPRequest: Sendable {
+/// A request as a ``ClusterHTTPResponder`` sees it: the head and the whole body.
+///
+/// The `Cluster` prefix keeps the name apart from swift-http-types' `HTTPRequest`, which
+/// Hummingbird and Vapor users import beside this module.
+public struct ClusterHTTPRequest: Sendable {
     /// Method, URI, version and headers.
     public var head: HTTPRequestHead
     /// The body, possibly empty.
@@ -12,8 +15,9 @@ public struct HTTPRequest: Sendable {
     public var clientAddress: SocketAddress? = nil
 }
 
-/// A response: status, headers, and a body sent with `Content-Length`.
-public struct HTTPResponse: Sendable {
+/// A response from a ``ClusterHTTPResponder``: status, headers, and a body sent with
+/// `Content-Length`.
+public struct ClusterHTTPResponse: Sendable {
     /// The status.
     public var status: HTTPResponseStatus
     /// Headers; `Content-Length` and `Connection` are set for you.
@@ -36,12 +40,12 @@ public struct HTTPResponse: Sendable {
     }
 }
 
-extension HTTPResponse {
+extension ClusterHTTPResponse {
     /// The responder's answer, or a bare 500 when it failed (its error is not the client's business).
-    init(_ result: Result<HTTPResponse, any Error>) {
+    init(_ result: Result<ClusterHTTPResponse, any Error>) {
         switch result {
         case .success(let response): self = response
-        case .failure: self = HTTPResponse(status: .internalServerError, body: "internal error\n")
+        case .failure: self = ClusterHTTPResponse(status: .internalServerError, body: "internal error\n")
         }
     }
 }
@@ -57,7 +61,7 @@ extension HTTPRequestHead {
 }
 
 /// Answers one request on the connection's event loop; may complete later (a slow route).
-public typealias HTTPResponder = @Sendable (HTTPRequest, any EventLoop) -> EventLoopFuture<HTTPResponse>
+public typealias ClusterHTTPResponder = @Sendable (ClusterHTTPRequest, any EventLoop) -> EventLoopFuture<ClusterHTTPResponse>
 
 /// Collects a request from SwiftNIO's HTTP/1 pipeline, asks the responder, writes the
 /// answer; keep-alive as the client asks. A body over the limit is answered `413` and the
@@ -77,7 +81,7 @@ final class HTTPResponderHandler: ChannelInboundHandler {
         case responded
     }
 
-    private let responder: HTTPResponder
+    private let responder: ClusterHTTPResponder
     private let limits: HTTPServerLimits
     private let observe: (Event) -> Void
     private var head: HTTPRequestHead?
@@ -86,7 +90,7 @@ final class HTTPResponderHandler: ChannelInboundHandler {
     /// (SwiftNIO's pipeline may hand on one it decoded before the close.)
     private var finished = false
 
-    init(responder: @escaping HTTPResponder, limits: HTTPServerLimits = .default, observe: @escaping (Event) -> Void = { _ in }) {
+    init(responder: @escaping ClusterHTTPResponder, limits: HTTPServerLimits = .default, observe: @escaping (Event) -> Void = { _ in }) {
         self.responder = responder
         self.limits = limits
         self.observe = observe
@@ -119,11 +123,11 @@ final class HTTPResponderHandler: ChannelInboundHandler {
             finished = !keepAlive
             let channel = context.channel
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            let request = HTTPRequest(head: head, body: body)
+            let request = ClusterHTTPRequest(head: head, body: body)
             body = ByteBuffer()
             responder(request, context.eventLoop).whenComplete { result in
                 let (handler, context) = loopBound.value
-                let response = HTTPResponse(result)
+                let response = ClusterHTTPResponse(result)
                 guard channel.isActive else { return }
                 handler.write(response, version: head.version, keepAlive: keepAlive, context: context)
             }
@@ -142,11 +146,11 @@ final class HTTPResponderHandler: ChannelInboundHandler {
         head = nil
         body = ByteBuffer()
         let text = "413 Content Too Large: the body is over \(limits.maxBodyBytes) bytes\n"
-        let response = HTTPResponse(status: .payloadTooLarge, body: text)
+        let response = ClusterHTTPResponse(status: .payloadTooLarge, body: text)
         write(response, version: version, keepAlive: false, context: context)
     }
 
-    private func write(_ response: HTTPResponse, version: HTTPVersion, keepAlive: Bool, context: ChannelHandlerContext) {
+    private func write(_ response: ClusterHTTPResponse, version: HTTPVersion, keepAlive: Bool, context: ChannelHandlerContext) {
         var headers = response.headers
         headers.replaceOrAdd(name: "Content-Length", value: String(response.body.readableBytes))
         if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
