@@ -6,7 +6,7 @@ public import Cluster
 /// A client that goes past a limit gets an error response, when one still makes sense, and
 /// the connection is closed at once: `431` for a head larger than ``maxHeaderBytes``, `413`
 /// for a body larger than ``maxBodyBytes``, `408` when the head or the whole request is too
-/// slow. An idle connection is closed without a response. `docs/http.md` lists every limit
+/// slow. An idle connection is closed without a response. `Sources/ClusterNIO/ClusterNIO.docc/HTTPLimits.md` lists every limit
 /// with its default and what the server rejects.
 public struct HTTPServerLimits: Sendable, Hashable {
     /// The longest a request's head (request line and header fields) may take to arrive,

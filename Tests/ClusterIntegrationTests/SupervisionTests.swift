@@ -71,7 +71,7 @@ extension IntegrationTests {
                 for line in primary.output where [" warning ", " error ", " notice "].contains(where: line.contains) { print("primary: \(line)") }
             }
             #expect(served > 500)
-            // Known gap (docs/supervision.md, "Hot upgrade"): with the primary accepting
+            // Known gap (Sources/Cluster/Cluster.docc/SupervisionInDepth.md, "Hot upgrade"): with the primary accepting
             // (leastConnections), a CPU-saturated machine has seen a hot upgrade lose 1 to 5
             // connections, in about one run of ten; the path that drops them is not found
             // yet. Bounded here (one per client) so the check stays real; zero elsewhere.

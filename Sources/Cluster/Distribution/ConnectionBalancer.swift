@@ -2,7 +2,7 @@
 /// that wakes first takes the connection, so a client that opens many keep-alive
 /// connections at once can put nearly all of them on one worker, where they stay while
 /// the other workers idle (measured: all 32 of wrk's connections on one of two workers,
-/// `docs/distribution.md`); `reusePort`'s hash can be uneven too. When one worker has held
+/// `Sources/Cluster/Cluster.docc/StrategiesMeasured.md`); `reusePort`'s hash can be uneven too. When one worker has held
 /// well over its share for ``patience``, it is asked to close its excess gracefully
 /// (`Control.rebalance`; an HTTP adapter answers the next request on those
 /// connections with `Connection: close`), and the clients reconnect and spread again.

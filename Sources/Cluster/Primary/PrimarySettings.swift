@@ -59,7 +59,7 @@ public struct PrimarySettings: Sendable {
     /// How connections reach workers on a listener bound without saying (a worker's
     /// `listener(_:)` request, or `listen(_:)` without a distribution). Default:
     /// leastConnections, the one strategy that keeps serving well when a worker is slow
-    /// (docs/distribution.md has the measurements).
+    /// (Sources/Cluster/Cluster.docc/StrategiesMeasured.md has the measurements).
     public var distribution: Distribution { didSet { named.insert(.distribution) } }
     /// Resource limits each worker gets. Default: the primary's own.
     public var limits: ResourceLimits { didSet { named.insert(.limits) } }

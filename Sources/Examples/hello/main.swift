@@ -5,7 +5,7 @@
 //
 //     swift run hello            # PORT=8000, WORKERS=cores (0: one process, no cluster), DISTRIBUTION=leastConnections
 //                                # DRAIN_TIMEOUT_MS=30000: how long a draining worker may take before SIGKILL
-//                                # HTTP limits: HTTP_HEADER_TIMEOUT_MS, HTTP_MAX_BODY_BYTES... (docs/http.md)
+//                                # HTTP limits: HTTP_HEADER_TIMEOUT_MS, HTTP_MAX_BODY_BYTES... (Sources/ClusterNIO/ClusterNIO.docc/HTTPLimits.md)
 //     curl localhost:8000
 //     kill -HUP <primary pid>    # rolling reload
 import Cluster

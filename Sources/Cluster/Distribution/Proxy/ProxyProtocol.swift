@@ -5,7 +5,7 @@
 ///
 /// A connection whose header is missing, malformed, or not complete within
 /// ``headerTimeout`` is closed; the listener goes on. Each version accepts only its own
-/// header. See `docs/proxy-protocol.md`.
+/// header. See `Sources/Cluster/Cluster.docc/ProxyProtocolHeaders.md`.
 public struct ProxyProtocol: Hashable, Sendable, CustomStringConvertible {
     enum Version: String, Hashable, Sendable {
         case v1, v2
