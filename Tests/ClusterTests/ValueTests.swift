@@ -125,6 +125,31 @@ final class Counter: Sendable {
         }
         #expect { try HeartbeatReport(requests: -1).validate() } throws: { ($0 as? ClusterError)?.code == .malformedFrame }
         #expect { try HeartbeatReport(busy: 1001).validate() } throws: { ($0 as? ClusterError)?.code == .malformedFrame }
+        #expect { try HeartbeatReport(lagBuckets: [1, 2]).validate() } throws: {
+            ($0 as? ClusterError)?.context == "its heartbeat reports lagBuckets.count = 2, outside 12...12"
+        }
+        var negative = HeartbeatReport()
+        negative.lagBuckets[3] = -1
+        #expect { try negative.validate() } throws: { ($0 as? ClusterError)?.code == .malformedFrame }
+        #expect { try HeartbeatReport(lagSum: -5).validate() } throws: { ($0 as? ClusterError)?.code == .malformedFrame }
+    }
+
+    @Test func aHeartbeatCountsEachProbesLagOnceIntoTheHistogramAndStartsAgain() throws {
+        let heartbeat = Heartbeat()
+        heartbeat.watch { run in run() } // a loop that answers at once: well under 5 ms late
+        heartbeat.probe()
+        heartbeat.probe()
+        let first = heartbeat.report()
+        #expect(first.lagBuckets[0] == 2, "\(first.lagBuckets)")
+        #expect(first.lagBuckets.reduce(0, +) == 2)
+        #expect(heartbeat.report().lagBuckets.reduce(0, +) == 0) // counted once: the next report starts at zero
+        var table = WorkerMetricsTable()
+        table.absorb(first.lagHistogram, slot: 1)
+        table.absorb(first.lagHistogram, slot: 1) // a second report, or the slot's next worker: added up
+        let text = table.exposition()
+        #expect(text.contains("# TYPE cluster_worker_event_loop_lag_seconds histogram\n"), "\(text)")
+        #expect(text.contains("cluster_worker_event_loop_lag_seconds_bucket{slot=\"1\",le=\"0.005\"} 4\n"), "\(text)")
+        #expect(text.contains("cluster_worker_event_loop_lag_seconds_count{slot=\"1\"} 4\n"), "\(text)")
     }
 }
 

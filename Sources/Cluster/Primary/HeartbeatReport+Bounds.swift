@@ -25,7 +25,9 @@ extension HeartbeatReport {
             ("busy", busy, 0...1000),
             ("cpu", cpu, 0...Self.maximumMicroseconds),
             ("rss", rss, 0...Self.maximumResidentMemory),
-        ]
+            ("lagSum", lagSum, 0...Self.maximumMicroseconds),
+            ("lagBuckets.count", lagBuckets.count, MetricsBatch.bucketBounds.count + 1...MetricsBatch.bucketBounds.count + 1),
+        ] + lagBuckets.map { ("a lagBuckets count", $0, 0...Self.maximumCount) }
         for check in checks where !check.range.contains(check.value) {
             throw ClusterError(.malformedFrame, "its heartbeat reports \(check.name) = \(check.value), outside \(check.range.lowerBound)...\(check.range.upperBound)")
         }
@@ -37,5 +39,14 @@ extension Int {
     func addingSaturated(_ other: Int) -> Int {
         let (sum, overflow) = addingReportingOverflow(other)
         return overflow ? (other > 0 ? .max : .min) : sum
+    }
+}
+
+extension HeartbeatReport {
+    /// The report's event-loop lags as a histogram series for the `/metrics` table, added up
+    /// per slot like the app's own histograms (so it survives the slot's restarts).
+    var lagHistogram: MetricsBatch {
+        MetricsBatch(series: [MetricsBatch.Series(name: "cluster_worker_event_loop_lag_seconds", kind: .histogram,
+                                                  value: Double(lagSum) / 1e6, buckets: lagBuckets)])
     }
 }

@@ -98,6 +98,7 @@ extension Primary {
             do {
                 try report.validate()
                 worker.recordHeartbeat(report)
+                workerMetrics.withLock { _ = $0.absorb(report.lagHistogram, slot: worker.slot) }
             } catch {
                 protocolViolation(by: worker, error)
             }

@@ -47,7 +47,6 @@ struct MetricsPublisher {
         gauge("cluster_build_info", ("swift", Self.swiftVersion)).record(1)
         gauge("cluster_workers").record(workers.count)
         gauge("cluster_connections").record(cluster.connections)
-        gauge("cluster_event_loop_lag_p99_seconds").record(cluster.eventLoopLagP99.inSeconds)
         gauge("cluster_cpu_utilization_ratio").record(cluster.utilization)
         gauge("cluster_resident_memory_bytes").record(cluster.residentMemory)
         var seen: [Int: Counts] = [:]
@@ -65,7 +64,6 @@ struct MetricsPublisher {
             gauge("cluster_worker_utilization_ratio", slot).record(stats.utilization)
             gauge("cluster_worker_event_loop_busy_ratio", slot).record(stats.eventLoopBusy)
             gauge("cluster_worker_connections", slot).record(stats.connections)
-            gauge("cluster_worker_event_loop_lag_p99_seconds", slot).record(stats.eventLoopLagP99.inSeconds)
             gauge("cluster_worker_resident_memory_bytes", slot).record(stats.residentMemory)
         }
         counted = seen

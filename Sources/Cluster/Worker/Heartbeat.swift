@@ -18,6 +18,12 @@ struct HeartbeatReport: Codable, Sendable, Hashable {
     /// Event-loop lag over the last second (µs).
     var lagP50 = 0
     var lagP99 = 0
+    /// Probes answered since the last report, counted by how late they ran: one count per
+    /// bound of ``MetricsBatch/bucketBounds`` (at most that many seconds late) and one for
+    /// the rest; and the sum of their lags (µs). The primary adds them up into the
+    /// `cluster_worker_event_loop_lag_seconds` histogram.
+    var lagBuckets = [Int](repeating: 0, count: MetricsBatch.bucketBounds.count + 1)
+    var lagSum = 0
     /// The share of last second's probes (per mille) that found their event loop busy
     /// (answered more than 1 ms late): how much of the time the loops are occupied, CPU
     /// or not (a handler blocked on a synchronous call occupies its loop, not a core).
@@ -48,6 +54,15 @@ final class Heartbeat: Sendable {
         var probes: [Probe] = []
         /// (answered at, lag) of the last second, oldest first.
         var samples: [(at: UInt64, lag: UInt64)] = []
+        /// Lags since the last report (ns), by ``MetricsBatch/bucketBounds``, and their sum.
+        var buckets = [Int](repeating: 0, count: MetricsBatch.bucketBounds.count + 1)
+        var sum: UInt64 = 0
+
+        mutating func count(_ lag: UInt64) {
+            let seconds = Double(lag) / 1e9
+            buckets[MetricsBatch.bucketBounds.firstIndex { seconds <= $0 } ?? MetricsBatch.bucketBounds.count] += 1
+            sum += lag
+        }
     }
 
     private let lags = Mutex(Lags())
@@ -96,6 +111,7 @@ final class Heartbeat: Sendable {
                     lags.probes[index].lastLag = lag
                     lags.probes[index].sentAt = nil
                     lags.samples.append((answered, lag))
+                    lags.count(lag)
                     lags.samples.removeAll { answered - min($0.at, answered) > 1_000_000_000 }
                 }
             }
@@ -122,6 +138,10 @@ final class Heartbeat: Sendable {
                 }
             }
             report.lag = Int(worst / 1000)
+            report.lagBuckets = lags.buckets
+            report.lagSum = Int(lags.sum / 1000)
+            lags.buckets = lags.buckets.map { _ in 0 }
+            lags.sum = 0
             recent += lags.samples.filter { now - min($0.at, now) <= 1_000_000_000 }.map(\.lag)
         }
         recent.sort()

@@ -80,7 +80,8 @@ if attack == "rss":
     # primary's figures include this worker's; then report 8 EiB of resident memory.
     send(frame(CONTROL, control({"accepting": {"listener": 0}})))
     heartbeat = {"heartbeat": {"_0": {"requests": 0, "connections": 0, "connectionsTotal": 0, "lag": 0,
-                                      "waiting": False, "lagP50": 0, "lagP99": 0, "busy": 0, "cpu": 0,
+                                      "waiting": False, "lagP50": 0, "lagP99": 0, "lagBuckets": [0] * 12,
+                                      "lagSum": 0, "busy": 0, "cpu": 0,
                                       "rss": 2**63 - 1}}}
     sent += send(frame(CONTROL, control(heartbeat)))
 elif attack == "unannounced":
