@@ -52,9 +52,7 @@ public enum AdminServer {
         }
         switch path {
         case "/metrics":
-            var buffer = ByteBuffer()
-            buffer.writeBytes(registry.emitToBuffer())
-            buffer.writeString(primary.workerMetricsExposition())
+            let buffer = ByteBuffer(string: primary.metricsExposition(mergingWorkersInto: registry.emitToString()))
             return ClusterHTTPResponse(headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"], body: buffer)
         case "/healthz":
             return ClusterHTTPResponse(body: "ok\n")

@@ -129,6 +129,36 @@ import Testing
         #expect(text.contains("app_seconds_count{slot=\"2\",route=\"a\\\"b\"} 4\n"))
     }
 
+    @Test func aNameThePrimaryAlsoRecordsStaysOneFamilyAndOneOfAnotherTypeIsLeftOutSayingSo() {
+        var table = WorkerMetricsTable()
+        table.absorb(MetricsBatch(series: [MetricsBatchTests.counter("app_hits_total", 2), MetricsBatchTests.counter("app_queue", 1),
+                                           MetricsBatchTests.counter("app_other_total", 5)]), slot: 0)
+        let own = """
+            # HELP app_hits_total Hits.
+            # TYPE app_hits_total counter
+            app_hits_total 3
+            # TYPE app_queue gauge
+            app_queue 7
+            # TYPE cluster_workers gauge
+            cluster_workers 1
+
+            """
+        #expect(table.exposition(mergingInto: own) == """
+            # HELP app_hits_total Hits.
+            # TYPE app_hits_total counter
+            app_hits_total 3
+            app_hits_total{slot="0"} 2
+            # TYPE app_queue gauge
+            app_queue 7
+            # the workers' app_queue is a counter, the primary's a gauge: left out
+            # TYPE cluster_workers gauge
+            cluster_workers 1
+            # TYPE app_other_total counter
+            app_other_total{slot="0"} 5
+
+            """)
+    }
+
     @Test func aNameOfAnotherKindAndSeriesPastASlotsBoundAreLeftOut() {
         var table = WorkerMetricsTable()
         table.absorb(Self.hits(1), slot: 0)

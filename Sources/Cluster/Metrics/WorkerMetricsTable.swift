@@ -74,27 +74,59 @@ struct WorkerMetricsTable: Sendable {
     }
 
     /// Every series, in the Prometheus text format (version 0.0.4), by name then slot.
-    func exposition() -> String {
+    func exposition() -> String { exposition(mergingInto: "") }
+
+    /// `own`, the primary's own series in the Prometheus text format, with every series of
+    /// the table merged in. The format allows a name's `# TYPE` once, so a family both have
+    /// (the primary's program and its workers record the same name) stays one family, the
+    /// workers' samples after the primary's; one the primary has as another type is left out,
+    /// with a comment that says so. The table's other families follow, by name.
+    func exposition(mergingInto own: String) -> String {
         var text = ""
-        for name in families.keys.sorted() {
+        var placed = Set<String>()
+        var current: (name: String, type: String)?
+        func endFamily() {
+            guard let (name, type) = current, let family = families[name], placed.insert(name).inserted else { return }
+            text += type == "\(family.kind)"
+                ? samples(name, family)
+                : "# the workers' \(name) is a \(family.kind), the primary's a \(type): left out\n"
+        }
+        for line in own.split(separator: "\n") {
+            let words = line.split(separator: " ", maxSplits: 3)
+            if words.count >= 3, words[0] == "#", words[1] == "TYPE" || words[1] == "HELP" {
+                let name = String(words[2])
+                if name != current?.name { endFamily() }
+                if words[1] == "TYPE" { current = (name, words.count > 3 ? String(words[3]) : "untyped") }
+                else if name != current?.name { current = (name, "untyped") }
+            }
+            text += line + "\n"
+        }
+        endFamily()
+        for name in families.keys.sorted() where !placed.contains(name) {
             guard let family = families[name] else { continue }
-            text += "# TYPE \(name) \(family.kind)\n"
-            for key in family.series.keys.sorted() {
-                guard let value = family.series[key] else { continue }
-                let labels = [MetricsBatch.Label(name: "slot", value: String(key.slot))] + key.labels
-                switch family.kind {
-                case .counter, .gauge:
-                    text += Self.sample(name, labels, value.value)
-                case .histogram:
-                    var cumulative = 0
-                    for (index, count) in value.buckets.enumerated() {
-                        cumulative = cumulative.addingSaturated(count)
-                        let bound = index < MetricsBatch.bucketBounds.count ? Self.number(MetricsBatch.bucketBounds[index]) : "+Inf"
-                        text += Self.sample(name + "_bucket", labels + [MetricsBatch.Label(name: "le", value: bound)], Double(cumulative))
-                    }
-                    text += Self.sample(name + "_sum", labels, value.value)
-                    text += Self.sample(name + "_count", labels, Double(cumulative))
+            text += "# TYPE \(name) \(family.kind)\n" + samples(name, family)
+        }
+        return text
+    }
+
+    /// A family's samples, by slot, without its `# TYPE` line.
+    private func samples(_ name: String, _ family: Family) -> String {
+        var text = ""
+        for key in family.series.keys.sorted() {
+            guard let value = family.series[key] else { continue }
+            let labels = [MetricsBatch.Label(name: "slot", value: String(key.slot))] + key.labels
+            switch family.kind {
+            case .counter, .gauge:
+                text += Self.sample(name, labels, value.value)
+            case .histogram:
+                var cumulative = 0
+                for (index, count) in value.buckets.enumerated() {
+                    cumulative = cumulative.addingSaturated(count)
+                    let bound = index < MetricsBatch.bucketBounds.count ? Self.number(MetricsBatch.bucketBounds[index]) : "+Inf"
+                    text += Self.sample(name + "_bucket", labels + [MetricsBatch.Label(name: "le", value: bound)], Double(cumulative))
                 }
+                text += Self.sample(name + "_sum", labels, value.value)
+                text += Self.sample(name + "_count", labels, Double(cumulative))
             }
         }
         return text

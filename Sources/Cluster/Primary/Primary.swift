@@ -90,9 +90,18 @@ public final class Primary: Sendable {
     /// What the apps in the workers record through swift-metrics (``WorkerMetricsFactory``),
     /// in the Prometheus text format: one series per slot (label `slot`), counters and
     /// histograms cumulative across the slot's restarts. `ClusterAdmin` serves it on
-    /// `/metrics` after the primary's own series.
+    /// `/metrics` merged into the primary's own series.
     public func workerMetricsExposition() -> String {
         workerMetrics.withLock { $0.exposition() }
+    }
+
+    /// `own`, the primary's own series in the Prometheus text format, with the workers'
+    /// merged in (``workerMetricsExposition()``): a name that both the primary's program and
+    /// its workers record stays one family (the format allows its `# TYPE` once), the
+    /// workers' samples labelled by slot after the primary's. A name the primary records as
+    /// another type keeps only the primary's samples, and a comment says why.
+    public func metricsExposition(mergingWorkersInto own: String) -> String {
+        workerMetrics.withLock { $0.exposition(mergingInto: own) }
     }
 
     /// This process's id.
