@@ -66,7 +66,7 @@ import Glibc
         defer { primaryEnds.forEach { Syscall.close($0) } }
         // Several MiB of frames: far more than the socket's buffer takes.
         let count = 200_000
-        for index in 0..<count { link.send(.closed(listener: 1, count: index + 1)) }
+        for index in 0..<count { link.send([.closed(listener: 1, count: index + 1)]) }
         var reader = FrameReader(maximumPayload: Handoff.payloadSize)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
         defer { buffer.deallocate() }
