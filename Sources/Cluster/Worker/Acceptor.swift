@@ -83,6 +83,9 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
         var unread = 0
         /// Handoffs taken and not yet answered: not yet read (declared reads only).
         var unanswered: Set<UInt64> = []
+        /// The handoff whose handler runs now: a read it declares meanwhile is answered
+        /// with the take.
+        var taking: UInt64?
         var stopped = false
         /// Not accepting for now: at `maxConnections`, or at the unread limit.
         var paused = false
@@ -117,6 +120,10 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
     /// has come and been read. I/O thread.
     private var headers: ProxyHeaderGate?
     private let state = Mutex(State())
+    /// Held while a read's answer is queued, and while the answers before a stop and the
+    /// stop are: an answer never follows the stop, after which the primary would re-route
+    /// a connection this worker serves.
+    private let answering = Mutex(())
 
     /// Called on the I/O thread once the acceptor has stopped and told the primary.
     private let whenStopped: (@Sendable () -> Void)?
@@ -185,13 +192,17 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
             } else if let link {
                 // Runs the adopting handler on this thread, one at a time with the event
                 // loop's reads: the link's lock serializes every `take`.
-                link.stop(listener: listener.id,
-                          take: { connection, client, number in takeHandoff(connection, client: client, number: number, stopping: true) },
-                          unanswered: takeUnanswered)
+                answering.withLock { _ in
+                    link.stop(listener: listener.id,
+                              take: { connection, client, number in takeHandoff(connection, client: client, number: number, stopping: true) },
+                              unanswered: takeUnanswered)
+                }
             } else {
                 // Answers before the stop, which makes the primary re-route what is unanswered.
-                sendAnswers(takeUnanswered())
-                try? channel.sendNow(Control.stopAccepting(listener: listener.id).frame, force: true)
+                answering.withLock { _ in
+                    sendAnswers(takeUnanswered())
+                    try? channel.sendNow(Control.stopAccepting(listener: listener.id).frame, force: true)
+                }
             }
             whenStopped?()
         }
@@ -251,7 +262,11 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
     func declareRead(_ read: ReadDeclaration) {
         guard read.declare() else { return }
         if let handoff = read.handoff {
-            if state.withLock({ $0.unanswered.remove(handoff) != nil }) { sendAnswers([handoff]) }
+            // Declared by its handler during the take (which holds the link): answered with it.
+            if state.withLock({ $0.taking == handoff && $0.unanswered.remove(handoff) != nil }) { return }
+            answering.withLock { _ in
+                if state.withLock({ $0.unanswered.remove(handoff) != nil }) { sendAnswers([handoff]) }
+            }
             return
         }
         let resume = state.withLock { state -> Bool in
@@ -322,6 +337,7 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
             guard declaresReads, !stopping, client == nil else { return .taken }
             // Before the handler runs: it may read, and declare it, at once.
             state.unanswered.insert(number)
+            state.taking = number
             return .takenUnread
         }
         guard decision != .declined else { return decision }
@@ -332,9 +348,16 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
             connectionClosed()
             return .taken
         }
-        let read = declaresReads ? ReadDeclaration(handoff: decision == .takenUnread ? number : nil) : nil
-        handler(AcceptedConnection(descriptor: connection, acceptor: self, proxiedClient: client?.client, read: read))
-        return decision
+        guard decision == .takenUnread else {
+            handler(AcceptedConnection(descriptor: connection, acceptor: self, proxiedClient: client?.client, read: nil))
+            return decision
+        }
+        handler(AcceptedConnection(descriptor: connection, acceptor: self, proxiedClient: nil, read: ReadDeclaration(handoff: number)))
+        return state.withLock { state in
+            state.taking = nil
+            // Read already, by its handler: answered with the take.
+            return state.unanswered.contains(number) ? .takenUnread : .taken
+        }
     }
 
     func handle(events: UInt32) {
