@@ -66,11 +66,12 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     /// answers (has read them): 1024, or a quarter of the descriptor limit when that is
     /// lower. Past it, the oldest copies are closed: those connections are their worker's
     /// alone, as they are once read.
-    let holdLimit = Dispatcher.holdLimit(openFiles: Host.openFileLimit)
+    let holdLimit: Int
     /// The longest the primary holds a copy for a worker that has not answered (a client
     /// that connects and sends nothing, a worker stuck): then it is closed.
     static let holdTime: Duration = .seconds(30)
     private var sweepScheduled = false
+    private var sweepSoon = false
 
     private struct Exhaustion {
         let since: ContinuousClock.Instant
@@ -96,8 +97,9 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     }
 
     init(id: Int, fd: Int32, distribution: Distribution, proxyProtocol: ProxyProtocol? = nil,
-         loop: IOLoop, logger: Logger) throws(ClusterError) {
+         loop: IOLoop, logger: Logger, holdLimit: Int = Dispatcher.holdLimit(openFiles: Host.openFileLimit)) throws(ClusterError) {
         self.id = id
+        self.holdLimit = holdLimit
         self.fd = fd
         self.distribution = distribution
         self.loop = loop
@@ -287,8 +289,19 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
         }
     }
 
-    /// Checks the copies held once a second while there are any.
-    private func scheduleSweep() {
+    /// Checks the copies held once a second while there are any, and `soon` (past the
+    /// limit: once the loop has written this iteration's handoffs, which lend their
+    /// descriptors until then).
+    private func scheduleSweep(soon: Bool = false) {
+        if soon, !sweepSoon {
+            sweepSoon = true
+            _ = loop.schedule(after: .milliseconds(1)) { [self] in
+                loop.execute {
+                    self.sweepSoon = false
+                    self.releaseHeld(excess: self.pending.count - self.holdLimit)
+                }
+            }
+        }
         guard !sweepScheduled, !pending.isEmpty else { return }
         sweepScheduled = true
         _ = loop.schedule(after: .seconds(1)) { [self] in
@@ -380,8 +393,7 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
             let frame = Handoff.connection(listener: id, number: first).frame(descriptors: batch.map(\.fd),
                                                                                clients: batch.compactMap(\.client))
             try channel.sendNow(frame, force: true, lending: true)
-            if pending.count > holdLimit { releaseHeld(excess: pending.count - holdLimit) }
-            scheduleSweep()
+            scheduleSweep(soon: pending.count > holdLimit)
             return true
         } catch {
             for offset in 0..<UInt64(batch.count) { pending.removeValue(forKey: first + offset) }
