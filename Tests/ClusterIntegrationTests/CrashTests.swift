@@ -13,9 +13,10 @@ extension IntegrationTests {
 
         /// The fixture's HTTP server, 2 workers distributed by `strategy`; the first that
         /// takes a connection from `victim` stalls (no other after it).
-        private func start(_ strategy: String, restart: Bool = false) async throws -> (SpawnedProcess, port: Int, pids: [Int: Int32], mark: String) {
+        private func start(_ strategy: String, mode: String = "automatic",
+                           restart: Bool = false) async throws -> (SpawnedProcess, port: Int, pids: [Int: Int32], mark: String) {
             let mark = FileManager.default.temporaryDirectory.appendingPathComponent("stall-\(UUID().uuidString)").path
-            var variables = ["WORKERS": "2", "DISTRIBUTION": strategy, "STALL_CLIENT": victim, "STALL_MARK": mark]
+            var variables = ["WORKERS": "2", "DISTRIBUTION": strategy, "ACCEPT_MODE": mode, "STALL_CLIENT": victim, "STALL_MARK": mark]
             if restart { variables["RESTART"] = "1" }
             let primary = try SpawnedProcess("ClusterFixture", ["serve"], environment: variables)
             let listening = try await primary.waitForEvents(["event": "listening"], count: 2)
@@ -54,10 +55,11 @@ extension IntegrationTests {
 
         /// The primary holds each handed-off connection until its worker has read it: the
         /// one the stalled worker took (and answered for, as taken) and those waiting in its
-        /// handoff link are all answered by the other worker once it is killed.
-        @Test(arguments: ["roundRobin", "leastConnections", "sticky"])
-        func connectionsAKilledWorkerNeverReadAreAnsweredByAnother(strategy: String) async throws {
-            let (primary, port, pids, mark) = try await start(strategy)
+        /// handoff link are all answered by the other worker once it is killed. The same
+        /// with the handoffs on the worker's channel (`runtime`).
+        @Test(arguments: ["roundRobin", "leastConnections", "sticky"], ["automatic", "runtime"])
+        func connectionsAKilledWorkerNeverReadAreAnsweredByAnother(strategy: String, mode: String) async throws {
+            let (primary, port, pids, mark) = try await start(strategy, mode: mode)
             defer { stop(primary, mark) }
             let (stuck, stalled) = try await stallOneWorker(primary, port: port)
             let others = try clients(8, port: port)
