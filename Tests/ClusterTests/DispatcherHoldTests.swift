@@ -57,6 +57,25 @@ import Testing
         }
     }
 
+    /// What the dispatcher asks of a dead worker's unanswered connections: whether anyone
+    /// has read from them (then its request is gone, and no other worker can serve it).
+    @Test func aConnectionReadFromIsToldFromOneNeverRead() throws {
+        let (listener, bound) = try Socket.listen(.tcp(host: "127.0.0.1", port: 0))
+        defer { Syscall.close(listener) }
+        let client = try connect(to: bound.port!)
+        defer { Glibc.close(client) }
+        _ = try Syscall.poll(listener, events: Int16(POLLIN), milliseconds: 10_000)
+        let server = try #require(try Syscall.accept(listener))
+        defer { Syscall.close(server) }
+        #expect(Syscall.bytesRead(from: server) == 0)
+        #expect(send(client, "GET /", 5, 0) == 5)
+        _ = try Syscall.poll(server, events: Int16(POLLIN), milliseconds: 10_000)
+        #expect(Syscall.bytesRead(from: server) == 0, "arrived, unread")
+        var bytes = [UInt8](repeating: 0, count: 2)
+        #expect(recv(server, &bytes, 2, 0) == 2)
+        #expect(Syscall.bytesRead(from: server) == 2)
+    }
+
     private func connect(to port: Int) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var address = sockaddr_in()

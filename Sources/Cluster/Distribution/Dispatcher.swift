@@ -230,8 +230,17 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
         }
         router.remove(worker: worker)
         channels.removeValue(forKey: worker)
-        let orphans = pending.filter { $0.value.worker == worker }
+        var orphans = pending.filter { $0.value.worker == worker }
         for (number, _) in orphans { pending.removeValue(forKey: number) }
+        // One it had begun to read (and died before its answer left) cannot be served
+        // elsewhere: its request is gone. Closed, so its client hears at once instead of
+        // waiting for a worker that waits for that request.
+        let read = orphans.filter { (Syscall.bytesRead(from: $0.value.fd) ?? 0) > 0 }
+        for (number, connection) in read {
+            orphans.removeValue(forKey: number)
+            Syscall.close(connection.fd)
+        }
+        if !read.isEmpty { logger.debug("listener \(id): worker \(worker) had begun to read \(read.count) connections it left unanswered; closed them") }
         dispatch(orphans.sorted { $0.key < $1.key }.map { _, orphan in
             var orphan = orphan
             orphan.declined.insert(worker)
