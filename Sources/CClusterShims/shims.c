@@ -17,6 +17,8 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/ioctl.h>
+#include <linux/tcp.h>
 #include <unistd.h>
 
 #ifndef P_PIDFD
@@ -363,4 +365,17 @@ long cluster_peer_uid(int sock) {
     socklen_t length = sizeof(credentials);
     if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) return -1;
     return (long)credentials.uid;
+}
+
+long long cluster_tcp_bytes_read(int sock) {
+    // What waits first, then what came: a byte arriving in between counts as read, never
+    // the other way round (a connection read from must not pass for an unread one).
+    int queued = 0;
+    if (ioctl(sock, FIONREAD, &queued) != 0) return -1;
+    struct tcp_info info;
+    memset(&info, 0, sizeof info);
+    socklen_t length = sizeof info;
+    if (getsockopt(sock, IPPROTO_TCP, TCP_INFO, &info, &length) != 0) return -1;
+    if (length < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof info.tcpi_bytes_received) return -1;
+    return (long long)info.tcpi_bytes_received - queued;
 }

@@ -242,6 +242,11 @@ func runWorker(_ worker: ClusterWorker) async throws {
             fatalError("cannot run \(script): errno \(errno)")
         }
         let limit = environment["MAX_CONNECTIONS"].flatMap(Int.init)
+        if let client = environment["STALL_CLIENT"] {
+            try await serveStalling(worker, on: try fixtureListenAddress(port: Int(environment["PORT"] ?? "0") ?? 0),
+                                    whenAdopting: client)
+            return
+        }
         // SLOW_WORKER=ID: that worker spends SLOW_MS (default 2) of CPU on every request,
         // blocking its event loop, so benchmarks can show how each strategy copes.
         let slow = environment["SLOW_WORKER"].flatMap(Int.init) == worker.id
@@ -348,7 +353,7 @@ func runWorker(_ worker: ClusterWorker) async throws {
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                        try channel.pipeline.syncOperations.addHandler(HelloHandler())
+                        try channel.pipeline.syncOperations.addHandler(IdentityHandler(body: "bootstrapped\n"))
                     }
                 },
             to: .tcp(host: "127.0.0.1", port: 0))
@@ -385,17 +390,42 @@ case .primary(let primary): try await runPrimary(primary)
 case .worker(let worker): try await runWorker(worker)
 }
 
-/// A bare NIO handler, for the ServerBootstrap scenario.
-final class HelloHandler: ChannelInboundHandler, Sendable {
+/// STALL_CLIENT=ADDRESS: serves HTTP (`worker ID pid PID`, then close), but the first
+/// worker that takes a connection from ADDRESS (the one that creates the file STALL_MARK)
+/// blocks its event loop for good right after taking it, before reading it, and says so
+/// (`stalled`): a worker stuck with connections it never read, for the crash tests.
+func serveStalling(_ worker: ClusterWorker, on address: ListenAddress, whenAdopting client: String) async throws {
+    let mark = environment["STALL_MARK"] ?? "/tmp/cluster-fixture-stall-\(getppid())"
+    try await worker.serve(address, accept: try fixtureAcceptMode()) { channel in
+        if channel.remoteAddress?.ipAddress == client, open(mark, O_CREAT | O_EXCL | O_WRONLY, 0o600) >= 0 {
+            // After the taking in progress (handoffs answered, accepts done), before any read.
+            channel.eventLoop.execute {
+                emit(["event": "stalled", "id": worker.id, "pid": Int(getpid())])
+                while true { pause() }
+            }
+        }
+        return channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+            try channel.pipeline.syncOperations.addHandler(IdentityHandler(body: "worker \(worker.id) pid \(getpid())\n"))
+        }
+    }
+}
+
+/// Answers every request with `body` and closes (a bare NIO handler).
+final class IdentityHandler: ChannelInboundHandler, Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
+    let body: String
+
+    init(body: String) { self.body = body }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .end = unwrapInboundIn(data) else { return }
-        let body = ByteBuffer(string: "bootstrapped\n")
-        let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": "\(body.readableBytes)", "Connection": "close"])
+        let buffer = ByteBuffer(string: body)
+        let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": "\(buffer.readableBytes)", "Connection": "close"])
         context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
     }

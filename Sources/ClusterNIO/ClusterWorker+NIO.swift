@@ -101,16 +101,20 @@ extension ClusterWorker {
             bootstrap.withConnectedSocket(connection.descriptor)
                 .whenComplete { result in
                     switch result {
-                    case .success(let channel): channel.closeFuture.whenComplete { _ in connection.closed() }
+                    case .success(let channel):
+                        // On the channel's loop, before its first read.
+                        ReadDeclarationHandler.install(on: channel, for: connection)
+                        channel.closeFuture.whenComplete { _ in connection.closed() }
                     case .failure:
                         connections.abandon()
                         connection.closed()
                     }
                 }
         }
+        // Each connection declares its first read: a crash loses only what it had begun.
         let acceptor = onLink
-            ? try acceptOnEventLoop(on: listener, maxConnections: maxConnections, adopt)
-            : try self.accept(on: listener, maxConnections: maxConnections, adopt)
+            ? try acceptOnEventLoop(on: listener, maxConnections: maxConnections, declaresReads: true, adopt)
+            : try self.accept(on: listener, maxConnections: maxConnections, declaresReads: true, adopt)
         // Handed-off connections: an event loop watches the link's doorbell and takes
         // them itself, so they wake no other thread on their way.
         var doorbell: (any Channel)?
@@ -156,8 +160,10 @@ extension ClusterWorker {
         }
         let server: any Channel
         do {
+            // A few accepts per wake-up: what this loop is about to serve. The rest wait
+            // in the slot socket's queue, which outlives this worker if it crashes.
             server = try await ServerBootstrap(group: group)
-                .serverChannelOption(.maxMessagesPerRead, value: 16)
+                .serverChannelOption(.maxMessagesPerRead, value: UInt(Acceptor.unreadLimit))
                 .serverChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if let maxConnections {

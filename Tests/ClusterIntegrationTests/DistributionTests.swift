@@ -95,19 +95,6 @@ extension IntegrationTests {
             #expect((servedBy["2"] ?? 0) >= 100, "worker 2 got no share of the connections: \(servedBy)")
         }
 
-        /// Waits until every thread of `pid` is stopped (state T in /proc).
-        private func waitUntilStopped(_ pid: Int32) async throws {
-            let deadline = ContinuousClock.now + .seconds(10)
-            while ContinuousClock.now < deadline {
-                let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
-                let states = threads.compactMap { try? String(contentsOfFile: "/proc/\(pid)/task/\($0)/stat", encoding: .utf8) }
-                    .compactMap { $0.split(separator: ")").last?.split(separator: " ").first }
-                if !states.isEmpty, states.allSatisfy({ $0 == "T" || $0 == "t" }) { return }
-                try await Task.sleep(for: .milliseconds(5))
-            }
-            Issue.record("worker \(pid) did not stop within 10 s")
-        }
-
         @Test(arguments: ["shared", "reusePort", "roundRobin", "leastConnections", "sticky"])
         func keepAliveAndConnectionCloseBothWork(strategy: String) async throws {
             let (primary, port, _) = try await start(strategy, workers: 2)

@@ -25,6 +25,32 @@ import Glibc
         #expect(throws: ClusterError.self) { try Handoff(cut) }
     }
 
+    /// A worker answers a declined connection at once (and closes it), a taken one at once
+    /// or, taken unread, not yet: its reader answers once it has read.
+    @Test func aConnectionTakenUnreadIsNotAnsweredYet() throws {
+        let pairs = try (0..<3).map { _ in try Syscall.socketPair() }
+        defer { pairs.forEach { Syscall.close($0.1) } }
+        var frame = Handoff.connection(listener: 4, number: 10).frame(descriptors: pairs.map(\.0))
+        frame.missingDescriptors = 1
+        let decisions: [HandoffDecision] = [.declined, .taken, .takenUnread]
+        var offered: [UInt64] = []
+        var answers: [Handoff] = []
+        Handoff.answerConnections(in: frame, listener: 4, first: 10,
+                                  take: { _, _, number in
+                                      offered.append(number)
+                                      return decisions[Int(number - 10)]
+                                  },
+                                  answer: { answers.append(try! Handoff($0)) })
+        #expect(offered == [10, 11, 12])
+        // The fourth never arrived (the worker's table was full): declined, the primary routes it on.
+        #expect(answers == [.answer(listener: 4, number: 10, taken: false), .answer(listener: 4, number: 11, taken: true),
+                            .answer(listener: 4, number: 13, taken: false)])
+        #expect(fcntl(pairs[0].0, F_GETFD) == -1, "a declined connection is closed")
+        #expect(fcntl(pairs[2].0, F_GETFD) >= 0, "a connection taken is the taker's")
+        Syscall.close(pairs[1].0)
+        Syscall.close(pairs[2].0)
+    }
+
     @Test func everyMessageSurvivesARoundTripIn16Bytes() throws {
         let messages: [Handoff] = [
             .connection(listener: 3, number: 0x0102_0304_0506_0708),
@@ -66,7 +92,7 @@ import Glibc
         defer { primaryEnds.forEach { Syscall.close($0) } }
         // Several MiB of frames: far more than the socket's buffer takes.
         let count = 200_000
-        for index in 0..<count { link.send(.closed(listener: 1, count: index + 1)) }
+        for index in 0..<count { link.send([.closed(listener: 1, count: index + 1)]) }
         var reader = FrameReader(maximumPayload: Handoff.payloadSize)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
         defer { buffer.deallocate() }

@@ -33,6 +33,11 @@ ssize_t cluster_recvmsg(int sock, void *buf, size_t len, int *fds, int maxfds, i
 int cluster_accept(int sock);
 /// accept4 as above, also writing the client's address into `peer`.
 int cluster_accept_peer(int sock, struct sockaddr_storage *peer);
+/// How many bytes any process holding the TCP connection `sock` has read from it: all it
+/// received (TCP_INFO's tcpi_bytes_received) less what waits unread (FIONREAD). A byte
+/// arriving meanwhile can only make it more, never less. -1 when the kernel cannot say
+/// (not a TCP socket, or a kernel before 4.1).
+long long cluster_tcp_bytes_read(int sock);
 
 /// Creates a close-on-exec, non-blocking pipe (pipe2).
 int cluster_pipe(int fds[2]);

@@ -88,6 +88,10 @@ final class Channel: IOHandler, Flushable, TimerTarget, @unchecked Sendable {
 
     var isClosed: Bool { state.withLock { $0.closed } }
 
+    /// Whether every frame queued has been written (or dropped with the channel): the
+    /// descriptors lent to them are in the kernel's hands, and their owner may close its own.
+    var hasWrittenAll: Bool { state.withLock { $0.writer.isEmpty } }
+
     // MARK: Sending
 
     /// Queues `frame`; waits while the queue is above the high watermark.

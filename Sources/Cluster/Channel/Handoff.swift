@@ -23,7 +23,10 @@ enum Handoff: Sendable, Equatable {
     /// accept batch routed to this worker travel in one message).
     case connection(listener: Int, number: UInt64)
     /// Worker → primary: handoff `number` taken (the primary closes its copy) or declined
-    /// (the primary routes it to another worker).
+    /// (the primary routes it to another worker). A worker that declares its reads
+    /// answers `taken` once it has read from the connection or closed it, not when it
+    /// adopts it (``HandoffDecision/takenUnread``): until then the primary keeps its copy
+    /// and hands it to another worker if this one dies. A primary reads either the same.
     case answer(listener: Int, number: UInt64, taken: Bool)
     /// Worker → primary: `count` connections from `listener` have closed.
     case closed(listener: Int, count: Int)
@@ -86,21 +89,36 @@ enum Handoff: Sendable, Equatable {
     }
 }
 
+/// A worker's decision on one connection handed to it.
+enum HandoffDecision: Sendable, Equatable {
+    /// Not taken: the worker closes its descriptor and the primary routes the connection
+    /// to another worker.
+    case declined
+    /// Taken, answered now: the primary closes its copy.
+    case taken
+    /// Taken, answered once the worker has read from it or closed it
+    /// (``AcceptedConnection/startedReading()``): a crash before that loses nothing.
+    case takenUnread
+}
+
 extension Handoff {
     /// A worker's side of a `.connection` frame, whichever way it came (the channel or a
     /// handoff link): offers each connection to `take` (with its ``HandedClient``, from a
-    /// PROXY protocol listener), closes those declined, and gives
-    /// each handoff's answer to `answer`, in order. A connection the kernel dropped on the
-    /// way (this worker's descriptor table is full) is declined: the primary still holds
-    /// it and routes it elsewhere.
+    /// PROXY protocol listener, and its handoff's number), closes those declined, and
+    /// gives `answer` each answer due now, in order (a connection taken unread is
+    /// answered later, by its reader). A connection the kernel dropped on the way (this
+    /// worker's descriptor table is full) is declined: the primary still holds it and
+    /// routes it elsewhere.
     static func answerConnections(in frame: Frame, listener: Int, first: UInt64,
-                                  take: (Int32, HandedClient?) -> Bool, answer: (Frame) -> Void) {
+                                  take: (Int32, HandedClient?, UInt64) -> HandoffDecision, answer: (Frame) -> Void) {
         let clients = HandedClient.records(in: frame.payload.dropFirst(payloadSize))
         for offset in 0..<frame.descriptors.count + frame.missingDescriptors {
+            let number = first + UInt64(offset)
             let connection = offset < frame.descriptors.count ? frame.descriptors[offset] : -1
-            let taken = connection >= 0 && take(connection, offset < clients.count ? clients[offset] : nil)
-            if !taken && connection >= 0 { Syscall.close(connection) }
-            answer(Handoff.answer(listener: listener, number: first + UInt64(offset), taken: taken).frame())
+            let decision = connection < 0 ? .declined : take(connection, offset < clients.count ? clients[offset] : nil, number)
+            if decision == .declined && connection >= 0 { Syscall.close(connection) }
+            guard decision != .takenUnread else { continue }
+            answer(Handoff.answer(listener: listener, number: number, taken: decision == .taken).frame())
         }
     }
 }

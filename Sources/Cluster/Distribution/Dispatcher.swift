@@ -7,8 +7,11 @@ import Glibc
 /// The primary's side of the primary-accept strategies (roundRobin, leastConnections,
 /// sticky) for one listener: it accepts on the I/O thread, asks the router for a worker,
 /// hands the descriptor over the worker's channel, and keeps its own copy until the
-/// worker acknowledges. A connection declined, or handed to a worker that dies before
-/// acknowledging, goes to another worker: none is leaked or reset.
+/// worker acknowledges, which a worker that declares reads does once it has read from the
+/// connection (or closed it). A connection declined, or handed to a worker that dies
+/// before acknowledging, goes to another worker: none is leaked or reset, and a crash
+/// loses only connections their worker had begun to read. The copies held are bounded
+/// (``holdLimit``, ``holdTime``).
 ///
 /// On a PROXY protocol listener each connection first waits for its header
 /// (``ProxyHeaderGate``, which peeks and leaves it in the socket); sticky routing hashes
@@ -22,6 +25,8 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
         var worker = 0
         /// From a PROXY protocol listener: what the worker learns of its header.
         var client: HandedClient?
+        /// When it was handed to `worker` (``IOLoop/now()``).
+        var handedAt: UInt64 = 0
     }
 
     let id: Int
@@ -57,6 +62,16 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     private var retryDelay = Dispatcher.firstRetry
     private static let firstRetry: Duration = .milliseconds(10)
     private static let longestRetry: Duration = .seconds(1)
+    /// The most handed-off connections whose copy the primary holds until their worker
+    /// answers (has read them): 1024, or a quarter of the descriptor limit when that is
+    /// lower. Past it, the oldest copies are closed: those connections are their worker's
+    /// alone, as they are once read.
+    let holdLimit: Int
+    /// The longest the primary holds a copy for a worker that has not answered (a client
+    /// that connects and sends nothing, a worker stuck): then it is closed.
+    static let holdTime: Duration = .seconds(30)
+    private var sweepScheduled = false
+    private var sweepSoon = false
 
     private struct Exhaustion {
         let since: ContinuousClock.Instant
@@ -76,9 +91,15 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
         return min(256, max(16, openFiles / 4))
     }
 
+    static func holdLimit(openFiles: Int?) -> Int {
+        guard let openFiles else { return 1024 }
+        return min(1024, max(16, openFiles / 4))
+    }
+
     init(id: Int, fd: Int32, distribution: Distribution, proxyProtocol: ProxyProtocol? = nil,
-         loop: IOLoop, logger: Logger) throws(ClusterError) {
+         loop: IOLoop, logger: Logger, holdLimit: Int = Dispatcher.holdLimit(openFiles: Host.openFileLimit)) throws(ClusterError) {
         self.id = id
+        self.holdLimit = holdLimit
         self.fd = fd
         self.distribution = distribution
         self.loop = loop
@@ -141,6 +162,8 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
         let shed = min(waiting.count, max(1, waiting.count / 2))
         for connection in waiting.prefix(shed) { Syscall.close(connection.fd) }
         waiting.removeFirst(shed)
+        // Copies of connections the workers hold are the cheapest to give up.
+        releaseHeld(excess: pending.count / 2)
         var episode = exhaustion ?? Exhaustion(since: .now, lastFailure: .now)
         if exhaustion == nil {
             logger.error("listener \(id) is out of descriptors (\(error)); closing the connections that waited longest for a worker and pausing accepts until descriptors free up (logged again when it is over). Raise the limit (ulimit -n, LimitNOFILE=) if this is load, not an attack")
@@ -207,8 +230,17 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
         }
         router.remove(worker: worker)
         channels.removeValue(forKey: worker)
-        let orphans = pending.filter { $0.value.worker == worker }
+        var orphans = pending.filter { $0.value.worker == worker }
         for (number, _) in orphans { pending.removeValue(forKey: number) }
+        // One it had begun to read (and died before its answer left) cannot be served
+        // elsewhere: its request is gone. Closed, so its client hears at once instead of
+        // waiting for a worker that waits for that request.
+        let read = orphans.filter { (Syscall.bytesRead(from: $0.value.fd) ?? 0) > 0 }
+        for (number, connection) in read {
+            orphans.removeValue(forKey: number)
+            Syscall.close(connection.fd)
+        }
+        if !read.isEmpty { logger.debug("listener \(id): worker \(worker) had begun to read \(read.count) connections it left unanswered; closed them") }
         dispatch(orphans.sorted { $0.key < $1.key }.map { _, orphan in
             var orphan = orphan
             orphan.declined.insert(worker)
@@ -238,6 +270,55 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
         case .closed(_, let count): closed(on: worker, count: count)
         case .stop: leave(worker: worker)
         case .connection: throw ClusterError(.malformedFrame, "worker \(worker) sent a connection handoff, which only the primary sends")
+        }
+    }
+
+    // MARK: Copies held
+
+    /// Closes the primary's copies of the oldest unanswered handoffs: `excess` of them,
+    /// and any held longer than ``holdTime``. Only those whose frame has been written (a
+    /// lent descriptor is the kernel's then); each counts as taken, its connection its
+    /// worker's alone.
+    private func releaseHeld(excess: Int) {
+        let now = IOLoop.now(), hold = UInt64(Dispatcher.holdTime.components.seconds) * 1_000_000_000
+        let cutoff = now > hold ? now - hold : 0
+        var released = 0
+        // Numbers grow with the time of handing: by number is oldest first.
+        for number in pending.keys.sorted() {
+            guard let entry = pending[number] else { continue }
+            guard released < excess || entry.handedAt <= cutoff else { break }
+            guard channels[entry.worker]?.hasWrittenAll ?? true else { continue }
+            pending.removeValue(forKey: number)
+            router.opened(on: entry.worker)
+            Syscall.close(entry.fd)
+            released += 1
+        }
+        if released > 0 {
+            logger.debug("listener \(id): closed the primary's copies of \(released) connections their workers had not read (held at most \(holdLimit), for at most \(Dispatcher.holdTime)); a crash of their worker may lose them")
+        }
+    }
+
+    /// Checks the copies held once a second while there are any, and `soon` (past the
+    /// limit: once the loop has written this iteration's handoffs, which lend their
+    /// descriptors until then).
+    private func scheduleSweep(soon: Bool = false) {
+        if soon, !sweepSoon {
+            sweepSoon = true
+            _ = loop.schedule(after: .milliseconds(1)) { [self] in
+                loop.execute {
+                    self.sweepSoon = false
+                    self.releaseHeld(excess: self.pending.count - self.holdLimit)
+                }
+            }
+        }
+        guard !sweepScheduled, !pending.isEmpty else { return }
+        sweepScheduled = true
+        _ = loop.schedule(after: .seconds(1)) { [self] in
+            loop.execute {
+                self.sweepScheduled = false
+                self.releaseHeld(excess: self.pending.count - self.holdLimit)
+                self.scheduleSweep()
+            }
         }
     }
 
@@ -309,14 +390,19 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
     /// when its channel cannot take it.
     private func send(_ batch: ArraySlice<Accepted>, to worker: Int) -> Bool {
         guard let channel = channels[worker] else { return false }
-        let first = nextHandoff
+        let first = nextHandoff, now = IOLoop.now()
         nextHandoff += UInt64(batch.count)
-        for (offset, handoff) in batch.enumerated() { pending[first + UInt64(offset)] = handoff }
+        for (offset, handoff) in batch.enumerated() {
+            var handoff = handoff
+            handoff.handedAt = now
+            pending[first + UInt64(offset)] = handoff
+        }
         do {
             // Lent, not copied: the dispatcher keeps each descriptor until the worker answers.
             let frame = Handoff.connection(listener: id, number: first).frame(descriptors: batch.map(\.fd),
                                                                                clients: batch.compactMap(\.client))
             try channel.sendNow(frame, force: true, lending: true)
+            scheduleSweep(soon: pending.count > holdLimit)
             return true
         } catch {
             for offset in 0..<UInt64(batch.count) { pending.removeValue(forKey: first + offset) }

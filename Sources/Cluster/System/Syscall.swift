@@ -118,6 +118,13 @@ enum Syscall {
         return entry.revents
     }
 
+    /// How many bytes have been read from the TCP connection `fd` (by any process holding
+    /// it); nil when the kernel cannot say.
+    static func bytesRead(from fd: Int32) -> Int? {
+        let read = cluster_tcp_bytes_read(fd)
+        return read < 0 ? nil : Int(read)
+    }
+
     static func accept(_ fd: Int32) throws(ClusterError) -> Int32? {
         try retryingUnlessBlocked("accept4") { cluster_accept(fd) }
     }

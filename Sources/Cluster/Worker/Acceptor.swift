@@ -6,8 +6,15 @@ import Glibc
 #endif
 
 /// A connection a listener brought: its descriptor, which the receiver owns, and the
-/// call to make when it ends (it counts toward `maxConnections` and, for
-/// leastConnections, toward the primary's choice).
+/// calls to make when it is first read and when it ends (it counts toward
+/// `maxConnections` and, for leastConnections, toward the primary's choice).
+///
+/// From an acceptor that declares reads (``ClusterWorker/accept(on:maxConnections:declaresReads:_:)``),
+/// a connection is not this worker's alone until it calls ``startedReading()`` (or
+/// ``closed()``): where the primary accepts, it keeps its copy until then and hands the
+/// connection to another worker if this one dies, so a crash loses no request it had not
+/// begun to read; where the workers accept, the worker takes few connections ahead of its
+/// reads, and the kernel's queue, which outlives it, keeps the rest.
 public struct AcceptedConnection: Sendable {
     /// The connection: non-blocking, close-on-exec, yours to adopt or close. On a listener
     /// with a ``ListenAddress/proxyProtocol`` its PROXY header has been read already: the
@@ -16,6 +23,8 @@ public struct AcceptedConnection: Sendable {
     let acceptor: Acceptor
     /// The client a PROXY protocol header named.
     let proxiedClient: PeerAddress?
+    /// Set when the acceptor declares reads: whether this connection has.
+    let read: ReadDeclaration?
 
     /// The client's address: on a listener with a ``ListenAddress/proxyProtocol``, the
     /// client its header named (the balancer's own address when the header names none, a
@@ -23,8 +32,31 @@ public struct AcceptedConnection: Sendable {
     /// cannot say (the connection has been reset). Read it before the descriptor is closed.
     public var clientAddress: PeerAddress? { proxiedClient ?? PeerAddress.peer(of: descriptor) }
 
-    /// Tells the runtime the connection has closed. Call once.
-    public func closed() { acceptor.connectionClosed() }
+    /// Tells the runtime this worker has begun to read the connection: from now on it is
+    /// this worker's alone, and a crash of the worker loses it. Call it right after the
+    /// first read that returned bytes (a read that finds none yet need not count), before
+    /// anything else. Only the first call counts; a no-op unless the acceptor declares reads.
+    public func startedReading() { read.map(acceptor.declareRead) }
+
+    /// Tells the runtime the connection has closed (and, if it was never read, that it is
+    /// done with it). Call once.
+    public func closed() {
+        read.map(acceptor.declareRead)
+        acceptor.connectionClosed()
+    }
+}
+
+/// Whether one connection from an acceptor that declares reads has been read yet; the
+/// first declaration wins. For a handed-off connection, the handoff's number, answered
+/// `taken` then.
+final class ReadDeclaration: Sendable {
+    let handoff: UInt64?
+    private let declared = Atomic(false)
+
+    init(handoff: UInt64?) { self.handoff = handoff }
+
+    /// True the first time only.
+    func declare() -> Bool { !declared.exchange(true, ordering: .relaxed) }
 }
 
 /// Brings a listener's connections to a handler in this worker, whichever the strategy:
@@ -41,11 +73,21 @@ public struct AcceptedConnection: Sendable {
 ///
 /// At `maxConnections` open connections it stops accepting (socket strategies: the
 /// connections wait for another worker) or declines handoffs (the primary routes them
-/// to another worker).
+/// to another worker). When it declares reads, it also stops accepting while
+/// ``unreadLimit`` connections it accepted have not been read: a worker whose event loop
+/// is busy leaves the rest in the kernel's queue, where they outlive it.
 public final class Acceptor: IOHandler, @unchecked Sendable {
     private struct State {
         var open = 0
+        /// Accepted from the socket and not yet read (declared reads only).
+        var unread = 0
+        /// Handoffs taken and not yet answered: not yet read (declared reads only).
+        var unanswered: Set<UInt64> = []
+        /// The handoff whose handler runs now: a read it declares meanwhile is answered
+        /// with the take.
+        var taking: UInt64?
         var stopped = false
+        /// Not accepting for now: at `maxConnections`, or at the unread limit.
         var paused = false
         var unreportedCloses = 0
         var reportScheduled = false
@@ -57,6 +99,12 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
     /// The listener served.
     public let listener: Listener
     private let limit: Int
+    /// Whether the handler declares each connection's first read
+    /// (``AcceptedConnection/startedReading()``).
+    private let declaresReads: Bool
+    /// With declared reads, a socket's acceptor holds at most this many connections it
+    /// has accepted and not yet read; the rest wait in the kernel's queue.
+    public static let unreadLimit = 4
     /// Whether the primary counts this worker's open connections (leastConnections): then
     /// every close is reported; otherwise only after a declined handoff.
     private let primaryCountsConnections: Bool
@@ -72,14 +120,19 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
     /// has come and been read. I/O thread.
     private var headers: ProxyHeaderGate?
     private let state = Mutex(State())
+    /// Held while a read's answer is queued, and while the answers before a stop and the
+    /// stop are: an answer never follows the stop, after which the primary would re-route
+    /// a connection this worker serves.
+    private let answering = Mutex(())
 
     /// Called on the I/O thread once the acceptor has stopped and told the primary.
     private let whenStopped: (@Sendable () -> Void)?
 
-    init(listener: Listener, maxConnections: Int?, channel: Channel, loop: IOLoop, link: HandoffLink? = nil,
-         waitsForTurn: Bool = false, whenStopped: (@Sendable () -> Void)? = nil,
+    init(listener: Listener, maxConnections: Int?, declaresReads: Bool = false, channel: Channel, loop: IOLoop,
+         link: HandoffLink? = nil, waitsForTurn: Bool = false, whenStopped: (@Sendable () -> Void)? = nil,
          handler: @escaping @Sendable (AcceptedConnection) -> Void) throws(ClusterError) {
         self.listener = listener
+        self.declaresReads = declaresReads
         self.whenStopped = whenStopped
         self.link = link
         self.limit = maxConnections ?? .max
@@ -94,8 +147,11 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
         fd = try listener.duplicateDescriptor()
         if let expected = listener.proxyProtocol {
             headers = ProxyHeaderGate(expecting: expected, consumes: true, loop: loop, logger: logger, listener: "\(listener.boundAddress)",
+                                      // Its header read, it is this worker's: the unread
+                                      // limit counts none of these (a slow header would
+                                      // hold accepting up).
                                       ready: { [unowned self] connection, header in
-                                          handler(AcceptedConnection(descriptor: connection, acceptor: self, proxiedClient: header.source))
+                                          handler(AcceptedConnection(descriptor: connection, acceptor: self, proxiedClient: header.source, read: nil))
                                       },
                                       dropped: { [unowned self] in connectionClosed() })
         }
@@ -122,7 +178,7 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
     /// Takes the handoffs waiting on the link and passes each to the handler, on the
     /// calling thread (the event loop watching ``doorbell``); one thread at a time.
     public func receiveHandoffs() {
-        link?.receive(listener: listener.id) { connection, client in takeHandoff(connection, client: client) }
+        link?.receive(listener: listener.id) { connection, client, number in takeHandoff(connection, client: client, number: number) }
     }
 
     /// Stops accepting; connections already handed over are the handler's. Idempotent.
@@ -136,9 +192,17 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
             } else if let link {
                 // Runs the adopting handler on this thread, one at a time with the event
                 // loop's reads: the link's lock serializes every `take`.
-                link.stop(listener: listener.id) { connection, client in takeHandoff(connection, client: client, stopping: true) }
+                answering.withLock { _ in
+                    link.stop(listener: listener.id,
+                              take: { connection, client, number in takeHandoff(connection, client: client, number: number, stopping: true) },
+                              unanswered: takeUnanswered)
+                }
             } else {
-                try? channel.sendNow(Control.stopAccepting(listener: listener.id).frame, force: true)
+                // Answers before the stop, which makes the primary re-route what is unanswered.
+                answering.withLock { _ in
+                    sendAnswers(takeUnanswered())
+                    try? channel.sendNow(Control.stopAccepting(listener: listener.id).frame, force: true)
+                }
             }
             whenStopped?()
         }
@@ -173,12 +237,62 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
         _ = try? await loop.submit { () throws(ClusterError) in }
     }
 
+    /// The handoffs taken and not yet answered, now due: this worker stops, and serves them.
+    private func takeUnanswered() -> [UInt64] {
+        state.withLock { state in
+            defer { state.unanswered.removeAll() }
+            return state.unanswered.sorted()
+        }
+    }
+
+    /// Answers handoffs `taken`, on the link or the channel they came by.
+    private func sendAnswers(_ numbers: [UInt64]) {
+        guard !numbers.isEmpty else { return }
+        let answers = numbers.map { Handoff.answer(listener: listener.id, number: $0, taken: true) }
+        if let link {
+            link.send(answers)
+        } else {
+            for answer in answers { try? channel.sendNow(answer.frame(), force: true) }
+        }
+    }
+
+    /// A connection's first read, or its close before any (the first call counts): a
+    /// handoff is answered `taken` now, so the primary closes its copy; a connection from
+    /// the socket no longer counts toward the unread limit.
+    func declareRead(_ read: ReadDeclaration) {
+        guard read.declare() else { return }
+        if let handoff = read.handoff {
+            // Declared by its handler during the take (which holds the link): answered with it.
+            if state.withLock({ $0.taking == handoff && $0.unanswered.remove(handoff) != nil }) { return }
+            answering.withLock { _ in
+                if state.withLock({ $0.unanswered.remove(handoff) != nil }) { sendAnswers([handoff]) }
+            }
+            return
+        }
+        let resume = state.withLock { state -> Bool in
+            state.unread = max(0, state.unread - 1)
+            return resumes(&state)
+        }
+        if resume { loop.execute { [self] in try? loop.modify(fd, events: EPOLLIN.rawValue) } }
+    }
+
+    /// Whether accepting, paused at a limit, may go on now; unpauses if so.
+    private func resumes(_ state: inout State) -> Bool {
+        guard state.paused, !state.stopped, !isFull(state) else { return false }
+        state.paused = false
+        return true
+    }
+
+    /// At `maxConnections`, or (declared reads) at the unread limit.
+    private func isFull(_ state: State) -> Bool {
+        state.open >= limit || (declaresReads && state.unread >= Acceptor.unreadLimit)
+    }
+
     /// One connection the handler took has closed (``AcceptedConnection/closed()``).
     func connectionClosed() {
         let (resume, report) = state.withLock { state -> (Bool, Bool) in
             state.open = max(0, state.open - 1)
-            let resume = state.paused && state.open < limit && !state.stopped
-            if resume { state.paused = false }
+            let resume = resumes(&state)
             guard fd < 0 else { return (resume, false) }
             state.unreportedCloses += 1
             // Closes are news to the primary only when it counts connections or
@@ -198,7 +312,7 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
                 guard count > 0 else { return }
                 if let link {
                     // After the answers on the same link: the primary counts in order.
-                    link.send(.closed(listener: listener.id, count: count))
+                    link.send([.closed(listener: listener.id, count: count)])
                 } else {
                     try? channel.sendNow(Handoff.closed(listener: listener.id, count: count).frame(), force: true)
                 }
@@ -206,30 +320,44 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
         }
     }
 
-    /// A connection the primary handed over; false when this worker declines it (stopped,
-    /// or at its limit). `stopping`: the acceptor is stopping and takes what was handed
-    /// over before it said so. I/O thread, or the event loop receiving from a link.
-    /// `client`: what the primary read in the connection's PROXY header; its bytes are
-    /// skipped here, so the handler reads the client's first.
-    func takeHandoff(_ connection: Int32, client: HandedClient? = nil, stopping: Bool = false) -> Bool {
-        let taken = state.withLock { state -> Bool in
+    /// A connection the primary handed over, handoff `number`: declined when this worker
+    /// is stopped or at its limit. Taken unread (answered once the handler declares its
+    /// first read) when the handler declares reads, unless `stopping` (the acceptor is
+    /// stopping and takes what was handed over before it said so: it answers now) or the
+    /// connection comes with a PROXY header (`client`: what the primary read in it; its
+    /// bytes are skipped here, so the handler reads the client's first, and no other
+    /// worker could skip them again). I/O thread, or the event loop receiving from a link.
+    func takeHandoff(_ connection: Int32, client: HandedClient? = nil, number: UInt64, stopping: Bool = false) -> HandoffDecision {
+        let decision = state.withLock { state -> HandoffDecision in
             guard !state.stopped || stopping, state.open < limit else {
                 state.declined = true
-                return false
+                return .declined
             }
             state.open += 1
-            return true
+            guard declaresReads, !stopping, client == nil else { return .taken }
+            // Before the handler runs: it may read, and declare it, at once.
+            state.unanswered.insert(number)
+            state.taking = number
+            return .takenUnread
         }
-        guard taken else { return false }
+        guard decision != .declined else { return decision }
         if let client, !ProxyHeaderGate.skipHeader(length: client.headerLength, of: connection) {
             // The primary saw the whole header in the socket; it is gone only if the
             // connection was reset meanwhile. Taken, so the primary forgets it.
             Syscall.close(connection)
             connectionClosed()
-            return true
+            return .taken
         }
-        handler(AcceptedConnection(descriptor: connection, acceptor: self, proxiedClient: client?.client))
-        return true
+        guard decision == .takenUnread else {
+            handler(AcceptedConnection(descriptor: connection, acceptor: self, proxiedClient: client?.client, read: nil))
+            return decision
+        }
+        handler(AcceptedConnection(descriptor: connection, acceptor: self, proxiedClient: nil, read: ReadDeclaration(handoff: number)))
+        return state.withLock { state in
+            state.taking = nil
+            // Read already, by its handler: answered with the take.
+            return state.unanswered.contains(number) ? .takenUnread : .taken
+        }
     }
 
     func handle(events: UInt32) {
@@ -238,7 +366,7 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
         for _ in 0..<64 {
             let admitted = state.withLock { state -> Bool in
                 guard !state.stopped else { return false }
-                guard state.open < limit else {
+                guard !isFull(state) else {
                     state.paused = true
                     return false
                 }
@@ -250,11 +378,15 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
             }
             do {
                 guard let connection = try Syscall.accept(fd) else { return }
-                state.withLock { $0.open += 1 }
+                state.withLock { state in
+                    state.open += 1
+                    if declaresReads && headers == nil { state.unread += 1 }
+                }
                 if let headers {
                     headers.admit(connection)
                 } else {
-                    handler(AcceptedConnection(descriptor: connection, acceptor: self, proxiedClient: nil))
+                    handler(AcceptedConnection(descriptor: connection, acceptor: self, proxiedClient: nil,
+                                               read: declaresReads ? ReadDeclaration(handoff: nil) : nil))
                 }
             } catch {
                 switch error.errno {
@@ -284,11 +416,19 @@ extension ClusterWorker {
     /// ``AcceptedConnection/closed()``) it takes no more until one closes. On a reusePort
     /// listener it accepts once this worker has its slot's turn, and gives the turn up
     /// when stopped.
-    public func accept(on listener: Listener, maxConnections: Int? = nil,
+    ///
+    /// With `declaresReads`, the handler calls ``AcceptedConnection/startedReading()``
+    /// after each connection's first read (or ``AcceptedConnection/closed()`` first), and
+    /// a crash of this worker loses only the connections it had begun to read: one the
+    /// primary handed over stays the primary's too until then, and goes to another worker
+    /// if this one dies; on a socket this worker accepts (shared, reusePort), it holds at
+    /// most ``Acceptor/unreadLimit`` unread connections and leaves the rest queued in the
+    /// kernel. Without it, a connection is this worker's alone once handed over.
+    public func accept(on listener: Listener, maxConnections: Int? = nil, declaresReads: Bool = false,
                        _ handler: @escaping @Sendable (AcceptedConnection) -> Void) throws(ClusterError) -> Acceptor {
         let takesTurns = listener.distribution == .reusePort
-        let acceptor = try Acceptor(listener: listener, maxConnections: maxConnections, channel: channel, loop: loop,
-                                    waitsForTurn: takesTurns,
+        let acceptor = try Acceptor(listener: listener, maxConnections: maxConnections, declaresReads: declaresReads,
+                                    channel: channel, loop: loop, waitsForTurn: takesTurns,
                                     whenStopped: { [weak self] in
                                         if takesTurns { self?.stoppedAccepting(on: listener) }
                                         self?.closeChannelWhenIdle()
@@ -312,15 +452,18 @@ extension ClusterWorker {
     /// leastConnections, sticky) the returned acceptor's ``Acceptor/doorbell`` is set, and
     /// the handler runs on the thread that calls ``Acceptor/receiveHandoffs()``, so a
     /// connection reaches its event loop with one wake-up instead of two. On other
-    /// listeners this is `accept(on:)`.
-    public func acceptOnEventLoop(on listener: Listener, maxConnections: Int? = nil,
+    /// listeners this is `accept(on:)`. `declaresReads`: as for
+    /// ``accept(on:maxConnections:declaresReads:_:)``.
+    public func acceptOnEventLoop(on listener: Listener, maxConnections: Int? = nil, declaresReads: Bool = false,
                                   _ handler: @escaping @Sendable (AcceptedConnection) -> Void) throws(ClusterError) -> Acceptor {
-        guard listener.descriptor == nil else { return try accept(on: listener, maxConnections: maxConnections, handler) }
+        guard listener.descriptor == nil else {
+            return try accept(on: listener, maxConnections: maxConnections, declaresReads: declaresReads, handler)
+        }
         let (link, primaryEnds) = try HandoffLink.make(loop: loop)
         // The channel sends copies; these go when the message has been queued.
         defer { primaryEnds.forEach(Syscall.close) }
-        let acceptor = try Acceptor(listener: listener, maxConnections: maxConnections, channel: channel, loop: loop,
-                                    link: link, whenStopped: { [weak self] in self?.closeChannelWhenIdle() }, handler: handler)
+        let acceptor = try Acceptor(listener: listener, maxConnections: maxConnections, declaresReads: declaresReads,
+                                    channel: channel, loop: loop, link: link, whenStopped: { [weak self] in self?.closeChannelWhenIdle() }, handler: handler)
         register(acceptor)
         try channel.sendNow(Control.accepting(listener: listener.id).frame(descriptors: primaryEnds), force: true)
         return acceptor

@@ -25,11 +25,11 @@ extension ClusterWorker {
                 return
             }
             let acceptor = state.withLock { $0.handoffAcceptors[id] }
-            // Answered at once, before the connection is read: until then the primary
+            // Answered at once, or (declared reads) once read: until then the primary
             // keeps its copy and re-routes it if this worker dies. The answers of one
             // wake-up leave together, in one write.
             Handoff.answerConnections(in: frame, listener: id, first: first,
-                                      take: { acceptor?.takeHandoff($0, client: $1) ?? false },
+                                      take: { acceptor?.takeHandoff($0, client: $1, number: $2) ?? .declined },
                                       answer: { try? channel.sendNow($0, force: true) })
         case .message, .request:
             let replier = frame.kind == .request ? Replier(channel: channel, correlation: frame.correlation) : nil

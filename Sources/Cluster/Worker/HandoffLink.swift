@@ -59,10 +59,10 @@ final class HandoffLink: IOHandler, @unchecked Sendable {
         buffer.deallocate()
     }
 
-    /// Takes every handoff waiting on the link and answers each; `take` adopts a connection
-    /// (true) or declines it (false: the link closes it, the primary routes it elsewhere).
-    /// Call on one thread at a time, when the doorbell rang.
-    func receive(listener: Int, take: (Int32, HandedClient?) -> Bool) {
+    /// Takes every handoff waiting on the link and answers those answered at once; `take`
+    /// adopts a connection or declines it (the link closes it, the primary routes it
+    /// elsewhere). Call on one thread at a time, when the doorbell rang.
+    func receive(listener: Int, take: (Int32, HandedClient?, UInt64) -> HandoffDecision) {
         state.withLock { state in
             guard !state.closed else { return }
             defer { flush(&state) }
@@ -98,17 +98,20 @@ final class HandoffLink: IOHandler, @unchecked Sendable {
     /// they were handed to it before the primary reads the stop, and bounced back now they
     /// could find every other worker stopping too (a drain of the whole cluster, a hot
     /// upgrade's handover), with nobody left to serve them. What arrives after this is
-    /// declined and routed elsewhere. Same threading as ``receive(listener:take:)``.
-    func stop(listener: Int, take: (Int32, HandedClient?) -> Bool) {
+    /// declined and routed elsewhere. The connections taken and not yet read are answered
+    /// first (`unanswered`): this worker serves them, so the primary must not re-route
+    /// them when it reads the stop. Same threading as ``receive(listener:take:)``.
+    func stop(listener: Int, take: (Int32, HandedClient?, UInt64) -> HandoffDecision, unanswered: () -> [UInt64]) {
         receive(listener: listener, take: take)
-        send(.stop(listener: listener))
+        send(unanswered().map { Handoff.answer(listener: listener, number: $0, taken: true) } + [.stop(listener: listener)])
     }
 
-    /// Sends `message` (closes, stop) after the answers before it. Any thread.
-    func send(_ message: Handoff) {
+    /// Sends `messages` (answers, closes, stop) after the answers before them, in one
+    /// write. Any thread.
+    func send(_ messages: [Handoff]) {
         state.withLock { state in
             guard !state.closed else { return }
-            state.writer.append(message.frame(), descriptors: [])
+            for message in messages { state.writer.append(message.frame(), descriptors: []) }
             flush(&state)
         }
     }

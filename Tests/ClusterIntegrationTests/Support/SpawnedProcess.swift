@@ -208,6 +208,20 @@ func children(of pid: Int32) -> [Int32] {
     }
 }
 
+/// Waits until every thread of `pid` is stopped (state T in /proc): SIGSTOP returns
+/// before every thread has stopped.
+func waitUntilStopped(_ pid: Int32) async throws {
+    let deadline = ContinuousClock.now + .seconds(10)
+    while ContinuousClock.now < deadline {
+        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        let states = threads.compactMap { try? String(contentsOfFile: "/proc/\(pid)/task/\($0)/stat", encoding: .utf8) }
+            .compactMap { $0.split(separator: ")").last?.split(separator: " ").first }
+        if !states.isEmpty, states.allSatisfy({ $0 == "T" || $0 == "t" }) { return }
+        try await Task.sleep(for: .milliseconds(5))
+    }
+    Issue.record("process \(pid) did not stop within 10 s")
+}
+
 /// The state letter of `pid` (R, S, Z...), from /proc.
 func processState(_ pid: Int32) -> Character? {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
