@@ -45,6 +45,15 @@ extension IntegrationTests {
             try expectServing(port)
         }
 
+        /// A frame on a handoff link that the link does not carry: the worker, alive and
+        /// holding connections it may yet read, is killed before they go elsewhere.
+        @Test func aBadFrameOnAHandoffLinkKillsTheLiar() async throws {
+            let (primary, port) = try await start("link-garbage", distribution: "leastConnections")
+            defer { primary.stop() }
+            try await expectCaught(primary, saying: "on its handoff link: worker 1 sent a message frame on a handoff link")
+            try expectServing(port)
+        }
+
         /// Descriptors where none may be: on frames that announce none, on a runtime
         /// message that carries none, or a second handoff link for one listener. Each time
         /// 300 tries, if the primary let the liar go on.

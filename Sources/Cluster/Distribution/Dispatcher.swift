@@ -208,9 +208,13 @@ final class Dispatcher: IOHandler, @unchecked Sendable {
 
     /// `worker` accepts handoffs over `link`, a handoff link its event loop reads
     /// (`HandoffLink`): the link carries the handoffs, the answers, closes and its stop.
-    func join(worker: Int, slot: Int, link: Channel) throws(ClusterError) {
+    /// A link that breaks with an error (a frame the protocol does not allow) means a worker
+    /// that is alive and holds connections it may yet read: `brokeProtocol` kills it before
+    /// its unread connections go elsewhere, so no connection is served by two workers.
+    func join(worker: Int, slot: Int, link: Channel,
+              brokeProtocol: @escaping (ClusterError) -> Void = { _ in }) throws(ClusterError) {
         loop.assertInLoop()
-        let reader = LinkReader(dispatcher: self, worker: worker, link: link)
+        let reader = LinkReader(dispatcher: self, worker: worker, link: link, brokeProtocol: brokeProtocol)
         link.delegate = reader
         try link.start()
         links[worker] = reader
@@ -465,10 +469,13 @@ final class LinkReader: ChannelDelegate, @unchecked Sendable {
     /// True while the link dispatches what it read (loop thread).
     private(set) var reading = false
 
-    init(dispatcher: Dispatcher, worker: Int, link: Channel) {
+    private let brokeProtocol: (ClusterError) -> Void
+
+    init(dispatcher: Dispatcher, worker: Int, link: Channel, brokeProtocol: @escaping (ClusterError) -> Void) {
         self.dispatcher = dispatcher
         self.worker = worker
         self.link = link
+        self.brokeProtocol = brokeProtocol
     }
 
     func channel(_ channel: Channel, received frame: Frame) {
@@ -487,7 +494,7 @@ final class LinkReader: ChannelDelegate, @unchecked Sendable {
     }
 
     func channelClosed(_ channel: Channel, error: ClusterError?) {
-        if let error { dispatcher?.logger.error("worker \(worker)'s handoff link broke (\(error)); it gets no more connections over it") }
+        if let error { brokeProtocol(error) }
         dispatcher?.leave(worker: worker)
     }
 }

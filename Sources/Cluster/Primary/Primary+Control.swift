@@ -185,7 +185,8 @@ extension Primary {
         }
     }
 
-    private func protocolViolation(by worker: Worker, _ error: ClusterError) {
+    /// Kills a worker that broke the runtime's protocol, with one line that says what it did.
+    func protocolViolation(by worker: Worker, _ error: ClusterError) {
         logger.error("\(worker) broke the channel protocol (\(error)); killing it. The primary carries on.")
         worker.signal(.kill)
         worker.channel.close(error: nil) // logged here, not again as a malformed frame

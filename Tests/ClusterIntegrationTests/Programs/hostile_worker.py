@@ -102,6 +102,13 @@ elif attack == "accepting-twice":
         if not ok:
             break
         sent += 1
+elif attack == "link-garbage":
+    # A handoff link for listener 0, then a frame on it that only the main channel carries.
+    link, ours = socket.socketpair()
+    bell_read, bell_write = os.pipe()
+    sent = send(frame(CONTROL, control({"accepting": {"listener": 0}}), announced=2), [link.fileno(), bell_write])
+    link.close(); os.close(bell_write)
+    ours.sendall(frame(MESSAGE, b"not a handoff"))
 elif attack == "listen-flood":
     # 300 listen requests, each for a new loopback address.
     for index in range(300):

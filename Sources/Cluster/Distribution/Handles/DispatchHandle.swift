@@ -28,7 +28,10 @@ final class DispatchHandle: ListenerHandle {
         case 2:
             let link = Channel(fd: descriptors[0], loop: primary.loop, doorbell: descriptors[1])
             do {
-                try dispatcher.join(worker: worker.id, slot: worker.slot, link: link)
+                try dispatcher.join(worker: worker.id, slot: worker.slot, link: link) { [weak primary, weak worker] error in
+                    guard let primary, let worker else { return }
+                    primary.protocolViolation(by: worker, ClusterError(.malformedFrame, "on its handoff link: \(error.context)"))
+                }
             } catch {
                 primary.logger.error("\(worker) offered a handoff link that cannot be watched (\(error)); its connections go over its channel")
                 link.close(error: nil)
