@@ -229,7 +229,16 @@ final class LeanHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard case .responding = phase, context.channel.isActive else { return }
         let keepAlive = keepAlive && !quiescing
         var out = context.channel.allocator.buffer(capacity: 96 + response.body.readableBytes)
-        out.writeString("HTTP/\(version.major).\(version.minor) \(response.status.code) \(response.status.reasonPhrase)\r\n")
+        // Piece by piece: the line as one interpolated String would be a heap allocation.
+        out.writeStaticString("HTTP/")
+        out.writeString(String(version.major))
+        out.writeStaticString(".")
+        out.writeString(String(version.minor))
+        out.writeStaticString(" ")
+        out.writeString(String(response.status.code))
+        out.writeStaticString(" ")
+        out.writeString(response.status.reasonPhrase)
+        out.writeStaticString("\r\n")
         for (name, value) in response.headers where !LeanHTTPHandler.managed(name) {
             out.writeString(name)
             out.writeStaticString(": ")
