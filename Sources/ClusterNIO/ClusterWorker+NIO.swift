@@ -169,7 +169,7 @@ extension ClusterWorker {
                     connections.add(channel)
                     return childChannelInitializer(channel)
                 }
-                .withBoundSocket(try Self.noDelay(listener.duplicateDescriptor(), on: listener))
+                .withBoundSocket(try listener.duplicateDescriptor().settingNoDelay(if: listener.boundAddress.port != nil))
                 .get()
             listener.restoreBacklog()
         } catch {
@@ -181,18 +181,6 @@ extension ClusterWorker {
         // The slot's next worker may accept now, while these connections finish.
         stoppedAccepting(on: listener)
         await connections.quiesceAll()
-    }
-
-    /// Sets `TCP_NODELAY` on the listening socket `descriptor` of a TCP `listener`: every
-    /// connection accepted from it inherits the option (Linux copies it to the accepted
-    /// socket), which saves two system calls per connection against setting it on each
-    /// (SwiftNIO asks `getsockname` for the family before each `setsockopt`).
-    private static func noDelay(_ descriptor: Int32, on listener: Listener) -> Int32 {
-        if listener.boundAddress.port != nil {
-            var on: Int32 = 1
-            _ = setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
-        }
-        return descriptor
     }
 
     /// Serves HTTP/1.1 on `address` with `responder` until the primary says drain. On drain
@@ -230,5 +218,18 @@ extension ClusterWorker {
                 try channel.pipeline.syncOperations.addHandler(LeanHTTPHandler(limits: limits, client: client, responder: responder))
             }
         }
+    }
+}
+
+extension Int32 {
+    /// Sets `TCP_NODELAY` on this listening TCP socket, when `isTCP`: every connection
+    /// accepted from it inherits the option (Linux copies it to the accepted socket), which
+    /// saves two system calls per connection against setting it on each (SwiftNIO asks
+    /// `getsockname` for the family before each `setsockopt`). Returns the descriptor.
+    func settingNoDelay(if isTCP: Bool) -> Int32 {
+        guard isTCP else { return self }
+        var on: Int32 = 1
+        _ = setsockopt(self, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
+        return self
     }
 }
