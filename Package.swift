@@ -20,6 +20,7 @@ let package = Package(
         .executable(name: "hello", targets: ["hello"]),
         .executable(name: "messages", targets: ["messages"]),
         .executable(name: "express", targets: ["express"]),
+        .executable(name: "hello-hummingbird", targets: ["hello-hummingbird"]),
         .executable(name: "autoscale", targets: ["autoscale"]),
         .executable(name: "cluster", targets: ["ClusterCommand"]),
     ],
@@ -132,6 +133,17 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Sources/Examples/express",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "hello-hummingbird",
+            dependencies: [
+                "Cluster",
+                "ClusterHummingbird",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Sources/Examples/hello-hummingbird",
             swiftSettings: swiftSettings
         ),
         // A program the integration tests spawn as a primary and its workers.

@@ -16,7 +16,10 @@
 #   its process group, SIGKILL after 5 s).
 # Servers: ours with DISTRIBUTION = shared, reusePort, roundRobin, leastConnections,
 # sticky (WORKERS = cores); ours single process (WORKERS=0); Node with
-# NODE_CLUSTER_SCHED_POLICY = rr and none (http/node-hello.js, WORKERS = cores).
+# NODE_CLUSTER_SCHED_POLICY = rr and none (http/node-hello.js, WORKERS = cores); nginx
+# (http/nginx.sh: Debian's, WORKERS processes, reuseport, `return 200`, no access log);
+# Hummingbird (`hello-hummingbird`) as its own Application in one process (event loop
+# group of one thread per core) and clustered (WORKERS workers, DISTRIBUTION=$HB_DISTRIBUTION).
 # Modes: keep-alive, and Connection: close (wrk -H 'Connection: close').
 # CPU route: GET /?n=$CPU_N with 1 worker and with N = cores workers, ours
 # (`express`, skipped when it does not build) and Node (http/node-cpu.js, default policy);
@@ -24,7 +27,8 @@
 # REPEATS rounds run interleaved (every server once per round); the table shows medians.
 #
 # Knobs (environment): DURATION (10 s), WARMUP (2 s), CONNS (50), CPU_DURATION (10 s),
-# CPU_CONNS (16), CPU_N (3000000), REPEATS (1), IDLE_WAIT (30 s), WORKERS (cores).
+# CPU_CONNS (16), CPU_N (3000000), REPEATS (1), IDLE_WAIT (30 s), WORKERS (cores),
+# HB_DISTRIBUTION (reusePort).
 # One JSON line per run goes to RESULTS_FILE (and stderr); wrk's own output and the
 # servers' logs go beside it. Exits non-zero when a run failed (server did not start,
 # wrong answer, wrk failed); wrk's socket errors and non-2xx answers are counted in the
@@ -44,6 +48,7 @@ REPEATS="${REPEATS:-1}"
 IDLE_WAIT="${IDLE_WAIT:-30}"
 CORES="$(nproc)"
 WORKERS="${WORKERS:-$CORES}"
+HB_DISTRIBUTION="${HB_DISTRIBUTION:-reusePort}"
 SCRATCH="$ROOT/.build-bench"
 LUA="$DIR/report.lua"
 LOGS="$(dirname "$RESULTS")/http-logs"
@@ -61,6 +66,13 @@ if ! command -v wrk >/dev/null; then
   $SUDO apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >&2
 fi
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+  echo "# installing nginx-light from Debian's packages" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx-light >&2
+fi
 
 echo "# building hello (release, $SCRATCH)" >&2
 (cd "$ROOT" && swift build -c release --product hello --scratch-path "$SCRATCH" >&2)
@@ -72,6 +84,15 @@ if grep -q '"express"' "$ROOT/Package.swift" 2>/dev/null; then
     EXPRESS="$SCRATCH/release/express"
   else
     echo "# express did not build" >&2
+  fi
+fi
+HUMMINGBIRD=""
+if grep -q '"hello-hummingbird"' "$ROOT/Package.swift" 2>/dev/null; then
+  echo "# building hello-hummingbird (release, $SCRATCH)" >&2
+  if (cd "$ROOT" && swift build -c release --product hello-hummingbird --scratch-path "$SCRATCH" >&2); then
+    HUMMINGBIRD="$SCRATCH/release/hello-hummingbird"
+  else
+    echo "# hello-hummingbird did not build" >&2
   fi
 fi
 
@@ -206,11 +227,34 @@ run() {
     "$top_share" "$machine_busy" "$(printf '%s' "$READY_BODY" | head -c 40 | tr -d '"\\\n')" "$json" | tee -a "$RESULTS" >&2
 }
 
+# --- the reference servers: one function each, called with the mode -------------------
+
+# nginx, the practical limit: WORKERS processes, one reuseport socket each.
+run_nginx() {
+  run hello nginx "$1" $((WORKERS + 1)) / "Hello World" "$DURATION" "$CONNS" WORKERS="$WORKERS" "$DIR/nginx.sh"
+}
+
+# Hummingbird's own Application in one process: an event loop group of one thread per core.
+run_hummingbird_single() {
+  [ -n "$HUMMINGBIRD" ] || return 0
+  run hello hb-single "$1" 1 / "Hello World" "$DURATION" "$CONNS" WORKERS=0 "$HUMMINGBIRD"
+}
+
+# The same Hummingbird app clustered: WORKERS workers (ClusterHummingbird's worker.run).
+run_hummingbird_cluster() {
+  [ -n "$HUMMINGBIRD" ] || return 0
+  run hello hb-cluster "$1" $((WORKERS + 1)) / "Hello World" "$DURATION" "$CONNS" \
+    WORKERS="$WORKERS" DISTRIBUTION="$HB_DISTRIBUTION" "$HUMMINGBIRD"
+}
+
+REFERENCE_SERVERS=(run_nginx run_hummingbird_single run_hummingbird_cluster)
+
 # --- the run --------------------------------------------------------------------------
 
 cd "$DIR"
 echo "# $(date -u +%FT%TZ) $CORES CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(uname -r);" \
      "$(swift --version 2>&1 | head -1 | sed 's/ (.*//'); node $(node --version); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2);" \
+     "$( (nginx -v 2>&1 || /usr/sbin/nginx -v 2>&1) | sed 's/.*: //');" \
      "loadavg $(cut -d' ' -f1-3 /proc/loadavg); workers $WORKERS, wrk -t1 -c$CONNS -d${DURATION}s (warm-up ${WARMUP}s), $REPEATS round(s)" \
      | tee "$LOGS/machine.txt" >&2
 
@@ -227,6 +271,7 @@ for round in $(seq "$REPEATS"); do
       run hello "node-$policy" "$mode" $((WORKERS + 1)) / "Hello World" "$DURATION" "$CONNS" \
         WORKERS="$WORKERS" NODE_CLUSTER_SCHED_POLICY="$policy" node "$DIR/node-hello.js"
     done
+    for server in "${REFERENCE_SERVERS[@]}"; do "$server" "$mode"; done
   done
   echo "# round $round/$REPEATS, CPU route, GET /?n=$CPU_N, 1 and $WORKERS workers" >&2
   for w in 1 "$WORKERS"; do
@@ -294,7 +339,7 @@ def show(head, rows, left=(0,)):
         print(line(row))
 
 MODES = {"keepalive": "keep-alive", "close": "close"}
-SERVERS = [f"ours-{s}" for s in STRATEGIES] + ["ours-single", "node-rr", "node-none"]
+SERVERS = [f"ours-{s}" for s in STRATEGIES] + ["ours-single", "node-rr", "node-none", "nginx", "hb-single", "hb-cluster"]
 
 # 1. Every figure.
 print("\nEvery run (medians over rounds): requests/s, latency, server CPU (primary + workers,")
@@ -303,6 +348,8 @@ rows = []
 for mode in MODES:
     for s in SERVERS:
         rps = get("hello", s, mode, "rps")
+        if rps is None and not any(r["server"] == s for r in lines):
+            continue  # not run (a reference server that was not built)
         if rps is None:
             rows.append([f"hello {MODES[mode]}", s, "FAILED", "", "", "", "", "", "", ""])
             continue
@@ -415,8 +462,56 @@ for mode in MODES:
 print("\nThe cluster's own overhead: shared and reusePort against the same server in one process (WORKERS=0)")
 show(["figure", "one process", "cluster", "overhead", "target", ""], over, left=(0, 4, 5))
 
-met = sum(r[6] == "met" for r in table) + sum(r[5] == "met" for r in over)
-missed = sum(r[6] == "MISSED" for r in table) + sum(r[5] == "MISSED" for r in over)
+# 4. Against the limit: the lean path against nginx, the primary-accept strategies against
+#    the best of shared and reusePort; and Hummingbird clustered against Hummingbird alone.
+LIMIT = {"keepalive": (0.9, 1.3), "close": (0.8, 1.6)}
+limit = []
+def limit_row(figure, ref_name, ref, v, r, target, ok):
+    limit.append([figure, ref_name, ref, v, x(r), target, "" if ok is None else ("met" if ok else "MISSED")])
+
+for mode in MODES:
+    m = MODES[mode]
+    want_rps, want_cpu = LIMIT[mode]
+    n_rps, n_cpu, n_p99 = (get("hello", "nginx", mode, f) for f in ("rps", "cpu100k", "p99_us"))
+    for s in ("shared", "reusePort"):
+        o = f"ours-{s}"
+        v = get("hello", o, mode, "rps")
+        r = ratio(v, n_rps)
+        limit_row(f"{m} req/s, {s}", "nginx", fmt(n_rps), fmt(v), r, f">= {want_rps}x nginx", check(r, ">=", want_rps))
+        v = get("hello", o, mode, "cpu100k")
+        r = ratio(v, n_cpu)
+        limit_row(f"{m} CPU s/100k, {s}", "nginx", fmt(n_cpu, 2), fmt(v, 2), r, f"<= {want_cpu}x nginx", check(r, "<=", want_cpu))
+        v = get("hello", o, mode, "p99_us")
+        limit_row(f"{m} p99 ms, {s}", "nginx", fmt(None if n_p99 is None else n_p99 / 1000, 2),
+                  fmt(None if v is None else v / 1000, 2), ratio(v, n_p99), "(info)", None)
+    lean = [get("hello", f"ours-{s}", mode, "rps") for s in ("shared", "reusePort")]
+    lean_cpu = [get("hello", f"ours-{s}", mode, "cpu100k") for s in ("shared", "reusePort")]
+    best_rps = max((v for v in lean if v is not None), default=None)
+    best_cpu = min((v for v in lean_cpu if v is not None), default=None)
+    for s in ("roundRobin", "leastConnections", "sticky"):
+        o = f"ours-{s}"
+        v = get("hello", o, mode, "rps")
+        r = ratio(v, best_rps)
+        limit_row(f"{m} req/s, {s}", "ours best", fmt(best_rps), fmt(v), r, ">= 0.85x shared/reusePort", check(r, ">=", 0.85))
+        v = get("hello", o, mode, "cpu100k")
+        r = ratio(v, best_cpu)
+        limit_row(f"{m} CPU s/100k, {s}", "ours best", fmt(best_cpu, 2), fmt(v, 2), r, "<= 1.15x shared/reusePort", check(r, "<=", 1.15))
+    for f, label, want, op in (("rps", "req/s", 1.0, ">="), ("cpu100k", "CPU s/100k", 1.05, "<="), ("p99_us", "p99 ms", None, None)):
+        single, cluster = get("hello", "hb-single", mode, f), get("hello", "hb-cluster", mode, f)
+        if single is None and cluster is None:
+            continue
+        r = ratio(cluster, single)
+        scale = 1000 if f == "p99_us" else 1
+        shown = lambda v: fmt(None if v is None else v / scale, 2 if f != "rps" else None)
+        limit_row(f"{m} {label}, Hummingbird", "hb-single", shown(single), shown(cluster), r,
+                  "(info)" if want is None else f"{op} {want}x one process", None if want is None else check(r, op, want))
+
+print("\nAgainst the limit: the lean path against nginx, the strategies where the primary accepts against the")
+print("best of shared and reusePort, and Hummingbird clustered (hb-cluster) against Hummingbird alone (hb-single)")
+show(["figure", "reference", "ref value", "ours", "ratio", "target", ""], limit, left=(0, 1, 5, 6))
+
+met = sum(r[6] == "met" for r in table) + sum(r[5] == "met" for r in over) + sum(r[6] == "met" for r in limit)
+missed = sum(r[6] == "MISSED" for r in table) + sum(r[5] == "MISSED" for r in over) + sum(r[6] == "MISSED" for r in limit)
 errors = sum(get("hello", s, m, "errors") or 0 for s in SERVERS for m in MODES)
 failed = [f"{r['bench']} {r['server']} {r.get('mode', '')}" for r in lines if "failed" in r]
 rounds = sum(1 for r in runs if r["bench"] == "hello" and r["server"] == "node-rr" and r["mode"] == "keepalive")

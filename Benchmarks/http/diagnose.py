@@ -1,23 +1,28 @@
 #!/usr/bin/env python3
 """diagnose.py: where a hello server's time goes, per request, cheaply.
 
-    python3 Benchmarks/http/diagnose.py [--mode keepalive|close] [--seconds 4] [--strace] [--perf] SERVER...
+    python3 Benchmarks/http/diagnose.py [--mode keepalive|close] [--seconds 4] [--strace] [--mallocs] [--perf] SERVER...
 
 SERVER is one of ours-shared, ours-reusePort, ours-roundRobin, ours-leastConnections,
-ours-sticky, ours-single, node-rr, node-none (run Benchmarks/http.sh once first: it builds
-.build-bench/release/hello). For each server, one wrk run (-t1 -c50, after a 1 s warm-up)
+ours-sticky, ours-single, node-rr, node-none, nginx, hb-single, hb-cluster (Hummingbird alone
+and clustered; HB_DISTRIBUTION, default reusePort). Run Benchmarks/http.sh once first: it
+builds .build-bench/release/hello and hello-hummingbird. For each server, one wrk run (-t1 -c50, after a 1 s warm-up)
 and, over its middle, per process and thread: user and kernel CPU seconds per 100 000
 requests (utime/stime from /proc/PID/task/TID/stat) and voluntary context switches per
 request (how often a thread went to sleep). With --strace, a second, short run under
 `strace -c -f` counts system calls per request (strace slows the server down; the counts
 per request are what matter). With --perf, `perf record -e cpu-clock -g` samples the
-busiest worker and prints its top symbols. Servers are killed by process group.
+busiest worker and prints its top symbols. With --mallocs, a uprobe on libc's malloc
+(`perf probe`, removed afterwards) counts malloc calls per request in every process of the
+server: a figure that does not depend on how busy the machine is, like the system calls.
+Servers are killed by process group.
 """
 import argparse, os, re, signal, socket, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 HELLO = os.path.join(ROOT, ".build-bench", "release", "hello")
+HUMMINGBIRD = os.path.join(ROOT, ".build-bench", "release", "hello-hummingbird")
 WORKERS = os.environ.get("WORKERS", str(os.cpu_count()))
 
 
@@ -29,6 +34,12 @@ def command(server):
         return {"WORKERS": WORKERS, "DISTRIBUTION": variant}, [HELLO]
     if kind == "node":
         return {"WORKERS": WORKERS, "NODE_CLUSTER_SCHED_POLICY": variant}, ["node", os.path.join(HERE, "node-hello.js")]
+    if server == "nginx":
+        return {"WORKERS": WORKERS}, [os.path.join(HERE, "nginx.sh")]
+    if server == "hb-single":
+        return {"WORKERS": "0"}, [HUMMINGBIRD]
+    if server == "hb-cluster":
+        return {"WORKERS": WORKERS, "DISTRIBUTION": os.environ.get("HB_DISTRIBUTION", "reusePort")}, [HUMMINGBIRD]
     raise SystemExit(f"unknown server {server}")
 
 
@@ -100,7 +111,7 @@ def start(server, port):
     log = open(os.path.join(tempfile.gettempdir(), f"diagnose-{server}.log"), "w")
     proc = subprocess.Popen(argv, env={**os.environ, **env, "PORT": str(port)}, stdout=log, stderr=log,
                             stdin=subprocess.DEVNULL, start_new_session=True)
-    want = 1 if server == "ours-single" else int(WORKERS) + 1
+    want = 1 if server.endswith("-single") else int(WORKERS) + 1
     for _ in range(300):
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
@@ -125,12 +136,42 @@ def stop(proc):
         pass
 
 
+def mallocs(proc, port, mode, seconds):
+    """malloc calls per request, per process, counted by a uprobe during one wrk run."""
+    libc = next(line.split()[-1] for line in open(f"/proc/{proc.pid}/maps") if "/libc.so" in line)
+    subprocess.run(["perf", "probe", "-q", "-x", libc, "malloc"], capture_output=True)
+    try:
+        pids = tree(proc.pid)
+        out = os.path.join(tempfile.gettempdir(), "diagnose-mallocs.txt")
+        counts = []
+        run = wrk(port, mode, seconds + 1, wait=False)
+        time.sleep(0.5)
+        for pid in pids:
+            counts.append(subprocess.Popen(["perf", "stat", "-x,", "-o", f"{out}.{pid}", "-e", "probe_libc:malloc",
+                                            "-p", str(pid), "--", "sleep", str(seconds)]))
+        for c in counts:
+            c.wait()
+        n, secs = requests_of(run)
+        reqs = n / secs * seconds
+        total = 0
+        for pid in pids:
+            value = next((line.split(",")[0] for line in open(f"{out}.{pid}") if "probe_libc:malloc" in line), "0")
+            calls = int(value) if value.isdigit() else 0
+            total += calls
+            if calls:
+                print(f"   pid {pid:>7} malloc calls per request {calls / reqs:6.2f}")
+        print(f"   total                malloc calls per request {total / reqs:6.2f}")
+    finally:
+        subprocess.run(["perf", "probe", "-q", "-d", "probe_libc:malloc"], capture_output=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", default="keepalive", choices=["keepalive", "close"])
     ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--strace", action="store_true")
     ap.add_argument("--perf", action="store_true")
+    ap.add_argument("--mallocs", action="store_true")
     ap.add_argument("servers", nargs="+")
     a = ap.parse_args()
     hz = os.sysconf("SC_CLK_TCK")
@@ -177,6 +218,8 @@ def main():
                     print(f"   perf, pid {busiest}, by {sort}:")
                     for l in rows[:8 if sort == "dso" else 20]:
                         print("     " + l.strip())
+            if a.mallocs:
+                mallocs(proc, port, a.mode, a.seconds)
             if a.strace:
                 out = os.path.join(tempfile.gettempdir(), f"diagnose-{server}.strace")
                 args = ["strace", "-c", "-f", "-o", out]

@@ -119,28 +119,35 @@ extension ClusterWorker {
         let ownGroup = group == nil ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
         let group = group ?? ownGroup!
         let (connections, accepted) = AsyncStream.makeStream(of: ChildChannel.Value.self)
+        // The loop below waits on an event loop, not on Swift's global pool: a connection
+        // set up on that loop reaches its handler without waking another thread (with the
+        // default one-thread group, every connection, from accept to its last response).
+        let home = EventLoopTaskExecutor(group.next())
         do {
-            try await withThrowingDiscardingTaskGroup { tasks in
-                tasks.addTask {
-                    // Ends the loop below once the last connection has closed (or serving failed).
-                    defer { accepted.finish() }
-                    try await self.serve(address, group: group, maxConnections: maxConnections) { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            // As Hummingbird's server: a client's half-close still gets its response.
-                            try channel.syncOptions?.setOption(ChannelOptions.allowRemoteHalfClosure, value: true)
-                        }
-                        .flatMap { childChannel.setup(channel: channel, logger: logger) }
-                        .map { value in
-                            // Adopted after serving ended: no handler would read it.
-                            if case .terminated = accepted.yield(value) { value.channel.close(promise: nil) }
+            try await withTaskExecutorPreference(home) {
+                try await withThrowingDiscardingTaskGroup { tasks in
+                    tasks.addTask(executorPreference: globalConcurrentExecutor) {
+                        // Ends the loop below once the last connection has closed (or serving failed).
+                        defer { accepted.finish() }
+                        try await self.serve(address, group: group, maxConnections: maxConnections) { channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                // As Hummingbird's server: a client's half-close still gets its response.
+                                try channel.syncOptions?.setOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+                            }
+                            .flatMap { childChannel.setup(channel: channel, logger: logger) }
+                            .map { value in
+                                // Adopted after serving ended: no handler would read it.
+                                if case .terminated = accepted.yield(value) { value.channel.close(promise: nil) }
+                            }
                         }
                     }
-                }
-                for await connection in connections {
-                    // On the connection's own event loop: a worker uses the threads of its
-                    // group, not the global pool's one per core.
-                    let executor = EventLoopTaskExecutor(connection.channel.eventLoop)
-                    tasks.addTask(executorPreference: executor) { await childChannel.handle(value: connection, logger: logger) }
+                    for await connection in connections {
+                        // On the connection's own event loop: a worker uses the threads of its
+                        // group, not the global pool's one per core.
+                        let loop = connection.channel.eventLoop
+                        let executor = loop === home.eventLoop ? home : EventLoopTaskExecutor(loop)
+                        tasks.addTask(executorPreference: executor) { await childChannel.handle(value: connection, logger: logger) }
+                    }
                 }
             }
         } catch {
@@ -186,8 +193,9 @@ extension ClusterWorker {
                 }
                 response.headers[.date] = dates.now
                 if let serverName { response.headers[.server] = serverName }
-                // Draining: the connection closes after this response; the client learns it here.
-                if self.isDraining { response.headers[.connection] = "close" }
+                // The connection closes after this response (the client asked, or the worker
+                // is draining): the client learns it here, and sends nothing more on it.
+                if self.isDraining || request.asksToClose { response.headers[.connection] = "close" }
                 return response
             }
             do {
@@ -197,6 +205,17 @@ extension ClusterWorker {
                 throw ResponseWriteFailed()
             }
         }
+    }
+}
+
+extension Request {
+    /// Whether the request's `Connection` header has the `close` option: the channel then
+    /// closes after the response, which must say so (RFC 9112 §9.6). Hummingbird's
+    /// HTTP/1.1 channel closes but does not say it, and a client that takes the response
+    /// as keep-alive sends its next request into the closing connection.
+    var asksToClose: Bool {
+        guard let value = headers[.connection] else { return false }
+        return value.split(separator: ",").contains { option in option.filter { $0 != " " && $0 != "\t" }.lowercased() == "close" }
     }
 }
 

@@ -171,12 +171,11 @@ extension ClusterWorker {
                         }
                     }
                 }
-                .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { channel in
                     connections.add(channel)
                     return childChannelInitializer(channel)
                 }
-                .withBoundSocket(try listener.duplicateDescriptor())
+                .withBoundSocket(try listener.duplicateDescriptor().settingNoDelay(if: listener.boundAddress.port != nil))
                 .get()
             listener.restoreBacklog()
         } catch {
@@ -225,5 +224,18 @@ extension ClusterWorker {
                 try channel.pipeline.syncOperations.addHandler(LeanHTTPHandler(limits: limits, client: client, responder: responder))
             }
         }
+    }
+}
+
+extension Int32 {
+    /// Sets `TCP_NODELAY` on this listening TCP socket, when `isTCP`: every connection
+    /// accepted from it inherits the option (Linux copies it to the accepted socket), which
+    /// saves two system calls per connection against setting it on each (SwiftNIO asks
+    /// `getsockname` for the family before each `setsockopt`). Returns the descriptor.
+    func settingNoDelay(if isTCP: Bool) -> Int32 {
+        guard isTCP else { return self }
+        var on: Int32 = 1
+        _ = setsockopt(self, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
+        return self
     }
 }

@@ -62,6 +62,12 @@ final class LeanHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var readHeld = false
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
+    /// The last keep-alive response's buffer, written again for the next: once the socket
+    /// has taken it, SwiftNIO no longer holds it, and clearing it allocates nothing.
+    private var output: ByteBuffer?
+
+    /// The largest response buffer kept for the next response: an idle connection holds it.
+    static let maximumKeptOutput = 4096
 
     init(limits: HTTPServerLimits = .default, client: SocketAddress? = nil, responder: @escaping ClusterHTTPResponder) {
         self.limits = limits
@@ -228,8 +234,20 @@ final class LeanHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func respond(_ response: ClusterHTTPResponse, version: HTTPVersion, keepAlive: Bool, context: ChannelHandlerContext) {
         guard case .responding = phase, context.channel.isActive else { return }
         let keepAlive = keepAlive && !quiescing
-        var out = context.channel.allocator.buffer(capacity: 96 + response.body.readableBytes)
-        out.writeString("HTTP/\(version.major).\(version.minor) \(response.status.code) \(response.status.reasonPhrase)\r\n")
+        let capacity = 96 + response.body.readableBytes
+        var out = output ?? context.channel.allocator.buffer(capacity: capacity)
+        output = nil
+        out.clear(minimumCapacity: capacity)  // copies only if SwiftNIO still holds it
+        // Piece by piece: the line as one interpolated String would be a heap allocation.
+        out.writeStaticString("HTTP/")
+        out.writeString(String(version.major))
+        out.writeStaticString(".")
+        out.writeString(String(version.minor))
+        out.writeStaticString(" ")
+        out.writeString(String(response.status.code))
+        out.writeStaticString(" ")
+        out.writeString(response.status.reasonPhrase)
+        out.writeStaticString("\r\n")
         for (name, value) in response.headers where !LeanHTTPHandler.managed(name) {
             out.writeString(name)
             out.writeStaticString(": ")
@@ -246,6 +264,7 @@ final class LeanHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         phase = .idle(since: context.eventLoop.now)
+        if out.capacity <= LeanHTTPHandler.maximumKeptOutput { output = out }
         context.write(wrapOutboundOut(out), promise: nil)
         needsFlush = true
         // Answered later than the loop that asked: a new loop (from the future's callback,

@@ -96,6 +96,23 @@ extension IntegrationTests {
             #expect(answered < jobsStopped, "\(output)")
         }
 
+        @Test func aRequestThatAsksToCloseIsAnsweredWithConnectionCloseThenClosed() async throws {
+            let express = try SpawnedProcess("express", environment: ["PORT": "0", "WORKERS": "1"])
+            defer { express.stop() }
+            let (pids, port) = try await listeningWorkers(express, count: 1)
+            pids.values.forEach(express.adopt)
+            // A client that read keep-alive here would send its next request into a closing connection.
+            let connection = try ClientConnection(port: port, timeout: 20)
+            let response = try #require(connection.get("/?n=10", keepAlive: false).1)
+            #expect(response.status == 200)
+            #expect(response.headers["connection"] == "close", "\(response.headers)")
+            #expect(connection.readsEndOfFile())
+            // A keep-alive request is still answered without it.
+            let kept = try ClientConnection(port: port, timeout: 20)
+            #expect(try #require(kept.get("/?n=10", keepAlive: true).1).headers["connection"] == nil)
+            #expect(try #require(kept.get("/?n=10", keepAlive: true).1).body == expectedBody(10))
+        }
+
         @Test func theRequestContextNamesTheClientAPROXYHeaderNames() async throws {
             let express = try SpawnedProcess("express", environment: ["PORT": "0", "WORKERS": "1", "PROXY": "v2"])
             defer { express.stop() }
