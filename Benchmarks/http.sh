@@ -16,7 +16,9 @@
 #   its process group, SIGKILL after 5 s).
 # Servers: ours with DISTRIBUTION = shared, reusePort, roundRobin, leastConnections,
 # sticky (WORKERS = cores); ours single process (WORKERS=0); Node with
-# NODE_CLUSTER_SCHED_POLICY = rr and none (http/node-hello.js, WORKERS = cores).
+# NODE_CLUSTER_SCHED_POLICY = rr and none (http/node-hello.js, WORKERS = cores); Vapor
+# (Integrations/ClusterVapor's vapor-express, GET /hello) with 2 workers and alone in one
+# process (WORKERS=0), skipped when it does not build.
 # Modes: keep-alive, and Connection: close (wrk -H 'Connection: close').
 # CPU route: GET /?n=$CPU_N with 1 worker and with N = cores workers, ours
 # (`express`, skipped when it does not build) and Node (http/node-cpu.js, default policy);
@@ -74,6 +76,26 @@ if grep -q '"express"' "$ROOT/Package.swift" 2>/dev/null; then
     echo "# express did not build" >&2
   fi
 fi
+
+# Vapor (Integrations/ClusterVapor, a package of its own): its example's /hello served by
+# a cluster of 2 workers, and by Vapor alone in one process (an event loop per core).
+VAPOR=""
+VAPOR_PACKAGE="$ROOT/Integrations/ClusterVapor"
+if [ -f "$VAPOR_PACKAGE/Package.swift" ]; then
+  echo "# building vapor-express (release, $VAPOR_PACKAGE/.build-bench)" >&2
+  if (cd "$VAPOR_PACKAGE" && swift build -c release --product vapor-express --scratch-path .build-bench >&2); then
+    VAPOR="$VAPOR_PACKAGE/.build-bench/release/vapor-express"
+  else
+    echo "# vapor-express did not build" >&2
+  fi
+fi
+
+# run_vapor MODE: the two Vapor servers, when vapor-express built.
+run_vapor() {
+  [ -n "$VAPOR" ] || return 0
+  run hello vapor-cluster "$1" 3 /hello "Hello World" "$DURATION" "$CONNS" WORKERS=2 "$VAPOR"
+  run hello vapor-single "$1" 1 /hello "Hello World" "$DURATION" "$CONNS" WORKERS=0 "$VAPOR"
+}
 
 # --- machine ------------------------------------------------------------------------
 
@@ -257,6 +279,7 @@ for round in $(seq "$REPEATS"); do
       run hello "node-$policy" "$mode" $((WORKERS + 1)) / "Hello World" "$DURATION" "$CONNS" \
         WORKERS="$WORKERS" NODE_CLUSTER_SCHED_POLICY="$policy" node "$DIR/node-hello.js"
     done
+    run_vapor "$mode"
   done
   echo "# round $round/$REPEATS, CPU route, GET /?n=$CPU_N, 1 and $WORKERS workers" >&2
   for w in 1 "$WORKERS"; do
@@ -325,6 +348,7 @@ def show(head, rows, left=(0,)):
 
 MODES = {"keepalive": "keep-alive", "close": "close"}
 SERVERS = [f"ours-{s}" for s in STRATEGIES] + ["ours-single", "node-rr", "node-none"]
+SERVERS += sorted({r["server"] for r in runs if r["server"].startswith("vapor-")})
 
 # 1. Every figure.
 print("\nEvery run (medians over rounds): requests/s, latency, server CPU (primary + workers,")
