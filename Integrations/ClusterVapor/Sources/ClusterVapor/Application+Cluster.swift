@@ -51,7 +51,9 @@ extension ClusterWorker {
     /// ``ClusterServer``. On drain the worker stops accepting, answers what is in flight
     /// (`Connection: close`), closes idle connections, and then `app.asyncShutdown()` runs
     /// the application's shutdown handlers. SIGTERM or SIGINT sent to the worker itself
-    /// drain it too (Vapor's `serve` command catches them): the worker leaves the cluster.
+    /// drain it too (Vapor's `serve` command catches them): the worker leaves the cluster,
+    /// and the handlers shut down once the server has drained (with `app.execute()` and
+    /// `app.asyncShutdown()` called by hand, Vapor's order holds there: the handlers first).
     ///
     /// - Parameters:
     ///   - app: The application, configured.
@@ -66,6 +68,10 @@ extension ClusterWorker {
         app.servers.use(.cluster(self, on: address, group: group, maxConnections: maxConnections, maxBodySize: maxBodySize))
         do {
             try await app.execute()
+            // A SIGTERM or SIGINT sent to this worker ends `execute` before the server has
+            // drained, and `asyncShutdown` runs the lifecycle handlers' shutdown before the
+            // server's: drain first, so they stop after the last response.
+            await (app.server as? ClusterServer)?.shutdown()
         } catch {
             try? await app.asyncShutdown()
             throw error

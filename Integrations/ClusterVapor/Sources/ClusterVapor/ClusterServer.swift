@@ -120,7 +120,8 @@ public final class ClusterServer: Server, Sendable {
             state.shuttingDown = true
             return state.serving
         }) else { return }
-        worker.disconnect()
+        // Already draining (the primary's word): nothing to announce, only to wait for.
+        if !worker.isDraining { worker.disconnect() }
         await task.value
     }
 
@@ -140,17 +141,17 @@ public final class ClusterServer: Server, Sendable {
         try? promise.futureResult.wait()
     }
 
-    /// Ends `app.execute()`. Vapor's `serve` command sets `app.running` just after `start`
-    /// returns: a drain that ended sooner stops it once set (a millisecond later, at most
-    /// `tries` times: a server started without the command has nothing to stop).
+    /// Ends `app.execute()`, unless the application is already shutting the server down
+    /// (then its storage, `app.running` included, may be going). Vapor's `serve` command
+    /// sets `app.running` just after `start` returns: a drain that ended sooner stops it
+    /// once set (a millisecond later, at most `tries` times: a server started without the
+    /// command has nothing to stop).
     private func stopApplication(tries: Int) {
-        let loop = application.eventLoopGroup.any()
-        loop.execute { [application] in
-            if let running = application.running {
-                running.stop()
-            } else if tries > 1, !self.state.withLock({ $0.shuttingDown }) {
-                loop.scheduleTask(in: .milliseconds(1)) { self.stopApplication(tries: tries - 1) }
-            }
+        guard !state.withLock({ $0.shuttingDown }) else { return }
+        if let running = application.running {
+            running.stop()
+        } else if tries > 1 {
+            application.eventLoopGroup.any().scheduleTask(in: .milliseconds(1)) { self.stopApplication(tries: tries - 1) }
         }
     }
 }

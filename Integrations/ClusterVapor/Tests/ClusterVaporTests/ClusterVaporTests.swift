@@ -50,6 +50,18 @@ struct ClusterVaporTests {
         #expect(bad.body.contains("n must be a whole number"))
         #expect(try connection.get("/nowhere").status == 404)
         #expect(connection.readsEndOfFile(), "closed after a response to Connection: close")
+
+        // Bodies are collected up to the application's routes.defaultMaxBodySize (16 KiB).
+        let small = try ClientConnection(port: port)
+        try small.send(raw: "POST /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello")
+        #expect(try small.receive().status == 404, "the router has no POST /hello")
+        let large = try ClientConnection(port: port)
+        try large.send(raw: "POST /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 20000\r\n\r\n"
+                       + String(repeating: "x", count: 20_000))
+        let refused = try large.receive()
+        #expect(refused.status == 413)
+        #expect(refused.headers["connection"] == "close")
+        #expect(large.readsEndOfFile())
     }
 
     @Test func theClientIsTheOneAPROXYHeaderNames() async throws {
@@ -122,6 +134,28 @@ struct ClusterVaporTests {
         for _ in 0..<10 {
             #expect(try ClientConnection(port: port).get("/hello").body == "Hello World\n")
         }
+    }
+
+    @Test func aWorkerSIGTERMedByItselfDrainsLeavesAndIsReplaced() async throws {
+        let example = try ExampleProcess(environment: ["PORT": "0", "WORKERS": "1"])
+        defer { example.stop() }
+        let (workers, port) = try await example.listeningWorkers(count: 1)
+        let pid = try #require(workers[1])
+        let idle = try ClientConnection(port: port)
+        #expect(try idle.get("/hello", keepAlive: true).status == 200)
+
+        // Vapor's serve command catches the signal and shuts the server down: the worker
+        // leaves the cluster as worker.disconnect() does, and the supervisor replaces it.
+        kill(pid, SIGTERM)
+        #expect(idle.readsEndOfFile(), "an idle keep-alive connection is closed")
+        try await example.waitForLine { $0 == "Worker 1 (pid \(pid)) exiting" }
+        let (all, _) = try await example.listeningWorkers(count: 2)
+        #expect(all.keys.sorted() == [1, 2])
+        #expect(try ClientConnection(port: port).get("/hello").body == "Hello World\n")
+        let output = example.output
+        let draining = try #require(output.firstIndex(of: "Worker 1 (pid \(pid)) draining"))
+        let stopped = try #require(output.firstIndex(of: "Worker 1 (pid \(pid)) background jobs stopped"))
+        #expect(draining < stopped, "\(output)")
     }
 
     /// The example's work loop, step for step: what `/?n=N` answers.
