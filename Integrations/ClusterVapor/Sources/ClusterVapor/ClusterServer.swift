@@ -20,8 +20,8 @@ public import Vapor
 /// HTTP/1.1 only, on the connections the worker takes (every distribution strategy). The
 /// application's responder answers each request (routes, middleware, error handling), with
 /// `app.http.server.configuration.serverName` as the `Server` header; the rest of that
-/// configuration (address, TLS, HTTP/2, compression) is Vapor's own server's and unused
-/// here. Request bodies are collected before the responder runs, up to a limit (413
+/// configuration (address, TLS, HTTP/2, compression, idle timeout) is Vapor's own
+/// server's and unused here. Request bodies are collected before the responder runs, up to a limit (413
 /// beyond it), and a streamed response body is collected before it is written; WebSocket
 /// upgrades are not supported. `req.remoteAddress` is the client, also behind a load
 /// balancer that sends the PROXY protocol (`ListenAddress.tcp(port:proxyProtocol:)`).
@@ -79,6 +79,13 @@ public final class ClusterServer: Server, Sendable {
     /// Starts serving the primary's listener; throws when the listener cannot be had.
     /// `address` is ignored: the primary owns the sockets.
     public func start(address: BindAddress?) async throws {
+        if let address {
+            let given = switch address {
+            case .hostname(let host, let port): "\(host ?? "*"):\(port.map(String.init) ?? "*")"
+            case .unixDomainSocket(let path): path
+            }
+            application.logger.notice("Serving the primary's \(self.address), not \(given): the primary owns the sockets")
+        }
         let listener = try await worker.listener(self.address)
         let settings = VaporHTTPHandler.Settings(
             application: application, worker: worker,
