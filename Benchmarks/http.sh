@@ -19,7 +19,9 @@
 # NODE_CLUSTER_SCHED_POLICY = rr and none (http/node-hello.js, WORKERS = cores); nginx
 # (http/nginx.sh: Debian's, WORKERS processes, reuseport, `return 200`, no access log);
 # Hummingbird (`hello-hummingbird`) as its own Application in one process (event loop
-# group of one thread per core) and clustered (WORKERS workers, DISTRIBUTION=$HB_DISTRIBUTION).
+# group of one thread per core) and clustered (WORKERS workers, DISTRIBUTION=$HB_DISTRIBUTION);
+# Vapor (Integrations/ClusterVapor's vapor-express, GET /hello) with WORKERS workers and
+# alone in one process (WORKERS=0, an event loop per core), skipped when it does not build.
 # Modes: keep-alive, and Connection: close (wrk -H 'Connection: close').
 # CPU route: GET /?n=$CPU_N with 1 worker and with N = cores workers, ours
 # (`express`, skipped when it does not build) and Node (http/node-cpu.js, default policy);
@@ -95,6 +97,26 @@ if grep -q '"hello-hummingbird"' "$ROOT/Package.swift" 2>/dev/null; then
     echo "# hello-hummingbird did not build" >&2
   fi
 fi
+
+# Vapor (Integrations/ClusterVapor, a package of its own): its example's /hello served by
+# a cluster of 2 workers, and by Vapor alone in one process (an event loop per core).
+VAPOR=""
+VAPOR_PACKAGE="$ROOT/Integrations/ClusterVapor"
+if [ -f "$VAPOR_PACKAGE/Package.swift" ]; then
+  echo "# building vapor-express (release, $VAPOR_PACKAGE/.build-bench)" >&2
+  if (cd "$VAPOR_PACKAGE" && swift build -c release --product vapor-express --scratch-path .build-bench >&2); then
+    VAPOR="$VAPOR_PACKAGE/.build-bench/release/vapor-express"
+  else
+    echo "# vapor-express did not build" >&2
+  fi
+fi
+
+# run_vapor MODE: the two Vapor servers, when vapor-express built.
+run_vapor() {
+  [ -n "$VAPOR" ] || return 0
+  run hello vapor-cluster "$1" $((WORKERS + 1)) /hello "Hello World" "$DURATION" "$CONNS" WORKERS="$WORKERS" "$VAPOR"
+  run hello vapor-single "$1" 1 /hello "Hello World" "$DURATION" "$CONNS" WORKERS=0 "$VAPOR"
+}
 
 # --- machine ------------------------------------------------------------------------
 
@@ -247,7 +269,7 @@ run_hummingbird_cluster() {
     WORKERS="$WORKERS" DISTRIBUTION="$HB_DISTRIBUTION" "$HUMMINGBIRD"
 }
 
-REFERENCE_SERVERS=(run_nginx run_hummingbird_single run_hummingbird_cluster)
+REFERENCE_SERVERS=(run_nginx run_hummingbird_single run_hummingbird_cluster run_vapor)
 
 # --- the run --------------------------------------------------------------------------
 
@@ -340,6 +362,7 @@ def show(head, rows, left=(0,)):
 
 MODES = {"keepalive": "keep-alive", "close": "close"}
 SERVERS = [f"ours-{s}" for s in STRATEGIES] + ["ours-single", "node-rr", "node-none", "nginx", "hb-single", "hb-cluster"]
+SERVERS += sorted({r["server"] for r in runs if r["server"].startswith("vapor-")})
 
 # 1. Every figure.
 print("\nEvery run (medians over rounds): requests/s, latency, server CPU (primary + workers,")
@@ -463,7 +486,7 @@ print("\nThe cluster's own overhead: shared and reusePort against the same serve
 show(["figure", "one process", "cluster", "overhead", "target", ""], over, left=(0, 4, 5))
 
 # 4. Against the limit: the lean path against nginx, the primary-accept strategies against
-#    the best of shared and reusePort; and Hummingbird clustered against Hummingbird alone.
+#    the best of shared and reusePort; and Hummingbird and Vapor clustered against each alone.
 LIMIT = {"keepalive": (0.9, 1.3), "close": (0.8, 1.6)}
 limit = []
 def limit_row(figure, ref_name, ref, v, r, target, ok):
@@ -496,18 +519,19 @@ for mode in MODES:
         v = get("hello", o, mode, "cpu100k")
         r = ratio(v, best_cpu)
         limit_row(f"{m} CPU s/100k, {s}", "ours best", fmt(best_cpu, 2), fmt(v, 2), r, "<= 1.15x shared/reusePort", check(r, "<=", 1.15))
-    for f, label, want, op in (("rps", "req/s", 1.0, ">="), ("cpu100k", "CPU s/100k", 1.05, "<="), ("p99_us", "p99 ms", None, None)):
-        single, cluster = get("hello", "hb-single", mode, f), get("hello", "hb-cluster", mode, f)
-        if single is None and cluster is None:
-            continue
-        r = ratio(cluster, single)
-        scale = 1000 if f == "p99_us" else 1
-        shown = lambda v: fmt(None if v is None else v / scale, 2 if f != "rps" else None)
-        limit_row(f"{m} {label}, Hummingbird", "hb-single", shown(single), shown(cluster), r,
-                  "(info)" if want is None else f"{op} {want}x one process", None if want is None else check(r, op, want))
+    for framework, prefix in (("Hummingbird", "hb"), ("Vapor", "vapor")):
+        for f, label, want, op in (("rps", "req/s", 1.0, ">="), ("cpu100k", "CPU s/100k", 1.05, "<="), ("p99_us", "p99 ms", None, None)):
+            single, cluster = get("hello", f"{prefix}-single", mode, f), get("hello", f"{prefix}-cluster", mode, f)
+            if single is None and cluster is None:
+                continue
+            r = ratio(cluster, single)
+            scale = 1000 if f == "p99_us" else 1
+            shown = lambda v: fmt(None if v is None else v / scale, 2 if f != "rps" else None)
+            limit_row(f"{m} {label}, {framework}", f"{prefix}-single", shown(single), shown(cluster), r,
+                      "(info)" if want is None else f"{op} {want}x one process", None if want is None else check(r, op, want))
 
 print("\nAgainst the limit: the lean path against nginx, the strategies where the primary accepts against the")
-print("best of shared and reusePort, and Hummingbird clustered (hb-cluster) against Hummingbird alone (hb-single)")
+print("best of shared and reusePort, and Hummingbird and Vapor clustered (-cluster) against each alone in one process (-single)")
 show(["figure", "reference", "ref value", "ours", "ratio", "target", ""], limit, left=(0, 1, 5, 6))
 
 met = sum(r[6] == "met" for r in table) + sum(r[5] == "met" for r in over) + sum(r[6] == "met" for r in limit)
