@@ -30,7 +30,7 @@
 #
 # Knobs (environment): DURATION (10 s), WARMUP (2 s), CONNS (50), CPU_DURATION (10 s),
 # CPU_CONNS (16), CPU_N (3000000), REPEATS (1), IDLE_WAIT (30 s), WORKERS (cores),
-# HB_DISTRIBUTION (reusePort).
+# HB_DISTRIBUTION (reusePort), VAPOR (a built vapor-express to run instead of building one).
 # One JSON line per run goes to RESULTS_FILE (and stderr); wrk's own output and the
 # servers' logs go beside it. Exits non-zero when a run failed (server did not start,
 # wrong answer, wrk failed); wrk's socket errors and non-2xx answers are counted in the
@@ -100,9 +100,11 @@ fi
 
 # Vapor (Integrations/ClusterVapor, a package of its own): its example's /hello served by
 # a cluster of 2 workers, and by Vapor alone in one process (an event loop per core).
-VAPOR=""
+VAPOR="${VAPOR:-}"
 VAPOR_PACKAGE="$ROOT/Integrations/ClusterVapor"
-if [ -f "$VAPOR_PACKAGE/Package.swift" ]; then
+if [ -n "$VAPOR" ]; then
+  echo "# vapor-express: $VAPOR, as given" >&2
+elif [ -f "$VAPOR_PACKAGE/Package.swift" ]; then
   echo "# building vapor-express (release, $VAPOR_PACKAGE/.build-bench)" >&2
   if (cd "$VAPOR_PACKAGE" && swift build -c release --product vapor-express --scratch-path .build-bench >&2); then
     VAPOR="$VAPOR_PACKAGE/.build-bench/release/vapor-express"
