@@ -5,6 +5,8 @@
 //
 //     swift run hello            # PORT=8000, WORKERS=cores (0: one process, no cluster), DISTRIBUTION=leastConnections
 //                                # DRAIN_TIMEOUT_MS=30000: how long a draining worker may take before SIGKILL
+//                                # RESTART=immediate: restart every dead worker at once, forever (Node's
+//                                # example; Benchmarks/crash.sh), instead of with backoff and a crash-loop guard
 //                                # HTTP limits: HTTP_HEADER_TIMEOUT_MS, HTTP_MAX_BODY_BYTES... (Sources/ClusterNIO/ClusterNIO.docc/HTTPLimits.md)
 //     curl localhost:8000
 //     kill -HUP <primary pid>    # rolling reload
@@ -36,7 +38,14 @@ do {
         // The supervisor restarts dead workers with backoff, drains on SIGTERM/SIGINT,
         // reloads worker by worker on SIGHUP and scales on SIGTTIN/SIGTTOU.
         let drainTimeout = try Cluster.environmentInteger("DRAIN_TIMEOUT_MS", default: 30_000, in: 0...86_400_000)
-        let supervisor = Supervisor(primary: primary, supervision: Supervision(workers: workers, drainTimeout: .milliseconds(drainTimeout)))
+        let restart: RestartPolicy
+        switch Cluster.environmentValue("RESTART") {
+        case nil, "backoff": restart = RestartPolicy()
+        case "immediate": restart = .immediate
+        case let other?: throw ClusterError(.invalidConfiguration, "RESTART=\(other) is not backoff (the default) or immediate")
+        }
+        let supervision = Supervision(workers: workers, restart: restart, drainTimeout: .milliseconds(drainTimeout))
+        let supervisor = Supervisor(primary: primary, supervision: supervision)
         // ADMIN_PORT=9090: /metrics (Prometheus), /healthz, /readyz (degraded too) on the primary.
         if let admin = try await AdminServer.startFromEnvironment(primary: primary, supervisor: supervisor) {
             log("Admin endpoints on \(admin.localAddress.map { "\($0)" } ?? "?")")
