@@ -111,7 +111,7 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
     private let fd: Int32
     private let loop: IOLoop
     private let channel: Channel
-    /// The handoff link an event loop reads (``ClusterWorker/acceptOnEventLoop(on:maxConnections:_:)``);
+    /// The handoff link an event loop reads (``ClusterWorker/acceptOnEventLoop(on:maxConnections:declaresReads:_:)``);
     /// nil: handoffs come over the channel to the runtime's I/O thread.
     private let link: HandoffLink?
     private let handler: @Sendable (AcceptedConnection) -> Void
@@ -168,7 +168,7 @@ public final class Acceptor: IOHandler, @unchecked Sendable {
     /// Open connections handed to the handler and not yet reported closed.
     public var openConnections: Int { state.withLock { $0.open } }
 
-    /// For ``ClusterWorker/acceptOnEventLoop(on:maxConnections:_:)`` on a listener the primary
+    /// For ``ClusterWorker/acceptOnEventLoop(on:maxConnections:declaresReads:_:)`` on a listener the primary
     /// hands connections over for: a pipe's read end that becomes readable when handoffs
     /// wait. Watch it on the event loop that serves the connections (which then owns it:
     /// read and discard its bytes) and call ``receiveHandoffs()`` after each read. Nil when
@@ -447,7 +447,7 @@ extension ClusterWorker {
         return acceptor
     }
 
-    /// ``accept(on:maxConnections:_:)`` for an event loop that receives the primary's
+    /// ``accept(on:maxConnections:declaresReads:_:)`` for an event loop that receives the primary's
     /// handoffs itself: on a listener the primary accepts for (roundRobin,
     /// leastConnections, sticky) the returned acceptor's ``Acceptor/doorbell`` is set, and
     /// the handler runs on the thread that calls ``Acceptor/receiveHandoffs()``, so a

@@ -1,6 +1,6 @@
 /// A listener of the primary's that this worker serves: the socket it accepts on
 /// (shared, reusePort), or the word that the primary accepts and hands connections over
-/// (roundRobin, leastConnections, sticky). ``ClusterWorker/accept(on:maxConnections:_:)``
+/// (roundRobin, leastConnections, sticky). ``ClusterWorker/accept(on:maxConnections:declaresReads:_:)``
 /// serves both alike.
 public struct Listener: Sendable, CustomStringConvertible {
     /// The address the worker asked for.
