@@ -31,7 +31,7 @@ struct RunOptions: ParsableArguments {
     @Option(name: .customLong("restart-delay"), parsing: .unconditional, help: "The first backoff after a crash (100ms, doubling; 0s to 1h).") var restartDelay: String?
     @Option(name: .customLong("max-boot-failures"), parsing: .unconditional, help: "Boot failures within boot-period that stop the cluster (5; 1 to 10000).") var maxBootFailures: String?
     @Option(name: .customLong("boot-period"), parsing: .unconditional, help: "The window of max-boot-failures (30s; 1s to 24h).") var bootPeriod: String?
-    @Option(name: .customLong("reset-after"), parsing: .unconditional, help: "A worker up this long resets its slot's backoff; one that dies sooner counts toward max-boot-failures (30s; 0s to 24h).") var resetAfter: String?
+    @Option(name: .customLong("reset-after"), parsing: .unconditional, help: "A worker up this long resets its slot's backoff (30s; 0s to 24h).") var resetAfter: String?
     @Option(name: .customLong("max-surge"), parsing: .unconditional, help: "Replacements a reload starts at once (1; 1 to 1024).") var maxSurge: String?
     @Option(name: .long, parsing: .unconditional, help: "Programs must send WATCHDOG=1 this often, 1s to 24h (WATCHDOG_USEC).") var watchdog: String?
     @Option(name: .customLong("max-rss"), parsing: .unconditional, help: "Recycle a worker above this many MiB (1 to 1048576).") var maxRSS: String?

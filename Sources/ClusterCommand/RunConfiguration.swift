@@ -29,8 +29,7 @@ struct RunConfiguration: Sendable, Equatable {
     var upgradeTimeout: Duration = .seconds(90)
     var drainSignal = Signal.terminate
     var restartDelay: Duration = .milliseconds(100)
-    /// How long a program must stay up for its slot's backoff to start over; dying sooner
-    /// (ready or not) counts as a boot failure.
+    /// How long a program must stay up for its slot's backoff to start over.
     var resetAfter: Duration = .seconds(30)
     var maxBootFailures = 5
     var bootPeriod: Duration = .seconds(30)
@@ -131,7 +130,7 @@ struct RunConfiguration: Sendable, Equatable {
         Setting(name: "restart-delay", help: "the first backoff after a crash (default 100ms, 0s to 1h; it doubles)", apply: { v, c throws in
             c.restartDelay = try duration(v[0], in: .zero ... .seconds(3600))
         }),
-        Setting(name: "reset-after", help: "how long a program must stay up for its slot's backoff to start over; one that dies sooner, even after it was ready, counts as a boot failure (default 30s, 0s to 24h)", apply: { v, c throws in
+        Setting(name: "reset-after", help: "how long a program must stay up for its slot's backoff to start over; after a program that was ready the backoff is 1s at most (default 30s, 0s to 24h)", apply: { v, c throws in
             c.resetAfter = try duration(v[0], in: .zero ... .seconds(day))
         }),
         Setting(name: "max-boot-failures", help: "this many workers failing to boot within boot-period stop the cluster (default 5, 1 to 10000)", apply: { v, c throws in

@@ -88,9 +88,9 @@ extension IntegrationTests {
         }
 
         @Test func killingAWorkerEverySecondRefusesNothing() async throws {
-            // Each victim lived about 2 s: with the default resetAfter (30 s) ten such deaths
-            // are a crash loop, which is not what this measures. A 1 s reset makes each kill
-            // an ordinary restart.
+            // Each victim lived about 2 s: with the default resetAfter (30 s) each slot's
+            // backoff would grow to 1 s, which is not what this measures. A 1 s reset makes
+            // each kill a restart at once.
             let (primary, port) = try await start(["RESET_AFTER_MS": "1000"])
             defer { primary.stop() }
             let kills = 10
@@ -112,6 +112,28 @@ extension IntegrationTests {
             // At most the requests in flight on the killed worker: one per client.
             #expect(failed <= killed * 8, "failures: \(failures(outcomes))")
             #expect(served > 1000)
+        }
+
+        /// A client that makes the only worker trap as soon as it is up, twelve times, with the
+        /// default restart policy: each trap costs that worker (restarted within 1 s), never
+        /// the service. Twelve deaths soon after ready were once a crash loop that stopped the
+        /// cluster at the sixth.
+        @Test func aRequestThatTrapsTheOnlyWorkerTwelveTimesInARowNeverStopsTheCluster() async throws {
+            let (primary, port) = try await start(workers: 1)
+            defer { primary.stop() }
+            let traps = 12
+            for trap in 1...traps {
+                _ = try? HTTP.get(port: port, path: "/crash", timeout: .seconds(5))
+                _ = try await primary.waitForEvents(["event": "exit"], count: trap)
+                _ = try await primary.waitForEvents(["event": "listening"], count: trap + 1, timeout: .seconds(20))
+            }
+            #expect(try HTTP.get(port: port).status == 200, "the thirteenth worker serves")
+            #expect(isRunning(primary.pid), "the primary is still up")
+            let stopping = primary.output.filter { $0.contains("stopping the cluster") || $0.contains("crash loop") }
+            #expect(stopping.isEmpty, "\(stopping)")
+            let restarts = primary.output.filter { $0.contains("after it was ready") && $0.contains("restarting slot 0 in") }
+            #expect(restarts.count == traps, "each trap logged with its restart delay: \(restarts)")
+            print("\(traps) traps of the only worker: \(restarts.last ?? "no restart line")")
         }
 
         @Test func aWorkerThatCannotStartStopsThePrimaryWithOneMessage() async throws {

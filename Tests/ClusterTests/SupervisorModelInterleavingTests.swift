@@ -125,7 +125,7 @@ import Testing
     }
 
     @Test func aReloadDuringACrashLoopStartsTheWaitingSlotAtOnce() {
-        var harness = ModelHarness(modelSupervision(workers: 2, restart: RestartPolicy(maxBootFailures: 1, degradedDelay: .seconds(60))))
+        var harness = ModelHarness(modelSupervision(workers: 2, restart: RestartPolicy(maxBootFailures: 0, degradedDelay: .seconds(60))))
         harness.startReady()
         harness.exit(2)
         #expect(harness.exit(3) == [.restartScheduled(slot: 1, after: .seconds(60))])

@@ -5,20 +5,23 @@
 ///   costs one worker's in-flight requests, not seconds of capacity); the next waits
 ///   ``initialDelay``, and each further one ``factor`` times longer, up to ``maxDelay``.
 ///   Only a worker that stayed up for ``resetAfter`` (30 s by default, like systemd's and
-///   PM2's notion of a stable start) starts its slot's count over: a program that says it
-///   is ready and dies seconds later backs off as one that never boots does.
-/// - **Crash-loop guard.** A worker that exits before it is ready failed to boot, and so
-///   did one that was ready but exited within ``resetAfter`` of its start (its boot did not
-///   hold). More than ``maxBootFailures`` of them within ``period`` begin a crash-loop
-///   episode. While other workers serve, the cluster carries on *degraded*: it logs the
-///   episode once, stops retrying fast and backs its boot attempts off from
-///   ``degradedDelay``, ``factor`` times longer each, up to ``maxDegradedDelay``. The first
-///   worker that becomes ready ends the episode, or, when workers died soon after they
-///   were ready during it, the first started since it began that stays up ``resetAfter``.
-///   When no worker is left serving (none ever was, or the last one died during the
-///   episode), the primary drains and exits non-zero instead. A worker that served longer
-///   than ``resetAfter`` and then died (a trap in one request after a long healthy life) is
-///   always restarted and never counts: one bad request must not take the server down.
+///   PM2's notion of a stable start) starts its slot's count over.
+/// - **Deaths after ready back off, briefly, and never stop the cluster.** A worker that
+///   was ready when it died may have been killed by a request, and anyone can send a
+///   request: a client that makes a worker trap once a second must cost one worker at a
+///   time, never the service. Such a death is restarted on the slot's backoff but waits
+///   at most ``maxDelayAfterReady`` (1 s), is not a boot failure, and neither begins a
+///   crash-loop episode nor stops the cluster. A program that says it is ready and dies
+///   seconds later is therefore restarted about once a second per slot, its exits logged,
+///   until it stays up.
+/// - **Crash-loop guard.** A worker that exits before it is ready failed to boot. More
+///   than ``maxBootFailures`` boot failures within ``period`` begin a crash-loop episode.
+///   While other workers serve, the cluster carries on *degraded*: it logs the episode
+///   once, stops retrying fast and backs its boot attempts off from ``degradedDelay``,
+///   ``factor`` times longer each, up to ``maxDegradedDelay``. The first worker that
+///   becomes ready ends the episode. When a worker fails to boot and no worker is left
+///   serving (none ever was, or the last one died during the episode), the primary
+///   drains and exits non-zero instead: nothing it starts can serve.
 /// - **Cannot boot.** A worker that exits with ``cannotBootExitCode`` (78, `EX_CONFIG`)
 ///   says retrying is pointless (a missing file, a bad config): with no worker serving the
 ///   cluster stops at once; with workers serving it begins a crash-loop episode at once.
@@ -29,12 +32,14 @@ public struct RestartPolicy: Sendable, Hashable {
     public var factor: Double
     /// The longest delay.
     public var maxDelay: Duration
-    /// A worker up this long (since it started) resets its slot's backoff, and its death no
-    /// longer counts as a boot failure. Default: 30 s.
+    /// A worker up this long (since it started) resets its slot's backoff. Default: 30 s.
     public var resetAfter: Duration
-    /// Boot failures (exits before ready, or within ``resetAfter`` of starting) tolerated
-    /// within ``period``; one more begins a crash-loop episode, or stops the cluster when
-    /// no worker serves.
+    /// The longest delay before restarting a worker that died after it was ready (it may
+    /// have been a request's doing). Default: 1 s.
+    public var maxDelayAfterReady: Duration
+    /// Boot failures (exits before ready, or with ``cannotBootExitCode``) tolerated within
+    /// ``period``; one more begins a crash-loop episode, or stops the cluster when no
+    /// worker serves.
     public var maxBootFailures: Int
     /// The window ``maxBootFailures`` counts in.
     public var period: Duration
@@ -48,17 +53,18 @@ public struct RestartPolicy: Sendable, Hashable {
     /// rather than retry: 78, `EX_CONFIG` from sysexits.h.
     public static let cannotBootExitCode: Int32 = 78
 
-    /// A policy; every parameter has a default: immediate, then 100 ms doubling to 15 s,
-    /// reset after 30 s up; more than 5 boot failures (a death within 30 s of starting
-    /// counts, ready or not) within 30 s begin a crash-loop episode, whose boot attempts
-    /// wait 1 s doubling to 60 s.
+    /// A policy; every parameter has a default: immediate, then 100 ms doubling to 15 s
+    /// (to 1 s after a worker that was ready), reset after 30 s up; more than 5 boot
+    /// failures (exits before ready) within 30 s begin a crash-loop episode, whose boot
+    /// attempts wait 1 s doubling to 60 s.
     public init(initialDelay: Duration = .milliseconds(100), factor: Double = 2, maxDelay: Duration = .seconds(15),
-                resetAfter: Duration = .seconds(30), maxBootFailures: Int = 5, period: Duration = .seconds(30),
-                degradedDelay: Duration = .seconds(1), maxDegradedDelay: Duration = .seconds(60)) {
+                resetAfter: Duration = .seconds(30), maxDelayAfterReady: Duration = .seconds(1), maxBootFailures: Int = 5,
+                period: Duration = .seconds(30), degradedDelay: Duration = .seconds(1), maxDegradedDelay: Duration = .seconds(60)) {
         self.initialDelay = initialDelay
         self.factor = max(1, factor)
         self.maxDelay = max(initialDelay, maxDelay)
         self.resetAfter = max(.zero, resetAfter)
+        self.maxDelayAfterReady = max(.zero, maxDelayAfterReady)
         self.maxBootFailures = max(0, maxBootFailures)
         self.period = period
         self.degradedDelay = max(.zero, degradedDelay)
@@ -90,10 +96,6 @@ struct RestartLedger<Instant: InstantProtocol>: Sendable where Instant.Duration 
         let began: Instant
         /// Boot failures since it began, the one that began it included.
         var failures: Int
-        /// How many of them were workers that were ready and died within `resetAfter` of
-        /// starting: while any did, a worker's readiness proves nothing, and only one that
-        /// stays up `resetAfter` ends the episode.
-        var diedAfterReady = 0
     }
 
     let policy: RestartPolicy
@@ -110,26 +112,24 @@ struct RestartLedger<Instant: InstantProtocol>: Sendable where Instant.Duration 
     /// started, having been ready for `readyFor` (nil: it never was), while `serving` other
     /// workers are ready, and decides.
     ///
-    /// A boot failure is an exit before ready, with ``RestartPolicy/cannotBootExitCode``,
-    /// or within ``RestartPolicy/resetAfter`` of the start although the worker was ready.
+    /// A boot failure is an exit before ready or with ``RestartPolicy/cannotBootExitCode``;
+    /// only boot failures begin or prolong an episode, and only a boot failure with no
+    /// worker serving stops the cluster.
     mutating func exited(worker: String, slot: Int, status: ExitStatus, uptime: Duration, readyFor: Duration?,
                          serving: Int, at now: Instant) -> RestartDecision {
         let cannotBoot = status.code == RestartPolicy.cannotBootExitCode
-        let diedAfterReady = readyFor != nil && uptime < policy.resetAfter
-        let bootFailed = readyFor == nil || cannotBoot || diedAfterReady
-        if bootFailed {
-            let period = policy.period
-            bootFailures.append(now)
-            bootFailuresCounted += 1
-            bootFailures.removeAll { $0.duration(to: now) > period }
+        guard readyFor == nil || cannotBoot else {
+            return .restart(after: min(slotDelay(slot: slot, uptime: uptime), policy.maxDelayAfterReady))
         }
+        let period = policy.period
+        bootFailures.append(now)
+        bootFailuresCounted += 1
+        bootFailures.removeAll { $0.duration(to: now) > period }
         if var current = episode {
             guard serving > 0 else {
-                return .stop(reason: "\(worker) exited (\(status)) and no worker is left serving, in a crash loop that began \(Self.seconds(current.began.duration(to: now))) ago (\(current.failures) boot failures since); stopping the cluster. The workers' output above says why they cannot boot.")
+                return .stop(reason: "\(Self.exit(of: worker, status, readyFor: readyFor)) and no worker is left serving, in a crash loop that began \(Self.seconds(current.began.duration(to: now))) ago (\(current.failures + 1) boot failures since); stopping the cluster. The workers' output above says why they cannot boot.")
             }
-            guard bootFailed else { return .restart(after: slotDelay(slot: slot, uptime: uptime)) }
             current.failures += 1
-            if diedAfterReady { current.diedAfterReady += 1 }
             episode = current
             return .restart(after: degradedDelay(failure: current.failures))
         }
@@ -137,37 +137,22 @@ struct RestartLedger<Instant: InstantProtocol>: Sendable where Instant.Duration 
             guard serving > 0 else {
                 return .stop(reason: "\(worker) exited with code \(RestartPolicy.cannotBootExitCode): it cannot boot, so restarting it is pointless; stopping the cluster. Its output above says why.")
             }
-            return beginEpisode(at: now, reason: "\(worker) exited with code \(RestartPolicy.cannotBootExitCode): it cannot boot",
-                                serving: serving, diedAfterReady: false)
+            return beginEpisode(at: now, reason: "\(worker) exited with code \(RestartPolicy.cannotBootExitCode): it cannot boot", serving: serving)
         }
-        if bootFailed, bootFailures.count > policy.maxBootFailures {
-            let early = diedAfterReady ? "; a worker that exits within \(Self.seconds(policy.resetAfter)) of its start counts, ready or not" : ""
-            let failed = "\(Self.exit(of: worker, status, readyFor: readyFor)): \(bootFailures.count) workers failed to boot within \(Self.seconds(policy.period)) (at most \(policy.maxBootFailures) allowed\(early))"
+        if bootFailures.count > policy.maxBootFailures {
+            let failed = "\(Self.exit(of: worker, status, readyFor: readyFor)): \(bootFailures.count) workers failed to boot within \(Self.seconds(policy.period)) (at most \(policy.maxBootFailures) allowed)"
             guard serving > 0 else {
                 return .stop(reason: "\(failed); stopping the cluster instead of restarting in a loop. Its output above says why.")
             }
-            return beginEpisode(at: now, reason: failed, serving: serving, diedAfterReady: diedAfterReady)
+            return beginEpisode(at: now, reason: failed, serving: serving)
         }
         return .restart(after: slotDelay(slot: slot, uptime: uptime))
     }
 
     /// Records that a worker became ready; returns the crash-loop episode this ends, if
-    /// one was in progress. An episode in which workers died soon after they were ready is
-    /// not ended by readiness (see ``stayedUp(since:at:)``).
+    /// one was in progress.
     mutating func booted() -> Episode? {
-        guard let current = episode, current.diedAfterReady == 0 else { return nil }
-        return endEpisode()
-    }
-
-    /// Records that a ready worker started at `started` is still up at `now`; returns the
-    /// crash-loop episode this ends: one in progress when the worker started, if it has
-    /// now been up ``RestartPolicy/resetAfter``.
-    mutating func stayedUp(since started: Instant, at now: Instant) -> Episode? {
-        guard let current = episode, current.began <= started, started.duration(to: now) >= policy.resetAfter else { return nil }
-        return endEpisode()
-    }
-
-    private mutating func endEpisode() -> Episode? {
+        guard episode != nil else { return nil }
         let ended = episode
         episode = nil
         bootFailures.removeAll()
@@ -184,8 +169,8 @@ struct RestartLedger<Instant: InstantProtocol>: Sendable where Instant.Duration 
     /// A measured duration for a log line, rounded: "5.5 s", "42 s", "250 ms".
     static func roughly(_ duration: Duration) -> String { duration.rounded }
 
-    private mutating func beginEpisode(at now: Instant, reason: String, serving: Int, diedAfterReady: Bool) -> RestartDecision {
-        episode = Episode(began: now, failures: 1, diedAfterReady: diedAfterReady ? 1 : 0)
+    private mutating func beginEpisode(at now: Instant, reason: String, serving: Int) -> RestartDecision {
+        episode = Episode(began: now, failures: 1)
         let delay = degradedDelay(failure: 1)
         return .degrade(after: delay, reason: "\(reason). The cluster is degraded: \(serving) \(serving == 1 ? "worker keeps" : "workers keep") serving; boot attempts now wait \(Self.seconds(delay)), growing to \(Self.seconds(policy.maxDegradedDelay)), until a worker boots. Its output above says why it cannot boot.")
     }

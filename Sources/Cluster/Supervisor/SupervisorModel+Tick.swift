@@ -1,4 +1,4 @@
-/// What time alone decides: boot and ready timeouts, the watchdog, the end of a crash loop,
+/// What time alone decides: boot and ready timeouts, the watchdog
 /// and recycling.
 extension SupervisorModel {
     /// The periodic check at `now`, reading each worker's `gauges` (a worker without any is
@@ -7,7 +7,6 @@ extension SupervisorModel {
         for id in members.map(\.id) {
             checkReadiness(id, at: now)
             if let reading = gauges[id] { checkWatchdog(id, reading, at: now) }
-            checkStayedUp(id, at: now)
         }
         if supervision.recycling.isEnabled, phase == .running,
            lastRecyclingSample.map({ $0.duration(to: now) >= .seconds(1) }) ?? true {
@@ -87,15 +86,6 @@ extension SupervisorModel {
             update(member, at: place)
         }
         emit(.signal(worker: id, .abort))
-    }
-
-    /// A crash-loop episode in which workers died soon after they were ready ends when a
-    /// worker started since it began stays up the policy's `resetAfter`.
-    private mutating func checkStayedUp(_ id: Int, at now: Instant) {
-        guard ledger.episode != nil, let place = place(of: id), place != .retiring, let member = member(id),
-              member.readyAt != nil, let episode = ledger.stayedUp(since: member.startedAt, at: now) else { return }
-        degradation = nil
-        emit(.log(.notice, "recovered: \(member) stayed up \(Ledger.roughly(member.startedAt.duration(to: now))), ending the crash loop that began \(Ledger.seconds(episode.began.duration(to: now))) ago (\(episode.failures) boot failures); restarts are back to normal", member.metadata))
     }
 
     private mutating func checkRecycling(_ member: Member, _ reading: some WorkerGauges, at now: Instant) {
