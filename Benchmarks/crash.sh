@@ -20,7 +20,8 @@
 # Node with NODE_CLUSTER_SCHED_POLICY = rr and none (http/node-hello.js).
 #
 # Knobs (environment): DURATION (10 s), KILLS (8), CONNS (32), WORKERS (2), REPEATS (1),
-# IDLE_WAIT (30 s), HELLO (a built `hello`). Kills stop early when wrk ends first.
+# IDLE_WAIT (30 s), HELLO (a built `hello`), SERVERS (the names to run, space-separated,
+# e.g. "ours-reusePort node-none"; default all). Kills stop early when wrk ends first.
 # One JSON line per run goes to RESULTS_FILE (and stderr); wrk's output and the servers'
 # logs go beside it. Exits non-zero when a run failed (server did not start, wrk failed).
 set -euo pipefail
@@ -79,6 +80,7 @@ wait_ready() {
 # run SERVER CMD...: one measured run; appends one JSON line to the results file.
 run() {
   local server="$1"; shift
+  if [ -n "${SERVERS:-}" ] && [[ " $SERVERS " != *" $server "* ]]; then return 0; fi
   local port log out status=0 kills=0 wrk_pid victim
   wait_idle
   port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"

@@ -160,15 +160,15 @@ extension ClusterWorker {
         }
         let server: any Channel
         do {
-            // A few accepts per wake-up: what this loop is about to serve. The rest wait
-            // in the slot socket's queue, which outlives this worker if it crashes.
+            // Only what this loop is about to serve: a few accepts per wake-up, and none
+            // while that many are unread. The rest wait in the slot socket's queue, which
+            // outlives this worker if it crashes.
             server = try await ServerBootstrap(group: group)
                 .serverChannelOption(.maxMessagesPerRead, value: UInt(Acceptor.unreadLimit))
                 .serverChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        if let maxConnections {
-                            try channel.pipeline.syncOperations.addHandler(AcceptLimiter(limit: maxConnections))
-                        }
+                        try channel.pipeline.syncOperations.addHandler(AcceptGate(maxOpen: maxConnections ?? .max,
+                                                                                  maxUnread: Acceptor.unreadLimit))
                     }
                 }
                 .childChannelInitializer { channel in

@@ -190,22 +190,6 @@ import Testing
         #expect(response.hasPrefix("HTTP/1.1 200 OK\r\n") && response.hasSuffix("POST /c hello"), "\(response)")
         #expect(!channel.isActive, "closed once answered")
     }
-
-    @Test func theAcceptLimiterHoldsReadsAtTheLimitAndResumesWhenAConnectionCloses() throws {
-        let server = EmbeddedChannel()
-        let reads = ReadCounter()
-        try server.pipeline.syncOperations.addHandler(reads)
-        try server.pipeline.syncOperations.addHandler(AcceptLimiter(limit: 2))
-        let children = [EmbeddedChannel(loop: server.embeddedEventLoop), EmbeddedChannel(loop: server.embeddedEventLoop)]
-        for child in children { try server.writeInbound(child as any Channel) }
-        server.read()
-        #expect(reads.count == 0, "two connections open, limit two: no more accepting")
-        try children[0].close().wait()
-        server.embeddedEventLoop.run()
-        #expect(reads.count == 1, "a connection closed: the held read goes through")
-        server.read()
-        #expect(reads.count == 2, "below the limit reads pass")
-    }
 }
 
 /// Counts the reads that reach the head of a pipeline.
