@@ -206,6 +206,8 @@ struct ManualInstant: InstantProtocol, Sendable {
                               at: .seconds(100)) == .restart(after: .zero), "30 s up starts the slot over")
         var patient = Ledger(policy: RestartPolicy(initialDelay: .milliseconds(100), maxDelayAfterReady: .seconds(5)))
         #expect(dieAfterReady(&patient, times: 8, from: 0).last == .restart(after: .seconds(5)), "the ceiling is a setting")
+        #expect(RestartPolicy(initialDelay: .seconds(5)).maxDelayAfterReady == .seconds(5),
+                "a restart delay asked for is not cut short")
     }
 
     @Test func deathsAfterReadyAreNotBootFailuresAndBeginNoEpisode() {

@@ -35,7 +35,7 @@ public struct RestartPolicy: Sendable, Hashable {
     /// A worker up this long (since it started) resets its slot's backoff. Default: 30 s.
     public var resetAfter: Duration
     /// The longest delay before restarting a worker that died after it was ready (it may
-    /// have been a request's doing). Default: 1 s.
+    /// have been a request's doing); never shorter than ``initialDelay``. Default: 1 s.
     public var maxDelayAfterReady: Duration
     /// Boot failures (exits before ready, or with ``cannotBootExitCode``) tolerated within
     /// ``period``; one more begins a crash-loop episode, or stops the cluster when no
@@ -64,7 +64,7 @@ public struct RestartPolicy: Sendable, Hashable {
         self.factor = max(1, factor)
         self.maxDelay = max(initialDelay, maxDelay)
         self.resetAfter = max(.zero, resetAfter)
-        self.maxDelayAfterReady = max(.zero, maxDelayAfterReady)
+        self.maxDelayAfterReady = max(.zero, initialDelay, maxDelayAfterReady)
         self.maxBootFailures = max(0, maxBootFailures)
         self.period = period
         self.degradedDelay = max(.zero, degradedDelay)
