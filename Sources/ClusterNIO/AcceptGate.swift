@@ -35,7 +35,14 @@ final class AcceptGate: ChannelDuplexHandler {
         let read = FirstRead { onLoop { gate.value.childRead(context: bound.value) } }
         // First in the child's pipeline, before it is registered (the bootstrap's accept
         // handler comes after this one, and the child's loop runs tasks in order).
-        child.pipeline.addHandler(FirstReadHandler(read), position: .first).whenFailure { _ in read.declare() }
+        let install: @Sendable () -> Void = {
+            do {
+                try child.pipeline.syncOperations.addHandler(FirstReadHandler(read), position: .first)
+            } catch {
+                read.declare()
+            }
+        }
+        if child.eventLoop.inEventLoop { install() } else { child.eventLoop.execute(install) }
         child.closeFuture.whenComplete { _ in
             read.declare()
             onLoop { gate.value.childClosed(context: bound.value) }
