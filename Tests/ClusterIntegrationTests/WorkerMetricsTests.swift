@@ -87,6 +87,10 @@ import Testing
         #expect(Self.perSlot(samples, "app_count_seconds_count").values.reduce(0, +) == 20, "the timer observed each hit")
         #expect(samples.contains { $0.name == "app_count_seconds_bucket" && $0.labels["le"] == "+Inf" && $0.value > 0 })
 
+        // The primary's request counts come with the heartbeats, apart from the app's
+        // metrics: wait until they have all come, or the kill below loses the last ones.
+        _ = try await Self.scrape(admin: admin) { Self.perSlot($0, "cluster_requests_total").values.reduce(0, +) >= 20 }
+
         // SIGKILL slot 0's worker: its replacement counts from zero, the primary's series does not.
         let victim = try #require(listening.first { $0["slot"] as? Int == 0 })
         kill(Int32(try #require(victim["pid"] as? Int)), SIGKILL)
